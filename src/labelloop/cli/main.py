@@ -1,0 +1,308 @@
+"""`labelloop` command line. Heavy libraries are imported inside commands so start-up stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn raw images into labelled training data.")
+project_app = typer.Typer(no_args_is_help=True, help="Create, list and show projects.")
+jobs_app = typer.Typer(no_args_is_help=True, help="List, show and cancel background jobs.")
+app.add_typer(project_app, name="project")
+app.add_typer(jobs_app, name="jobs")
+out = Console()
+err = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="Workspace folder (default: $LABELLOOP_HOME or ./labelloop-data).")
+JsonFlag = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def _workspace(data_dir: Optional[Path], *, create: bool = False):
+    from labelloop.services.workspace import Workspace
+
+    return Workspace.open(data_dir or os.environ.get("LABELLOOP_DATA_DIR"), create=create)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _run_job(workspace, kind: str, params: dict[str, Any], project_id: int | None, quiet: bool):
+    """Create a job and run it here with a progress bar; the job row keeps state, progress and log."""
+    from labelloop.cli.progress import DelayedProgress
+    from labelloop.errors import Cancelled, LabelloopError
+    from labelloop.jobs import InlineExecutor
+    from labelloop.services.jobs import create_job, get_job
+
+    job_id = create_job(workspace, kind, params, project_id)
+    with DelayedProgress(err, enabled=not quiet) as bar:
+        InlineExecutor(workspace, on_progress=bar).submit(job_id)
+    job = get_job(workspace, job_id)
+    if job.state == "failed":
+        raise LabelloopError(job.error or "the job failed")
+    if job.state == "cancelled":
+        raise Cancelled(job.message)
+    return job
+
+
+@app.command()
+def init(data_dir: Optional[Path] = DataDir) -> None:
+    """Create a workspace (database and blob store) in a folder."""
+    from labelloop.services.workspace import Workspace
+
+    workspace = Workspace.init(data_dir or os.environ.get("LABELLOOP_DATA_DIR"))
+    out.print(f"workspace ready at {workspace.root} ({workspace.backend})")
+
+
+@project_app.command("create")
+def project_create(
+    name: str,
+    kind: str = typer.Option(..., "--kind", help="classification, multilabel, detection, instance or semantic"),
+    classes: str = typer.Option("", "--classes", help="Comma-separated class names, in order (may come from the first import)."),
+    colours: str = typer.Option("", "--colours", help="Comma-separated #RRGGBB colours for the classes."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Create a project."""
+    from labelloop.services.projects import create_project
+
+    workspace = _workspace(data_dir)
+    names = [c for c in classes.split(",") if c.strip()] if classes else []
+    with workspace.session() as session:
+        project = create_project(session, name, kind, names, [c for c in colours.split(",") if c] or None)
+    if as_json:
+        _print_json(project.to_dict())
+    else:
+        out.print(f"created {project.kind.value} project {project.name!r} with {len(project.classes)} classes")
+
+
+@project_app.command("list")
+def project_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """List projects."""
+    from labelloop.services.projects import list_projects
+
+    workspace = _workspace(data_dir)
+    with workspace.session() as session:
+        projects = list_projects(session)
+    if as_json:
+        _print_json([p.to_dict() for p in projects])
+        return
+    table = Table("name", "kind", "classes")
+    for p in projects:
+        table.add_row(p.name, p.kind.value, ", ".join(p.class_names()))
+    out.print(table if projects else "no projects yet: create one with `labelloop project create NAME --kind KIND`")
+
+
+@project_app.command("show")
+def project_show(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Show a project's kind, classes, settings and counts."""
+    from labelloop.services.projects import get_project
+    from labelloop.services.stats import project_stats
+
+    workspace = _workspace(data_dir)
+    with workspace.session() as session:
+        project = get_project(session, name)
+    stats = project_stats(workspace, name)
+    if as_json:
+        _print_json({**project.to_dict(), "stats": stats})
+        return
+    out.print(f"[bold]{project.name}[/bold]  {project.kind.value}  {stats['items']} items, {stats['annotated_items']} annotated")
+    table = Table("#", "class", "colour", "shapes")
+    for c in project.classes:
+        table.add_row(str(c.index), c.name, f"[{c.colour}]■[/] {c.colour}", str(stats["shapes_per_class"].get(c.name, 0)))
+    out.print(table)
+    out.print("settings: " + ", ".join(f"{k}={v}" for k, v in project.settings.items()))
+
+
+@app.command("import")
+def import_command(
+    name: str,
+    path: Path,
+    format: str = typer.Option("auto", "--format", help="auto, images, coco, yolo, voc, masks, instances, scribbles, folders, csv, dicom"),
+    split: Optional[str] = typer.Option(None, "--split", help="Put every item in this split: train, val or test."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Import the readable files and list the others."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Import images (and their annotations) into a project: all or nothing unless --skip-bad."""
+    from labelloop.services.projects import get_project
+
+    workspace = _workspace(data_dir)
+    with workspace.session() as session:
+        project = get_project(session, name)
+    params = {"project": name, "path": str(path.resolve()), "format": format, "split": split, "skip_bad": skip_bad}
+    job = _run_job(workspace, "import", params, project.id, quiet=as_json)
+    report = job.result
+    if as_json:
+        _print_json({"job": job.id, **report})
+        return
+    out.print(
+        f"imported {report['items_added']} items ({report['items_existing']} already there) and "
+        f"{report['annotations_added']} annotations from {report['files']} files as {report['format']} (job {job.id})"
+    )
+    if report["classes_added"]:
+        out.print(f"classes taken from the files: {', '.join(report['classes_added'])}")
+    for line in report["skipped"]:
+        err.print(f"skipped {line}", highlight=False)
+    for line in report["warnings"]:
+        err.print(f"warning: {line}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    name: str,
+    out_dir: Path = typer.Argument(..., metavar="OUT"),
+    format: str = typer.Option(..., "--format", help="coco, yolo, voc, masks, instances, scribbles, folders, csv"),
+    include: str = typer.Option("annotations", "--include", help="annotations, predictions or both"),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Export a project's labels (and images) in a standard format, streamed."""
+    from labelloop.services.projects import get_project
+
+    workspace = _workspace(data_dir)
+    with workspace.session() as session:
+        project = get_project(session, name)
+    params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include}
+    job = _run_job(workspace, "export", params, project.id, quiet=as_json)
+    if as_json:
+        _print_json({"job": job.id, **job.result})
+        return
+    result = job.result
+    out.print(f"exported {result['items']} items and {result['shapes']} shapes as {format} to {result['out']}")
+    for line in result.get("warnings", []):
+        err.print(f"warning: {line}", highlight=False)
+
+
+@app.command()
+def stats(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Counts: items per split, annotated items, shapes per class, annotators, predictions."""
+    from labelloop.services.stats import project_stats
+
+    data = project_stats(_workspace(data_dir), name)
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"[bold]{data['project']}[/bold] ({data['kind']}): {data['items']} items, "
+              f"{data['annotated_items']} annotated, {data['unlabelled_items']} unlabelled")
+    out.print("splits: " + ", ".join(f"{k} {v}" for k, v in data["items_per_split"].items()))
+    table = Table("class", "items", "shapes")
+    for label, count in data["shapes_per_class"].items():
+        table.add_row(label, str(data["items_per_class"].get(label, 0)), str(count))
+    out.print(table)
+    if data["items_per_annotator"]:
+        out.print("annotators: " + ", ".join(f"{k} {v}" for k, v in data["items_per_annotator"].items()))
+    if data["predictions"]:
+        out.print("predictions: " + ", ".join(f"{k} {v}" for k, v in data["predictions"].items()))
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Optional[str] = typer.Option(None, "--state", help="queued, running, done, failed or cancelled"),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Recent jobs, newest first."""
+    from labelloop.services.jobs import list_jobs
+
+    jobs = list_jobs(_workspace(data_dir), state=state)
+    if as_json:
+        _print_json([j.to_dict() for j in jobs])
+        return
+    table = Table("id", "kind", "state", "progress", "message", "created")
+    for j in jobs:
+        progress = f"{j.done}/{j.total}" if j.total else str(j.done or "")
+        table.add_row(str(j.id), j.kind, j.state, progress, j.message[:60], j.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table if jobs else "no jobs")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """One job with its log."""
+    from labelloop.services.jobs import get_job, job_log
+
+    workspace = _workspace(data_dir)
+    job = get_job(workspace, job_id)
+    if as_json:
+        _print_json({**job.to_dict(), "log": job_log(workspace, job_id)})
+        return
+    out.print(f"job {job.id} ({job.kind}): {job.state} {job.message}")
+    if job.error:
+        out.print(job.error, highlight=False)
+    out.print(job_log(workspace, job_id), highlight=False)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
+    """Cancel a job: a queued job at once, a running one at its next progress report."""
+    from labelloop.services.jobs import cancel_job
+
+    job = cancel_job(_workspace(data_dir), job_id)
+    if as_json:
+        _print_json(job.to_dict())
+    else:
+        out.print(f"job {job.id}: {'cancelled' if job.state == 'cancelled' else 'cancel requested'}")
+
+
+@app.command()
+def demo(data_dir: Optional[Path] = DataDir) -> None:
+    """The main job on the bundled sample: import nuclei with instance masks, export COCO, show stats."""
+    from labelloop.cli.demo import run_demo
+
+    run_demo(data_dir, out, err)
+
+
+def _hoist_data_dir(argv: list[str]) -> list[str]:
+    """--data-dir works anywhere on the line: pull it out and hand it over through the environment."""
+    result, index = [], 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--data-dir" and index + 1 < len(argv):
+            os.environ["LABELLOOP_DATA_DIR"] = argv[index + 1]
+            index += 2
+            continue
+        if arg.startswith("--data-dir="):
+            os.environ["LABELLOOP_DATA_DIR"] = arg.split("=", 1)[1]
+            index += 1
+            continue
+        result.append(arg)
+        index += 1
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    from labelloop.errors import Cancelled, LabelloopError
+
+    args = _hoist_data_dir(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="labelloop", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Cancelled as exc:
+        err.print(f"cancelled: {exc}", highlight=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except LabelloopError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

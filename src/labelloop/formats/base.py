@@ -1,0 +1,106 @@
+"""The contract every format module follows, and the plain data passed across it.
+
+A format reads files into an `ImportBundle` (nothing is written anywhere) and writes an export from a
+stream of `ExportRecord`s. Readers validate everything they can see in their own files and raise
+`InvalidInput` naming the file, the field or line, and what is wrong. The import service then decodes
+every image, checks declared sizes and shape bounds, and commits atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from labelloop.domain import ClassDef, ProjectKind, Shape, Split
+
+
+@dataclass
+class ImportEntry:
+    """One image file and what the format says about it."""
+
+    path: Path  # the image file on disk
+    name: str  # relative, '/'-separated name inside the import (kept as the item's source)
+    shapes: list[Shape] = field(default_factory=list)
+    split: Split | None = None
+    index: int | None = None  # a page/frame when the annotations concern one; None = every page
+    declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states
+    origin: str = ""  # where the annotations were read, for messages ("ann.json: annotations[3]")
+
+
+@dataclass
+class ImportBundle:
+    entries: list[ImportEntry]
+    classes: list[str]  # class names the files define or use, in the format's own order
+    warnings: list[str] = field(default_factory=list)
+    # When the files number classes but do not name them: generated label -> 1-based class index, so the
+    # import can give the shapes the project's own names (value 1 of a mask -> the project's first class).
+    class_numbers: dict[str, int] | None = None
+
+
+@dataclass
+class ExportItem:
+    """What a writer may know about an item."""
+
+    id: int
+    name: str  # relative source name, sanitised ('/'-separated, no '..')
+    index: int  # page/frame in the source file
+    width: int
+    height: int
+    split: Split
+    channels: int
+    dtype: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportRecord:
+    item: ExportItem
+    shapes: list[Shape]
+
+
+class ImageSaver(Protocol):
+    def __call__(self, item: ExportItem, directory: Path) -> str:
+        """Write the item's image under `directory`; returns the file name written (relative)."""
+
+
+@dataclass
+class ExportContext:
+    out: Path
+    kind: ProjectKind
+    classes: list[ClassDef]
+    save_image: ImageSaver
+    progress: Callable[[int], None] = lambda n: None  # called with the number of records just written
+
+
+@dataclass
+class ExportSummary:
+    items: int = 0
+    shapes: int = 0
+    files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Format(Protocol):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    can_read: ClassVar[bool]
+    can_write: ClassVar[bool]
+    detect_priority: ClassVar[int]  # --format auto tries low numbers first; generic formats use high ones
+
+    def detect(self, path: Path) -> bool:
+        """True when `path` looks like this format (used by --format auto)."""
+
+    def read(self, path: Path, kind: ProjectKind) -> ImportBundle:
+        """Parse and validate; raise InvalidInput on the first problem in the annotation files."""
+
+    def write(self, records: Iterable[ExportRecord], ctx: ExportContext) -> ExportSummary:
+        """Stream the records to ctx.out; memory must not grow with the number of records."""
+
+
+def iter_files(root: Path, suffixes: set[str]) -> Iterator[Path]:
+    """Files under root with one of the suffixes, sorted, hidden files skipped."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in suffixes and not any(p.startswith(".") for p in path.relative_to(root).parts):
+            yield path

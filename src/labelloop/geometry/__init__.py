@@ -1,0 +1,1 @@
+"""Conversions between shape representations (pure numpy + pycocotools)."""

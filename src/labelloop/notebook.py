@@ -1,0 +1,98 @@
+"""The Python API for notebooks and scripts: thin handles over the same services the CLI uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from labelloop.domain import Shape
+from labelloop.formats.base import ExportSummary
+from labelloop.services import annotations as annotation_service
+from labelloop.services import projects as project_service
+from labelloop.services.annotations import AnnotationInfo
+from labelloop.services.exporting import export_project
+from labelloop.services.importing import ImportReport, import_path
+from labelloop.services.projects import ProjectInfo
+from labelloop.services.stats import project_stats
+from labelloop.services.workspace import Workspace
+from labelloop.store.tables import ItemRow
+
+
+class ProjectHandle:
+    def __init__(self, workspace: Workspace, name: str):
+        self.workspace = workspace
+        self.name = name
+        self.info  # fail now if the project does not exist
+
+    @property
+    def info(self) -> ProjectInfo:
+        with self.workspace.session() as session:
+            return project_service.get_project(session, self.name)
+
+    def import_(self, path: str | Path, *, format: str = "auto", split: str | None = None, skip_bad: bool = False) -> ImportReport:
+        return import_path(self.workspace, self.name, path, format=format, split=split, skip_bad=skip_bad)
+
+    def export(self, out: str | Path, *, format: str, include: str = "annotations") -> ExportSummary:
+        return export_project(self.workspace, self.name, out, format=format, include=include)
+
+    def stats(self) -> dict[str, Any]:
+        return project_stats(self.workspace, self.name)
+
+    def items(self, *, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Items in labelling order, as plain dicts (id, source, page, width, height, split, ...)."""
+        with self.workspace.session() as session:
+            project = project_service.get_project(session, self.name)
+            query = select(ItemRow).where(ItemRow.project_id == project.id).order_by(ItemRow.position)
+            if split:
+                query = query.where(ItemRow.split == split)
+            if limit:
+                query = query.limit(limit)
+            return [
+                {"id": r.id, "source": r.source, "page": r.page, "width": r.width, "height": r.height,
+                 "dtype": r.dtype, "channels": r.channels, "split": r.split, "metadata": r.meta}
+                for r in session.scalars(query)
+            ]
+
+    def image(self, item_id: int, *, display: bool = False):
+        """The item's pixels: raw values, or the uint8 view a labeller sees (windowed, MONOCHROME1 inverted)."""
+        from labelloop import media
+
+        with self.workspace.session() as session:
+            row = session.get(ItemRow, item_id)
+        path = self.workspace.blobs.local_path(row.blob_sha256)
+        return media.render(path, row.page, name=row.source) if display else media.read(path, row.page, name=row.source)
+
+    def annotation(self, item_id: int) -> AnnotationInfo | None:
+        with self.workspace.session() as session:
+            row = annotation_service.latest(session, item_id)
+            return annotation_service.to_info(row) if row else None
+
+    def annotate(self, item_id: int, shapes: list[Shape], *, author: str, base_version: int | None = None) -> AnnotationInfo:
+        with self.workspace.session() as session:
+            project = project_service.get_project(session, self.name)
+            return annotation_service.save(session, project, item_id, shapes, author=author, base_version=base_version)
+
+    def __repr__(self) -> str:
+        return f"<Project {self.name!r}>"
+
+
+class WorkspaceHandle:
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+
+    def project(self, name: str) -> ProjectHandle:
+        return ProjectHandle(self.workspace, name)
+
+    def create_project(self, name: str, *, kind: str, classes: list[str] | None = None) -> ProjectHandle:
+        with self.workspace.session() as session:
+            project_service.create_project(session, name, kind, classes)
+        return ProjectHandle(self.workspace, name)
+
+    def projects(self) -> list[ProjectInfo]:
+        with self.workspace.session() as session:
+            return project_service.list_projects(session)
+
+    def __repr__(self) -> str:
+        return f"<labelloop workspace {self.workspace.root}>"

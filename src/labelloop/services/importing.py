@@ -1,0 +1,282 @@
+"""Import files into a project: all or nothing (no rows and no orphan blobs after an error)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from labelloop import media
+from labelloop.domain import ClassDef, Split, default_colour, shape_to_dict
+from labelloop.errors import InvalidInput, LabelloopError
+from labelloop.formats.base import ImportEntry
+from labelloop.formats.registry import detect_format, get_format
+from labelloop.services import annotations as annotation_service
+from labelloop.services.projects import ProjectInfo, add_classes, get_project, get_row
+from labelloop.services.workspace import Workspace
+from labelloop.store.blobs import sha256_file
+from labelloop.store.tables import AnnotationRow, BlobRow, ItemRow
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, "int | None", str], None]
+MAX_LISTED = 50
+BATCH = 500
+
+
+def _no_progress(done: int, total: int | None, message: str) -> None:
+    return None
+
+
+@dataclass
+class ImportReport:
+    project: str
+    format: str
+    files: int = 0
+    items_added: int = 0
+    items_existing: int = 0
+    annotations_added: int = 0
+    classes_added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Checked:
+    entry: ImportEntry
+    sha: str = ""
+    pages: list[media.PageInfo] = field(default_factory=list)
+    error: str | None = None
+
+
+def check_name(name: str, where: str) -> str:
+    """Relative '/'-separated names only: no absolute paths, no '..', no backslashes."""
+    posix = PurePosixPath(name)
+    if not name or name.startswith(("/", "\\")) or "\\" in name or ".." in posix.parts or ":" in posix.parts[0]:
+        raise InvalidInput(f"{where}: file name {name!r} is not allowed (it must be a relative path without '..')")
+    return str(posix)
+
+
+def item_position(seed: int, sha: str, page: int) -> int:
+    """A fixed pseudo-random place in the labelling order, so the order carries no import bias."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{sha}:{page}".encode()).digest()[:8], "big") >> 1
+
+
+def _inspect(entry: ImportEntry, project: ProjectInfo, max_pixels: int | None) -> _Checked:
+    checked = _Checked(entry)
+    try:
+        checked.pages = media.verify(entry.path, name=entry.name, max_pixels=max_pixels)
+        checked.sha = sha256_file(entry.path)
+        if entry.index is not None and entry.index >= len(checked.pages):
+            raise InvalidInput(f"{entry.origin or entry.name}: page {entry.index} does not exist ({len(checked.pages)} pages)")
+        if entry.shapes and entry.index is None and len(checked.pages) > 1:
+            raise InvalidInput(f"{entry.origin or entry.name}: annotations for a file of {len(checked.pages)} pages must name the page")
+        page = checked.pages[entry.index or 0]
+        if entry.declared_size and tuple(entry.declared_size) != (page.width, page.height):
+            w, h = entry.declared_size
+            raise InvalidInput(f"{entry.origin or entry.name}: declares {w}×{h} but the image is {page.width}×{page.height}")
+        annotation_service.check_shapes(entry.shapes, project, page.width, page.height, entry.origin or entry.name)
+    except LabelloopError as exc:
+        checked.error = str(exc)
+    except OSError as exc:
+        checked.error = f"{entry.name}: cannot read the file ({exc.strerror or exc})"
+    return checked
+
+
+def _listing(problems: list[str]) -> str:
+    shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return shown + more
+
+
+def _name_numbered_classes(bundle, known: list[str], path: Path) -> None:
+    """Files that number classes without naming them take the project's names: number k -> class k."""
+    numbers = bundle.class_numbers or {}
+    too_high = sorted({n for n in numbers.values() if n > len(known)})
+    if too_high:
+        raise InvalidInput(f"{path}: the files use class numbers up to {too_high[-1]} but the project has "
+                           f"{len(known)} classes ({', '.join(known)})")
+    names = {label: known[n - 1] for label, n in numbers.items()}
+    for entry in bundle.entries:
+        entry.shapes = [replace(s, label=names.get(s.label, s.label)) for s in entry.shapes]
+    bundle.classes = [names.get(c, c) for c in bundle.classes]
+
+
+def import_path(
+    workspace: Workspace,
+    project_name: str,
+    path: str | Path,
+    *,
+    format: str = "auto",
+    split: str | None = None,
+    skip_bad: bool = False,
+    author: str = "import",
+    max_pixels: int | None = None,
+    progress: Progress = _no_progress,
+) -> ImportReport:
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file or folder")
+    if split is not None and split not in {s.value for s in Split}:
+        raise InvalidInput(f"split {split!r} is not one of train, val, test, none")
+    with workspace.session() as session:
+        project = get_project(session, project_name)
+    fmt = detect_format(path) if format == "auto" else get_format(format)
+    if not fmt.can_read:
+        raise InvalidInput(f"format {fmt.name!r} can only be exported")
+    report = ImportReport(project=project.name, format=fmt.name)
+    progress(0, None, f"reading {fmt.name} annotations")
+    bundle = fmt.read(path, project.kind)
+    report.warnings.extend(bundle.warnings)
+    report.files = len(bundle.entries)
+    if not bundle.entries:
+        raise InvalidInput(f"{path}: no images found for format {fmt.name!r}")
+
+    known = project.class_names()
+    if bundle.class_numbers and known:
+        _name_numbered_classes(bundle, known, path)
+    used = list(dict.fromkeys([*bundle.classes, *(s.label for e in bundle.entries for s in e.shapes)]))
+    unknown = [c for c in used if c not in known]
+    if unknown and known:
+        raise InvalidInput(
+            f"{path}: classes not in project {project.name!r}: {', '.join(unknown[:20])}"
+            f"{' ...' if len(unknown) > 20 else ''} (the project has: {', '.join(known)})"
+        )
+    if unknown:  # an empty schema takes the file's classes, in the file's order
+        report.classes_added = unknown
+        merged = [ClassDef(n, i + 1, default_colour(i)) for i, n in enumerate(unknown)]
+        project = ProjectInfo(project.id, project.name, project.kind, merged, project.settings)
+    for entry in bundle.entries:
+        entry.name = check_name(entry.name, entry.origin or str(path))
+
+    total = len(bundle.entries)
+    checked: list[_Checked] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for n, result in enumerate(pool.map(lambda e: _inspect(e, project, max_pixels), bundle.entries), 1):
+            checked.append(result)
+            progress(n, total, "checking images")
+    bad = [c for c in checked if c.error]
+    if bad and not skip_bad:
+        raise InvalidInput(
+            f"{len(bad)} of {total} files cannot be imported; nothing was imported "
+            f"(fix them, or pass --skip-bad to import the rest):\n{_listing([c.error for c in bad])}"
+        )
+    report.skipped = [c.error for c in bad]
+    good = [c for c in checked if not c.error]
+    _commit(workspace, project, good, report, split=split, author=author, progress=progress)
+    return report
+
+
+def _commit(workspace, project: ProjectInfo, good: list[_Checked], report: ImportReport, *, split, author, progress) -> None:
+    """Write blobs, then rows in one transaction; on any failure remove the blobs this import created."""
+    created: list[str] = []
+    committed = False
+    try:
+        stored: set[str] = set()
+        for n, c in enumerate(good, 1):
+            if c.sha not in stored:
+                _, was_created = workspace.blobs.put_file(c.entry.path, c.sha)
+                if was_created:
+                    created.append(c.sha)
+                stored.add(c.sha)
+            if n % 200 == 0 or n == len(good):
+                progress(n, len(good), "storing images")
+        # The last chance to cancel; nothing may report progress inside the transaction (SQLite has one writer).
+        progress(len(good), len(good), "committing")
+        with workspace.session() as session:
+            row = get_row(session, project.name, lock=True)
+            if report.classes_added:
+                add_classes(session, row, report.classes_added)
+            _insert_rows(session, row, project, good, report, split=split, author=author)
+        committed = True
+    finally:
+        if not committed:
+            _remove_unreferenced(workspace, created)
+
+
+def _insert_rows(session, row, project: ProjectInfo, good: list[_Checked], report: ImportReport, *, split, author) -> None:
+    shas = sorted({c.sha for c in good})
+    known_blobs: set[str] = set()
+    existing: dict[tuple[str, int], int] = {}
+    for start in range(0, len(shas), BATCH):
+        chunk = shas[start : start + BATCH]
+        known_blobs.update(session.scalars(select(BlobRow.sha256).where(BlobRow.sha256.in_(chunk))))
+        for sha, page, item_id in session.execute(
+            select(ItemRow.blob_sha256, ItemRow.page, ItemRow.id).where(
+                ItemRow.project_id == project.id, ItemRow.blob_sha256.in_(chunk)
+            )
+        ):
+            existing[(sha, page)] = item_id
+    new_blobs = [{"sha256": c.sha, "size": c.entry.path.stat().st_size} for c in {c.sha: c for c in good}.values() if c.sha not in known_blobs]
+    if new_blobs:
+        session.execute(insert(BlobRow), new_blobs)
+
+    new_items: list[dict[str, Any]] = []
+    shapes_for_new: list[list[dict[str, Any]]] = []
+    revisions: list[tuple[tuple[str, int], list[dict[str, Any]]]] = []  # (item key, shapes) after version 1
+    first_name: dict[tuple[str, int], str] = {}
+    for c in good:
+        pages = c.pages if c.entry.index is None else [c.pages[c.entry.index]]
+        shapes = [shape_to_dict(s) for s in c.entry.shapes]
+        for page in pages:
+            key = (c.sha, page.index)
+            if key in first_name:  # the same picture twice in one import: one item, both labellings kept
+                report.warnings.append(f"{c.entry.name} is the same image as {first_name[key]}: imported once"
+                                       + ("; its annotations were added as a later revision" if shapes else ""))
+                if shapes:
+                    revisions.append((key, shapes))
+                continue
+            first_name[key] = c.entry.name
+            if key in existing:
+                report.items_existing += 1
+                if shapes:
+                    revisions.append((key, shapes))
+                continue
+            new_items.append({
+                "project_id": project.id, "blob_sha256": c.sha, "source": c.entry.name, "page": page.index,
+                "format": page.format, "width": page.width, "height": page.height, "dtype": page.dtype,
+                "channels": page.channels, "meta": page.metadata,
+                "split": (split or (c.entry.split.value if c.entry.split else "none")),
+                "position": item_position(row.seed, c.sha, page.index),
+            })
+            shapes_for_new.append(shapes)
+    annotations: list[dict[str, Any]] = []
+    for start in range(0, len(new_items), BATCH):
+        chunk = new_items[start : start + BATCH]
+        ids = session.scalars(insert(ItemRow).returning(ItemRow.id, sort_by_parameter_order=True), chunk).all()
+        for item_id, item, shapes in zip(ids, chunk, shapes_for_new[start : start + BATCH]):
+            existing[(item["blob_sha256"], item["page"])] = item_id
+            if shapes:
+                annotations.append({"item_id": item_id, "version": 1, "author": author, "state": "submitted",
+                                    "source": "import", "shapes": shapes})
+    report.items_added = len(new_items)
+    for start in range(0, len(annotations), BATCH):
+        session.execute(insert(AnnotationRow), annotations[start : start + BATCH])
+    added = len(annotations)
+    for key, shapes in revisions:  # rare: re-imports and duplicates; one at a time keeps versions right
+        item_id = existing[key]
+        current = annotation_service.latest(session, item_id)
+        if current is None or current.shapes != shapes:
+            session.add(AnnotationRow(item_id=item_id, version=annotation_service.next_version(session, item_id),
+                                      author=author, state="submitted", source="import", shapes=shapes))
+            session.flush()
+            added += 1
+    report.annotations_added = added
+
+
+def _remove_unreferenced(workspace: Workspace, shas: list[str]) -> None:
+    if not shas:
+        return
+    with workspace.session() as session:
+        referenced = set(session.scalars(select(BlobRow.sha256).where(BlobRow.sha256.in_(shas))))
+    for sha in shas:
+        if sha not in referenced:
+            workspace.blobs.delete(sha)

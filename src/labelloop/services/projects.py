@@ -1,0 +1,132 @@
+"""Projects and their label schema."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labelloop.domain import ClassDef, ProjectKind, default_colour
+from labelloop.errors import Conflict, InvalidInput, NotFound
+from labelloop.store.tables import ProjectRow
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+COLOUR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
+DEFAULT_SETTINGS: dict[str, Any] = {"target_precision": 0.95, "sampling": "shuffled"}
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: int
+    name: str
+    kind: ProjectKind
+    classes: list[ClassDef]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "classes": [{"name": c.name, "index": c.index, "colour": c.colour} for c in self.classes],
+            "settings": self.settings,
+        }
+
+
+def info(row: ProjectRow) -> ProjectInfo:
+    classes = [ClassDef(c["name"], i + 1, c["colour"]) for i, c in enumerate(row.classes)]
+    return ProjectInfo(row.id, row.name, ProjectKind(row.kind), classes, dict(row.settings))
+
+
+def parse_kind(kind: str | ProjectKind) -> ProjectKind:
+    try:
+        return ProjectKind(kind)
+    except ValueError:
+        raise InvalidInput(f"unknown project kind {kind!r}; choose one of: {', '.join(k.value for k in ProjectKind)}") from None
+
+
+def check_class_names(names: list[str]) -> list[str]:
+    cleaned = [n.strip() for n in names]
+    for name in cleaned:
+        if not name:
+            raise InvalidInput("class names must not be empty")
+        if len(name) > 100 or any(ch in name for ch in ";\n\r\t"):
+            raise InvalidInput(f"class name {name!r} is not allowed (at most 100 characters, no ';', tab or newline)")
+    duplicates = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    if duplicates:
+        raise InvalidInput(f"class names must be unique; repeated: {', '.join(duplicates)}")
+    return cleaned
+
+
+def create_project(
+    session: Session,
+    name: str,
+    kind: str | ProjectKind,
+    classes: list[str] | None = None,
+    colours: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> ProjectInfo:
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(
+            f"project name {name!r} is not valid: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    kind = parse_kind(kind)
+    names = check_class_names(classes or [])
+    colours = list(colours or [])
+    for colour in colours:
+        if not COLOUR_RE.match(colour):
+            raise InvalidInput(f"colour {colour!r} is not a #RRGGBB hex colour")
+    if session.scalar(select(ProjectRow.id).where(ProjectRow.name == name)) is not None:
+        raise Conflict(f"a project named {name!r} already exists")
+    row = ProjectRow(
+        name=name,
+        kind=kind.value,
+        classes=[{"name": n, "colour": colours[i] if i < len(colours) else default_colour(i)} for i, n in enumerate(names)],
+        settings={**DEFAULT_SETTINGS, **(settings or {})},
+        seed=secrets.randbits(62),
+    )
+    session.add(row)
+    session.flush()
+    return info(row)
+
+
+def get_row(session: Session, name: str, *, lock: bool = False) -> ProjectRow:
+    query = select(ProjectRow).where(ProjectRow.name == name)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None:
+        known = session.scalars(select(ProjectRow.name)).all()
+        hint = difflib.get_close_matches(name, known, n=1)
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ("" if known else "; create it with `labelloop project create`")
+        raise NotFound(f"no project named {name!r}{suffix}")
+    return row
+
+
+def get_project(session: Session, name: str) -> ProjectInfo:
+    return info(get_row(session, name))
+
+
+def list_projects(session: Session) -> list[ProjectInfo]:
+    return [info(row) for row in session.scalars(select(ProjectRow).order_by(ProjectRow.name))]
+
+
+def add_classes(session: Session, row: ProjectRow, names: list[str]) -> list[str]:
+    """Append classes not yet in the schema; returns the ones added."""
+    existing = [c["name"] for c in row.classes]
+    new = [n for n in check_class_names(names) if n not in existing]
+    if new:
+        row.classes = [*row.classes, *({"name": n, "colour": default_colour(len(existing) + i)} for i, n in enumerate(new))]
+    return new
+
+
+def delete_project(session: Session, name: str) -> None:
+    session.delete(get_row(session, name))

@@ -1,0 +1,63 @@
+"""Project counts: items per split and state, shapes per class, work per annotator, predictions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+
+from labelloop.services.annotations import latest_for_items
+from labelloop.services.projects import get_project
+from labelloop.store.tables import ItemRow, ModelRow, PredictionRow
+
+PAGE = 2000
+
+
+def project_stats(workspace, name: str) -> dict[str, Any]:
+    with workspace.session() as session:
+        project = get_project(session, name)
+        splits = dict(session.execute(
+            select(ItemRow.split, func.count()).where(ItemRow.project_id == project.id).group_by(ItemRow.split)).all())
+        predictions = dict(session.execute(
+            select(PredictionRow.review_state, func.count()).join(ItemRow, ItemRow.id == PredictionRow.item_id)
+            .where(ItemRow.project_id == project.id).group_by(PredictionRow.review_state)).all())
+        models = session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.project_id == project.id))
+    per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})
+    items_per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})
+    per_author: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    annotated = 0
+    last_id = 0
+    while True:  # latest revisions a page at a time, so memory stays flat on big projects
+        with workspace.session() as session:
+            ids = session.scalars(select(ItemRow.id).where(ItemRow.project_id == project.id, ItemRow.id > last_id)
+                                  .order_by(ItemRow.id).limit(PAGE)).all()
+            if not ids:
+                break
+            latest = latest_for_items(session, ids)
+        last_id = ids[-1]
+        for row in latest.values():
+            if not row.shapes:
+                continue
+            annotated += 1
+            per_author[row.author] += 1
+            states[row.state] += 1
+            labels = [s["label"] for s in row.shapes]
+            per_class.update(labels)
+            items_per_class.update(set(labels))
+    total = sum(splits.values())
+    return {
+        "project": project.name,
+        "kind": project.kind.value,
+        "items": total,
+        "annotated_items": annotated,
+        "unlabelled_items": total - annotated,
+        "items_per_split": {s: splits.get(s, 0) for s in ("train", "val", "test", "none")},
+        "annotation_states": dict(states),
+        "shapes_per_class": dict(per_class),
+        "items_per_class": dict(items_per_class),
+        "items_per_annotator": dict(per_author),
+        "predictions": dict(predictions),
+        "models": models or 0,
+    }
