@@ -50,6 +50,12 @@ def test_contract_commands_end_to_end(capsys, tmp_path, database_url):
     code, out, _ = run(capsys, "export", "cells", str(tmp_path / "csv"), "--format", "csv", "--data-dir", data, "--json")
     assert code == 0 and json.loads(out)["items"] == 4
     assert (tmp_path / "csv" / "labels.csv").is_file()
+    assert len(list((tmp_path / "csv" / "images").iterdir())) == 4
+    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "labels-only"), "--format", "csv", "--no-images", "--data-dir", data)
+    assert code == 0 and not (tmp_path / "labels-only" / "images").exists()
+    assert len((tmp_path / "labels-only" / "labels.csv").read_text().splitlines()) == 5
+    code, _, err = run(capsys, "export", "cells", str(tmp_path / "csv"), "--format", "csv", "--data-dir", data)
+    assert code == 1 and "exists and is not empty" in err
 
 
 def test_errors_are_one_line_with_non_zero_exit(capsys, tmp_path):

@@ -22,7 +22,8 @@ from labelloop.formats.csvlabels import CsvLabels
 from labelloop.formats.dicom import Dicom
 from labelloop.formats.folders import Folders
 from labelloop.formats.images import Images
-from labelloop.formats.masks import InstanceMasks, SemanticMasks, value_rles
+from labelloop.formats.labelimages import value_rles
+from labelloop.formats.masks import InstanceMasks, SemanticMasks
 from labelloop.formats.registry import detect_format
 from labelloop.formats.scribbles import Scribbles
 from labelloop.geometry import rle

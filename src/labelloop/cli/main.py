@@ -161,6 +161,7 @@ def export_command(
     out_dir: Path = typer.Argument(..., metavar="OUT"),
     format: str = typer.Option(..., "--format", help="coco, yolo, voc, masks, instances, scribbles, folders, csv"),
     include: str = typer.Option("annotations", "--include", help="annotations, predictions or both"),
+    images: bool = typer.Option(True, "--images/--no-images", help="Write the image files beside the labels."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -170,7 +171,7 @@ def export_command(
     workspace = _workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
-    params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include}
+    params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images}
     job = _run_job(workspace, "export", params, project.id, quiet=as_json)
     if as_json:
         _print_json({"job": job.id, **job.result})

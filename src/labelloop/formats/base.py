@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from labelloop.domain import ClassDef, ProjectKind, Shape, Split
+from labelloop.errors import InvalidInput
 
 
 @dataclass
@@ -104,3 +105,13 @@ def iter_files(root: Path, suffixes: set[str]) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.suffix.lower() in suffixes and not any(p.startswith(".") for p in path.relative_to(root).parts):
             yield path
+
+
+def require_kind(format_name: str, kind: ProjectKind, allowed: Iterable[ProjectKind]) -> None:
+    """InvalidInput unless the format's files can hold labels of the project's kind."""
+    allowed = tuple(allowed)
+    if kind not in allowed:
+        choices = " or ".join(k.value for k in allowed)
+        raise InvalidInput(
+            f"format {format_name!r} holds {choices} labels; it cannot import into a {kind.value} project"
+        )

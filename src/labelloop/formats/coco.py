@@ -13,12 +13,13 @@ import math
 import os
 import shutil
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from labelloop.domain import Box, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
+from labelloop.formats.paths import first_names, safe_name, shown_path, split_in_name
 from labelloop.formats.registry import register
 from labelloop.geometry import rle
 
@@ -52,13 +53,13 @@ class CocoFormat:
             documents = [(path, _load_json(path, path.name))]
         else:
             # A malformed JSON file is reported; well-formed JSON of another kind (captions, configs) is skipped.
-            loaded = [(p, _load_json(p, _shown(p, base), require_object=False)) for p in _candidates(path)]
+            loaded = [(p, _load_json(p, shown_path(p, base), require_object=False)) for p in _candidates(path)]
             documents = [(p, data) for p, data in loaded if _looks_like_coco(data)]
         if not documents:
             raise InvalidInput(f"{path}: no COCO JSON found (a .json file with images, annotations and categories)")
         reader = _Reader(kind)
         for file, data in documents:
-            reader.read_document(data, file, _shown(file, base))
+            reader.read_document(data, file, shown_path(file, base))
         return ImportBundle(entries=list(reader.entries.values()), classes=reader.classes, warnings=reader.warnings)
 
     def write(self, records: Iterable[ExportRecord], ctx: ExportContext) -> ExportSummary:
@@ -95,34 +96,8 @@ def _looks_like_coco(data: Any) -> bool:
     return not (isinstance(first, dict) and "segments_info" in first)
 
 
-def _shown(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name
-
-
-def _split_from_name(name: str) -> Split | None:
-    lowered = name.lower()
-    for word, split in (("train", Split.train), ("val", Split.val), ("test", Split.test)):
-        if word in lowered:
-            return split
-    return None
-
-
-def _safe_name(raw: Any, where: str) -> str:
-    """A relative '/'-separated name, or InvalidInput (absolute names and '..' could reach outside the dataset)."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidInput(f"{where} must be a non-empty string, got {raw!r}")
-    name = raw.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
-        raise InvalidInput(f"{where} {raw!r} must be a relative path inside the dataset (no '..', not absolute)")
-    return "/".join(p for p in parts if p != ".")
-
-
 def _missing_error(shown: str, missing: list[str], looked: str) -> InvalidInput:
-    listed = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    listed = first_names(missing, 10)
     return InvalidInput(f"{shown}: {len(missing)} image file(s) not found (looked in {looked}): {listed}")
 
 
@@ -200,7 +175,7 @@ class _Reader:
         return by_id
 
     def _images(self, raw: list, file: Path, shown: str) -> dict[Any, ImportEntry]:
-        split = _split_from_name(file.stem)
+        split = split_in_name(file.stem)
         json_dir = file.parent
         roots = [json_dir, json_dir / "images", json_dir.parent / "images"]
         nested = sorted(p for p in roots[2].iterdir() if p.is_dir()) if roots[2].is_dir() else []
@@ -216,7 +191,7 @@ class _Reader:
             _check_id(image["id"], f"{where}: id")
             if image["id"] in by_id:
                 raise InvalidInput(f"{where}: duplicate image id {image['id']!r}")
-            name = _safe_name(image["file_name"], f"{where}.file_name")
+            name = safe_name(image["file_name"], f"{where}.file_name", noun="path", strip=False)
             declared = None
             if "width" in image or "height" in image:
                 width, height = image.get("width"), image.get("height")
@@ -231,7 +206,7 @@ class _Reader:
                 continue
             by_id[image["id"]] = self._entry(found, name, split, declared, where, shown)
         if missing:
-            looked = ", ".join(_shown(r, json_dir.parent) + "/" for r in roots) + (", images/*/" if nested else "")
+            looked = ", ".join(shown_path(r, json_dir.parent) + "/" for r in roots) + (", images/*/" if nested else "")
             raise _missing_error(shown, missing, looked)
         return by_id
 

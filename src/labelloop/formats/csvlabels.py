@@ -15,8 +15,8 @@ from pathlib import Path
 from labelloop import media
 from labelloop.domain import ClassLabel, ProjectKind
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
-from labelloop.formats.images import parse_split, require_kind, safe_name
+from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, require_kind
+from labelloop.formats.paths import parse_split, safe_name
 from labelloop.formats.registry import register
 
 _KINDS = (ProjectKind.classification, ProjectKind.multilabel)

@@ -14,7 +14,7 @@ from labelloop import media
 from labelloop.domain import ProjectKind
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
-from labelloop.formats.images import files_warning, relative_name, walk_files
+from labelloop.formats.paths import files_warning, relative_name, walk_files
 from labelloop.formats.registry import register
 
 

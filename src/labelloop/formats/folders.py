@@ -12,8 +12,8 @@ from pathlib import Path
 from labelloop import media
 from labelloop.domain import ClassLabel, ProjectKind, Split
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
-from labelloop.formats.images import parse_split, relative_name, require_kind, files_warning, walk_files
+from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, require_kind
+from labelloop.formats.paths import files_warning, parse_split, relative_name, walk_files
 from labelloop.formats.registry import register
 
 

@@ -5,23 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from labelloop.domain import ProjectKind, Scribble, Shape
-from labelloop.errors import InvalidInput
-from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle
-from labelloop.formats.images import require_kind
-from labelloop.formats.masks import (
-    check_label,
+from labelloop.domain import ProjectKind, Scribble
+from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, require_kind
+from labelloop.formats.labelimages import (
     class_values,
     find_pairs,
     has_label_images,
     label_entry,
     read_class_names,
-    paint_shape,
-    read_label_image,
-    value_rles,
-    write_label_images,
+    read_label_values,
+    refuse_unknown_values,
+    value_shapes,
+    write_class_images,
 )
 from labelloop.formats.registry import register
 
@@ -45,45 +40,21 @@ class Scribbles:
         names = read_class_names(path)
         read = []
         top = 0
-        for pair in pairs:
-            if pair.label is None:
-                read.append((pair, {}, (0, 0), 1))
-                continue
-            array, pages = read_label_image(pair.label, pair.image, "scribble image")
-            rles = value_rles(array)
-            if names is not None and set(rles) - set(names):
-                raise InvalidInput(
-                    f"{pair.label}: values {sorted(set(rles) - set(names))} are not classes (classes file: "
-                    f"{', '.join(f'{v}={n}' for v, n in names.items())})"
-                )
+        for pair, rles, size, pages in read_label_values(pairs, "scribble image"):
+            if names is not None:
+                refuse_unknown_values(pair.label, rles, set(names), names)
             top = max([top, *rles])
-            read.append((pair, rles, array.shape, pages))
+            read.append((pair, rles, size, pages))
         numbered = None
         if names is None:
             names = {k: f"class{k}" for k in range(1, top + 1)}
             numbered = {name: value for value, name in names.items()}
-        entries = []
-        for pair, rles, size, pages in read:
-            shapes: list[Shape] = [
-                Scribble(label=names[value], size=(int(size[0]), int(size[1])), counts=counts)
-                for value, counts in sorted(rles.items())
-            ]
-            entries.append(label_entry(pair, shapes, size, pages, warnings))
+        entries = [
+            label_entry(pair, value_shapes(rles, size, Scribble, names), size, pages, warnings)
+            for pair, rles, size, pages in read
+        ]
         return ImportBundle(entries=entries, classes=[names[v] for v in sorted(names)], warnings=warnings,
                             class_numbers=numbered)
 
     def write(self, records: Iterable[ExportRecord], ctx: ExportContext) -> ExportSummary:
-        index = class_values(ctx.classes)
-        dtype = np.uint8 if max(index.values(), default=0) <= 255 else np.uint16
-
-        def render(record: ExportRecord) -> tuple[np.ndarray, int, dict | None]:
-            item = record.item
-            canvas = np.zeros((item.height, item.width), dtype=dtype)
-            shapes = [s for s in record.shapes if isinstance(s, Scribble)]
-            for shape in shapes:
-                check_label(shape, index, item)
-            for shape in sorted(shapes, key=lambda s: index[s.label]):
-                paint_shape(canvas, shape, index[shape.label], item)
-            return canvas, len(shapes), None
-
-        return write_label_images(records, ctx, "scribbles", render, (Scribble,))
+        return write_class_images(records, ctx, "scribbles", class_values(ctx.classes), (Scribble,))

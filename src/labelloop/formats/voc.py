@@ -22,6 +22,7 @@ from labelloop import media
 from labelloop.domain import Box, Mask, Polygon, ProjectKind, Split
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, iter_files
+from labelloop.formats.paths import first_names, safe_name, shown_path
 from labelloop.formats.registry import register
 from labelloop.geometry import rle
 
@@ -72,9 +73,9 @@ class VocFormat:
         classes: list[str] = []
         missing: list[str] = []
         for xml in _xml_files(path, xml_dir):
-            shown = _shown(xml, path)
+            shown = shown_path(xml, path)
             root = _parse(xml, shown)
-            filename = _safe_name(_text(root, "filename") or xml.stem, f"{shown}: <filename>")
+            filename = safe_name(_text(root, "filename") or xml.stem, f"{shown}: <filename>", noun="file name")
             found = _find_image(filename, xml.stem, image_dirs)
             if found is None:
                 missing.append(filename)
@@ -89,11 +90,10 @@ class VocFormat:
                 split=splits.get(stem), declared_size=size, origin=shown,
             ))
         if missing:
-            listed = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            looked = ", ".join(_shown(d, path) + "/" for d in image_dirs)
+            looked = ", ".join(shown_path(d, path) + "/" for d in image_dirs)
             raise InvalidInput(
                 f"{path.name}: {len(missing)} image file(s) named in the XML files not found "
-                f"(looked in {looked}): {listed}"
+                f"(looked in {looked}): {first_names(missing, 10)}"
             )
         return ImportBundle(entries=entries, classes=classes)
 
@@ -117,22 +117,6 @@ def _xml_files(root: Path, xml_dir: Path):
         files = sorted(root.iterdir())
         return (p for p in files if p.is_file() and p.suffix.lower() == ".xml" and not p.name.startswith("."))
     return iter_files(xml_dir, {".xml"})
-
-
-def _shown(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.name
-
-
-def _safe_name(raw: str, where: str) -> str:
-    """A relative '/'-separated name, or InvalidInput (absolute names and '..' could reach outside the dataset)."""
-    name = raw.strip().replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    if not name or name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
-        raise InvalidInput(f"{where} {raw!r} must be a relative file name inside the dataset (no '..', not absolute)")
-    return "/".join(p for p in parts if p != ".")
 
 
 def _read_image_sets(path: Path) -> dict[str, Split]:

@@ -25,6 +25,7 @@ from labelloop import media
 from labelloop.domain import Box, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, iter_files
+from labelloop.formats.paths import shown_path, split_in_name
 from labelloop.formats.registry import register
 from labelloop.geometry import rle
 
@@ -68,18 +69,18 @@ class YoloFormat:
             used: set[Path] = set()
             for image in iter_files(source.images, set(media.SUFFIXES)):
                 rel = image.relative_to(source.images)
-                split = source.split or (_split_from_name(rel.parts[0]) if len(rel.parts) > 1 else None)
+                split = source.split or (split_in_name(rel.parts[0]) if len(rel.parts) > 1 else None)
                 entry = ImportEntry(path=image, name=source.prefix + rel.as_posix(), split=split)
                 if source.labels is not None:
                     label = source.labels / rel.with_suffix(".txt")
                     used.add(label)
                     if label.is_file():
                         entry.shapes = reader.read(label, image)
-                        entry.origin = _shown(label, layout.base)
+                        entry.origin = shown_path(label, layout.base)
                 entries.append(entry)
             if source.labels is not None:
                 labels = iter_files(source.labels, {".txt"})
-                orphans += [_shown(p, layout.base) for p in labels if p not in used and p.name not in _NAMES_FILES]
+                orphans += [shown_path(p, layout.base) for p in labels if p not in used and p.name not in _NAMES_FILES]
         warnings = list(layout.warnings)
         if orphans:
             examples = ", ".join(orphans[:3])
@@ -112,18 +113,6 @@ class _Layout:
     classes: list[str]
     sources: list[_Source]
     warnings: list[str]
-
-
-def _shown(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _split_from_name(name: str) -> Split | None:
-    lowered = name.lower()
-    return next((split for word, split in _SPLIT_KEYS.items() if word in lowered), None)
 
 
 def _find_config(folder: Path) -> Path | None:
@@ -209,11 +198,11 @@ def _layout(path: Path) -> _Layout:
     if not sources:
         images = base / "images"
         if not images.is_dir():
-            raise InvalidInput(f"{_shown(images, base)}: no images folder (YOLO expects images/ beside labels/)")
+            raise InvalidInput(f"{shown_path(images, base)}: no images folder (YOLO expects images/ beside labels/)")
         sources = [_Source(images, _labels_for(images, base), None, "images/")]
     for source in sources:
         if source.labels is None:
-            warnings.append(f"{_shown(source.images, base)}: no labels folder found; its images have no objects")
+            warnings.append(f"{shown_path(source.images, base)}: no labels folder found; its images have no objects")
     return _Layout(base, names, list(names.values()) if names else [], sources, warnings)
 
 
@@ -249,7 +238,7 @@ class _LabelReader:
         self.rectangles = 0
 
     def read(self, label: Path, image: Path) -> list[Shape]:
-        shown = _shown(label, self.base)
+        shown = shown_path(label, self.base)
         try:
             lines = label.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:

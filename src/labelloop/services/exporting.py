@@ -30,8 +30,9 @@ COPYABLE = {"png", "jpeg", "bmp", "gif", "webp"}  # single-image formats whose b
 class _ImageSaver:
     """Writes item images for writers: original bytes where possible, else PNG (TIFF for non-PNG dtypes)."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, write: bool = True):
         self.workspace = workspace
+        self.write = write  # False: labels only, image files named but not written
         self.sources: OrderedDict[int, ItemRow] = OrderedDict()
         self.used: dict[Path, set[str]] = {}
 
@@ -42,7 +43,6 @@ class _ImageSaver:
 
     def __call__(self, item: ExportItem, directory: Path) -> str:
         row = self.sources[item.id]
-        directory.mkdir(parents=True, exist_ok=True)
         source = PurePosixPath(row.source)
         copy = row.format in COPYABLE and row.page == 0
         if copy:
@@ -51,8 +51,13 @@ class _ImageSaver:
             stem = source.stem if row.page == 0 else f"{source.stem}-{row.page}"
             filename = f"{stem}.png" if row.dtype in ("uint8", "uint16") else f"{stem}.tif"
         filename = self._unique(directory, filename, item.id)
+        if not self.write:
+            return filename
+        directory.mkdir(parents=True, exist_ok=True)
         target = directory / filename
-        if copy:
+        if copy and self.workspace.blobs.is_local:
+            shutil.copyfile(self.workspace.blobs.local_path(row.blob_sha256), target)
+        elif copy:
             with self.workspace.blobs.open(row.blob_sha256) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
         else:
@@ -109,6 +114,7 @@ def export_project(
     format: str,
     include: str = "annotations",
     overwrite: bool = False,
+    images: bool = True,
     progress: Callable[[int, int | None, str], None] = lambda d, t, m: None,
 ) -> ExportSummary:
     out = Path(out).resolve()
@@ -125,7 +131,7 @@ def export_project(
     # Write beside the target, then rename: a failed export leaves no half-written folder.
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir(parents=True)
-    saver = _ImageSaver(workspace)
+    saver = _ImageSaver(workspace, write=images)
     written = 0
 
     def advance(n: int) -> None:

@@ -229,6 +229,7 @@ def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
 
     p = ctx.params
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],
-                             include=p.get("include", "annotations"), progress=ctx.progress)
+                             include=p.get("include", "annotations"), images=p.get("images", True),
+                             progress=ctx.progress)
     ctx.log(f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}")
     return {"out": p["out"], "format": p["format"], **asdict(summary)}
