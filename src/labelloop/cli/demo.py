@@ -13,7 +13,7 @@ PROJECT = "nuclei-sample"
 
 
 def run_demo(data_dir: Path | None, out: Console, err: Console) -> None:
-    from labelloop.cli.main import _run_job
+    from labelloop.cli.common import run_job_here
     from labelloop.errors import Conflict
     from labelloop.services.projects import create_project, get_project
     from labelloop.services.stats import project_stats
@@ -28,12 +28,12 @@ def run_demo(data_dir: Path | None, out: Console, err: Console) -> None:
             pass
     with workspace.session() as session:
         project = get_project(session, PROJECT)
-    job = _run_job(workspace, "import", {"project": PROJECT, "path": str(SAMPLE), "format": "instances"}, project.id, quiet=False)
+    job = run_job_here(workspace, "import", {"project": PROJECT, "path": str(SAMPLE), "format": "instances"}, project.id, quiet=False)
     report = job.result
     out.print(f"import: {report['items_added']} new items ({report['items_existing']} already there), "
               f"{report['annotations_added']} annotations from {report['files']} files")
     target = workspace.root / "exports" / f"{PROJECT}-coco-{datetime.now():%Y%m%d-%H%M%S-%f}"
-    job = _run_job(workspace, "export", {"project": PROJECT, "out": str(target), "format": "coco"}, project.id, quiet=False)
+    job = run_job_here(workspace, "export", {"project": PROJECT, "out": str(target), "format": "coco"}, project.id, quiet=False)
     out.print(f"export: {job.result['items']} images and {job.result['shapes']} objects as COCO in {target}")
     stats = project_stats(workspace, PROJECT)
     out.print(f"project {PROJECT!r}: {stats['items']} items, {stats['annotated_items']} annotated, "

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn raw images into labelled training data.")
@@ -17,40 +15,7 @@ project_app = typer.Typer(no_args_is_help=True, help="Create, list and show proj
 jobs_app = typer.Typer(no_args_is_help=True, help="List, show and cancel background jobs.")
 app.add_typer(project_app, name="project")
 app.add_typer(jobs_app, name="jobs")
-out = Console()
-err = Console(stderr=True)
-
-DataDir = typer.Option(None, "--data-dir", help="Workspace folder (default: $LABELLOOP_HOME or ./labelloop-data).")
-JsonFlag = typer.Option(False, "--json", help="Machine-readable output.")
-
-
-def _workspace(data_dir: Optional[Path], *, create: bool = False):
-    from labelloop.services.workspace import Workspace
-
-    return Workspace.open(data_dir or os.environ.get("LABELLOOP_DATA_DIR"), create=create)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _run_job(workspace, kind: str, params: dict[str, Any], project_id: int | None, quiet: bool):
-    """Create a job and run it here with a progress bar; the job row keeps state, progress and log."""
-    from labelloop.cli.progress import DelayedProgress
-    from labelloop.errors import Cancelled, LabelloopError
-    from labelloop.jobs import InlineExecutor
-    from labelloop.services.jobs import create_job, get_job
-
-    job_id = create_job(workspace, kind, params, project_id)
-    with DelayedProgress(err, enabled=not quiet) as bar:
-        InlineExecutor(workspace, on_progress=bar).submit(job_id)
-    job = get_job(workspace, job_id)
-    if job.state == "failed":
-        raise LabelloopError(job.error or "the job failed")
-    if job.state == "cancelled":
-        raise Cancelled(job.message)
-    return job
-
+from labelloop.cli.common import DataDir, JsonFlag, err, open_workspace, out, print_json, run_job_here  # noqa: E402
 
 @app.command()
 def init(data_dir: Optional[Path] = DataDir) -> None:
@@ -73,12 +38,12 @@ def project_create(
     """Create a project."""
     from labelloop.services.projects import create_project
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     names = [c for c in classes.split(",") if c.strip()] if classes else []
     with workspace.session() as session:
         project = create_project(session, name, kind, names, [c for c in colours.split(",") if c] or None)
     if as_json:
-        _print_json(project.to_dict())
+        print_json(project.to_dict())
     else:
         out.print(f"created {project.kind.value} project {project.name!r} with {len(project.classes)} classes")
 
@@ -88,11 +53,11 @@ def project_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -
     """List projects."""
     from labelloop.services.projects import list_projects
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     with workspace.session() as session:
         projects = list_projects(session)
     if as_json:
-        _print_json([p.to_dict() for p in projects])
+        print_json([p.to_dict() for p in projects])
         return
     table = Table("name", "kind", "classes")
     for p in projects:
@@ -106,12 +71,12 @@ def project_show(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = 
     from labelloop.services.projects import get_project
     from labelloop.services.stats import project_stats
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
     stats = project_stats(workspace, name)
     if as_json:
-        _print_json({**project.to_dict(), "stats": stats})
+        print_json({**project.to_dict(), "stats": stats})
         return
     out.print(f"[bold]{project.name}[/bold]  {project.kind.value}  {stats['items']} items, {stats['annotated_items']} annotated")
     table = Table("#", "class", "colour", "shapes")
@@ -134,14 +99,14 @@ def import_command(
     """Import images (and their annotations) into a project: all or nothing unless --skip-bad."""
     from labelloop.services.projects import get_project
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
     params = {"project": name, "path": str(path.resolve()), "format": format, "split": split, "skip_bad": skip_bad}
-    job = _run_job(workspace, "import", params, project.id, quiet=as_json)
+    job = run_job_here(workspace, "import", params, project.id, quiet=as_json)
     report = job.result
     if as_json:
-        _print_json({"job": job.id, **report})
+        print_json({"job": job.id, **report})
         return
     out.print(
         f"imported {report['items_added']} items ({report['items_existing']} already there) and "
@@ -168,13 +133,13 @@ def export_command(
     """Export a project's labels (and images) in a standard format, streamed."""
     from labelloop.services.projects import get_project
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
     params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images}
-    job = _run_job(workspace, "export", params, project.id, quiet=as_json)
+    job = run_job_here(workspace, "export", params, project.id, quiet=as_json)
     if as_json:
-        _print_json({"job": job.id, **job.result})
+        print_json({"job": job.id, **job.result})
         return
     result = job.result
     out.print(f"exported {result['items']} items and {result['shapes']} shapes as {format} to {result['out']}")
@@ -187,9 +152,9 @@ def stats(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFla
     """Counts: items per split, annotated items, shapes per class, annotators, predictions."""
     from labelloop.services.stats import project_stats
 
-    data = project_stats(_workspace(data_dir), name)
+    data = project_stats(open_workspace(data_dir), name)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     out.print(f"[bold]{data['project']}[/bold] ({data['kind']}): {data['items']} items, "
               f"{data['annotated_items']} annotated, {data['unlabelled_items']} unlabelled")
@@ -213,9 +178,9 @@ def jobs_list(
     """Recent jobs, newest first."""
     from labelloop.services.jobs import list_jobs
 
-    jobs = list_jobs(_workspace(data_dir), state=state)
+    jobs = list_jobs(open_workspace(data_dir), state=state)
     if as_json:
-        _print_json([j.to_dict() for j in jobs])
+        print_json([j.to_dict() for j in jobs])
         return
     table = Table("id", "kind", "state", "progress", "message", "created")
     for j in jobs:
@@ -229,10 +194,10 @@ def jobs_show(job_id: int, data_dir: Optional[Path] = DataDir, as_json: bool = J
     """One job with its log."""
     from labelloop.services.jobs import get_job, job_log
 
-    workspace = _workspace(data_dir)
+    workspace = open_workspace(data_dir)
     job = get_job(workspace, job_id)
     if as_json:
-        _print_json({**job.to_dict(), "log": job_log(workspace, job_id)})
+        print_json({**job.to_dict(), "log": job_log(workspace, job_id)})
         return
     out.print(f"job {job.id} ({job.kind}): {job.state} {job.message}")
     if job.error:
@@ -245,9 +210,9 @@ def jobs_cancel(job_id: int, data_dir: Optional[Path] = DataDir, as_json: bool =
     """Cancel a job: a queued job at once, a running one at its next progress report."""
     from labelloop.services.jobs import cancel_job
 
-    job = cancel_job(_workspace(data_dir), job_id)
+    job = cancel_job(open_workspace(data_dir), job_id)
     if as_json:
-        _print_json(job.to_dict())
+        print_json(job.to_dict())
     else:
         out.print(f"job {job.id}: {'cancelled' if job.state == 'cancelled' else 'cancel requested'}")
 
@@ -258,6 +223,11 @@ def demo(data_dir: Optional[Path] = DataDir) -> None:
     from labelloop.cli.demo import run_demo
 
     run_demo(data_dir, out, err)
+
+
+from labelloop.cli.modelling import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app)
 
 
 def _hoist_data_dir(argv: list[str]) -> list[str]:

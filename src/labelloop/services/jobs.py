@@ -57,7 +57,13 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _register_job_kinds() -> None:
+    """Modules whose job kinds register on import (import and export are below, in this module)."""
+    from labelloop.services import assist, datasets  # noqa: F401
+
+
 def create_job(workspace, kind: str, params: dict[str, Any], project_id: int | None = None) -> int:
+    _register_job_kinds()
     get_job_kind(kind)  # fail early on an unknown kind
     with workspace.session() as session:
         row = JobRow(kind=kind, params=params, project_id=project_id, state="queued", result={}, log="", message="")
@@ -146,6 +152,7 @@ def run_job(workspace, job_id: int, on_progress=None) -> JobInfo:
         if not claimed:
             return _info(row)
         kind, params = row.kind, dict(row.params)
+    _register_job_kinds()
     reporter = _Reporter(workspace, job_id, on_progress)
     values: dict[str, Any]
     try:

@@ -1,0 +1,1 @@
+"""Pure machine-learning building blocks: arrays in, arrays out."""

@@ -1,0 +1,41 @@
+"""Train and predict orchestration: job kinds that dispatch to the model-kind registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelloop.errors import InvalidInput
+from labelloop.jobs.registry import JobContext, job_kind
+from labelloop.services.model_kinds import get_model_kind
+from labelloop.services.models import get_model, parse_ref
+from labelloop.services.project_data import select_items
+from labelloop.services.projects import get_project
+
+
+def _project_and_kind(workspace, params: dict[str, Any]):
+    with workspace.session() as session:
+        project = get_project(session, params["project"])
+    kind_name, _ = parse_ref(params["model"])
+    kind = get_model_kind(kind_name)
+    if project.kind not in kind.project_kinds:
+        raise InvalidInput(f"model {kind_name!r} serves {', '.join(k.value for k in kind.project_kinds)} projects; "
+                           f"{project.name!r} is a {project.kind.value} project")
+    return project, kind
+
+
+@job_kind("train")
+def train_job(workspace, ctx: JobContext) -> dict[str, Any]:
+    project, kind = _project_and_kind(workspace, ctx.params)
+    model = kind.train(workspace, project, ctx.params, ctx)
+    ctx.log(f"trained {model.ref}: {model.metrics}")
+    return model.to_dict()
+
+
+@job_kind("predict")
+def predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
+    project, kind = _project_and_kind(workspace, ctx.params)
+    model = get_model(workspace, project, ctx.params["model"])
+    item_ids = select_items(workspace, project, split=ctx.params.get("split"), everything=ctx.params.get("all", False))
+    summary = kind.predict(workspace, project, model, item_ids, ctx.params, ctx)
+    ctx.log(f"{model.ref} predicted {summary.get('predictions', 0)} items")
+    return summary

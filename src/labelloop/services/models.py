@@ -1,0 +1,103 @@
+"""Model records: versions per project and kind, parameters, metrics, curves, checkpoints as blobs."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from labelloop.errors import InvalidInput, NotFound
+from labelloop.services.projects import ProjectInfo
+from labelloop.store.tables import BlobRow, ModelRow
+
+
+@dataclass
+class ModelInfo:
+    id: int
+    project_id: int
+    kind: str
+    version: int
+    status: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    curves: dict[str, Any]
+    item_ids: list[int]
+    checkpoint_sha256: str | None
+    created_at: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "version": self.version, "ref": self.ref, "status": self.status,
+            "params": self.params, "metrics": self.metrics, "curves": self.curves,
+            "training_items": len(self.item_ids), "checkpoint": self.checkpoint_sha256,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _info(row: ModelRow) -> ModelInfo:
+    return ModelInfo(row.id, row.project_id, row.kind, row.version, row.status, dict(row.params), dict(row.metrics),
+                     dict(row.curves), list(row.item_ids), row.checkpoint_sha256, row.created_at)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'pixel-rf' -> ('pixel-rf', None: the newest); 'pixel-rf:3' -> ('pixel-rf', 3)."""
+    kind, _, version = ref.partition(":")
+    if version and not version.isdigit():
+        raise InvalidInput(f"model {ref!r}: the version after ':' must be a number, e.g. {kind}:2")
+    return kind, int(version) if version else None
+
+
+def save_model(workspace, project: ProjectInfo, kind: str, estimator: Any, *, params: dict[str, Any],
+               metrics: dict[str, Any], item_ids: list[int], curves: dict[str, Any] | None = None) -> ModelInfo:
+    """Store the fitted estimator as a checkpoint blob and record the next version of this kind."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer, compress=3)
+    sha, _ = workspace.blobs.put_bytes(buffer.getvalue())
+    with workspace.session() as session:
+        if session.get(BlobRow, sha) is None:
+            session.add(BlobRow(sha256=sha, size=len(buffer.getvalue())))
+        version = (session.scalar(select(func.max(ModelRow.version)).where(
+            ModelRow.project_id == project.id, ModelRow.kind == kind)) or 0) + 1
+        row = ModelRow(project_id=project.id, kind=kind, version=version, status="ready", params=params,
+                       metrics=metrics, curves=curves or {}, item_ids=item_ids, checkpoint_sha256=sha)
+        session.add(row)
+        session.flush()
+        return _info(row)
+
+
+def get_model(workspace, project: ProjectInfo, ref: str) -> ModelInfo:
+    kind, version = parse_ref(ref)
+    query = select(ModelRow).where(ModelRow.project_id == project.id, ModelRow.kind == kind, ModelRow.status == "ready")
+    query = query.where(ModelRow.version == version) if version else query.order_by(ModelRow.version.desc()).limit(1)
+    with workspace.session() as session:
+        row = session.scalar(query)
+        if row is None:
+            what = f"version {version} of {kind!r}" if version else f"a trained {kind!r} model"
+            raise NotFound(f"project {project.name!r} has no {what}; train one with `labelloop train {project.name} --model {kind}`")
+        return _info(row)
+
+
+def list_models(workspace, project: ProjectInfo) -> list[ModelInfo]:
+    with workspace.session() as session:
+        rows = session.scalars(select(ModelRow).where(ModelRow.project_id == project.id)
+                               .order_by(ModelRow.kind, ModelRow.version))
+        return [_info(r) for r in rows]
+
+
+def load_estimator(workspace, model: ModelInfo) -> Any:
+    import joblib
+
+    if model.checkpoint_sha256 is None:
+        raise NotFound(f"model {model.ref} has no checkpoint")
+    with workspace.blobs.open(model.checkpoint_sha256) as handle:
+        return joblib.load(io.BytesIO(handle.read()))

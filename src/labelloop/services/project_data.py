@@ -1,0 +1,78 @@
+"""Reading a project's items and labels for training, prediction and dataset generation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import select
+
+from labelloop.domain import Shape, shape_from_dict
+from labelloop.errors import InvalidInput
+from labelloop.services.annotations import latest_for_items
+from labelloop.services.predictions import latest_predictions_for_items
+from labelloop.services.projects import ProjectInfo
+from labelloop.store.tables import ItemRow
+
+PAGE = 500
+
+
+def background_index(project: ProjectInfo) -> int:
+    """The class that means 'nothing here' (named background), or 0 when the project has none."""
+    for c in project.classes:
+        if c.name.lower() in ("background", "bg"):
+            return c.index
+    return 0
+
+
+def _pages(workspace, project_id: int) -> Iterator[list[ItemRow]]:
+    last = 0
+    while True:
+        with workspace.session() as session:
+            rows = session.scalars(select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.id > last)
+                                   .order_by(ItemRow.id).limit(PAGE)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id
+
+
+def labelled_items(workspace, project: ProjectInfo, shape_types: Sequence[str], *,
+                   source: str = "annotations") -> list[tuple[ItemRow, list[Shape]]]:
+    """Items whose newest annotation (or unrejected prediction) holds shapes of these types."""
+    result = []
+    for rows in _pages(workspace, project.id):
+        with workspace.session() as session:
+            ids = [r.id for r in rows]
+            latest = latest_for_items(session, ids) if source == "annotations" else latest_predictions_for_items(session, ids)
+        for row in rows:
+            if row.id in latest:
+                shapes = [shape_from_dict(s) for s in latest[row.id].shapes if s["type"] in shape_types]
+                if shapes:
+                    result.append((row, shapes))
+    return result
+
+
+def select_items(workspace, project: ProjectInfo, *, split: str | None = None, everything: bool = False) -> list[int]:
+    """Item ids to predict: a split, all items, or by default those nobody has annotated yet."""
+    ids: list[int] = []
+    for rows in _pages(workspace, project.id):
+        if everything:
+            ids.extend(r.id for r in rows)
+        elif split:
+            ids.extend(r.id for r in rows if r.split == split)
+        else:
+            with workspace.session() as session:
+                annotated = latest_for_items(session, [r.id for r in rows])
+            ids.extend(r.id for r in rows if r.id not in annotated)
+    if not ids:
+        what = f"in split {split!r}" if split else "in the project" if everything else "without annotations"
+        raise InvalidInput(f"project {project.name!r} has no items {what} to predict (use --split or --all)")
+    return ids
+
+
+def item_rows(workspace, item_ids: Sequence[int]) -> Iterator[ItemRow]:
+    for start in range(0, len(item_ids), PAGE):
+        chunk = list(item_ids[start : start + PAGE])
+        with workspace.session() as session:
+            rows = {r.id: r for r in session.scalars(select(ItemRow).where(ItemRow.id.in_(chunk)))}
+        yield from (rows[i] for i in chunk if i in rows)
