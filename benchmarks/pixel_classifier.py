@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-slices", type=int, default=33)
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-estimators", type=int, default=100)
+    parser.add_argument("--n-estimators", type=int, default=20)  # measured: same IoU as 100, 5x faster
     parser.add_argument("--max-depth", type=int, default=None)
     parser.add_argument("--autocontext", action="store_true")
     args = parser.parse_args(argv)

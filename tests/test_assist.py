@@ -124,3 +124,35 @@ def test_predict_without_a_model_says_how_to_train(workspace, make_project, tmp_
     import_path(workspace, "p", folder, format="images")
     job = _job(workspace, "predict", project="p", model="pixel-rf")
     assert job.state == "failed" and "labelloop train p --model pixel-rf" in job.error
+
+
+def test_live_segmenter_retrains_on_new_strokes(workspace, make_project, shared_data, tmp_path):
+    from labelloop.domain import Scribble
+    from labelloop.notebook import ProjectHandle
+    from labelloop.services.live import LiveSegmenter
+
+    make_project("mito", "semantic", ["background", "mitochondrion"])
+    import_path(workspace, "mito", _lucchi_project(tmp_path / "scr", shared_data), format="scribbles")
+    import_path(workspace, "mito", _test_crops(tmp_path / "test", shared_data, ("slice_010.png",)), format="images")
+    (view,) = [i for i in ProjectHandle(workspace, "mito").items() if i["source"] == "slice_010.png"]
+    truth = np.asarray(Image.open(shared_data / "lucchi_mito" / "test" / "masks" / "slice_010.png"))[CROP] > 0
+    rng = np.random.default_rng(1)
+    strokes = []
+    for label, region in (("background", ~truth), ("mitochondrion", truth)):
+        marked = np.zeros(truth.shape, bool)
+        marked.flat[rng.choice(np.flatnonzero(region), 200, replace=False)] = True
+        from labelloop.geometry import rle
+
+        size, counts = rle.encode(marked)
+        strokes.append(Scribble(label, size, counts))
+    live = LiveSegmenter(workspace, "mito")
+    before, _ = live.update(view["id"], [])
+    after, proba = live.update(view["id"], strokes)
+    assert proba.shape == (256, 256, 2) and np.allclose(proba.sum(axis=2), 1, atol=1e-4)
+
+    def iou(values):
+        predicted = values == 2
+        return (predicted & truth).sum() / (predicted | truth).sum()
+
+    assert iou(after) > iou(before)  # strokes on the view itself teach the forest about it
+    assert live.cache.hits > 0  # the second update reused the cached features

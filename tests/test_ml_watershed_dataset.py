@@ -162,8 +162,10 @@ def test_without_augmentation_outputs_are_the_crops(tmp_path):
     for record in manifest.records():
         x0, y0, x1, y1 = record["box"]
         assert record["transforms"] == []
-        np.testing.assert_array_equal(decode_png((tmp_path / "set" / record["image"]).read_bytes()), image[y0:y1, x0:x1])
-        np.testing.assert_array_equal(decode_png((tmp_path / "set" / record["mask"]).read_bytes()), mask[y0:y1, x0:x1])
+        out_image = decode_png((tmp_path / "set" / record["image"]).read_bytes())
+        out_mask = decode_png((tmp_path / "set" / record["mask"]).read_bytes())
+        np.testing.assert_array_equal(out_image, image[y0:y1, x0:x1])
+        np.testing.assert_array_equal(out_mask, mask[y0:y1, x0:x1])
 
 
 def test_same_seed_same_bytes_different_seed_different(lucchi, tmp_path):
@@ -182,9 +184,8 @@ def test_max_empty_fraction_is_respected(lucchi, tmp_path):
     # Flips and rotations only: they cannot turn a non-empty mask empty, so the files must honour the cap.
     geometric = AugmentSpec(flips=0.5, rot90=0.5, elastic=0, brightness_contrast=0, gamma=0, noise=0, blur=0)
     for fraction, folder in ((0.1, "some"), (0.0, "none")):
-        manifest = generate(
-            lucchi, tmp_path / folder, count=200, patch=PatchSpec(size=64, max_empty_fraction=fraction), augment=geometric
-        )
+        patch = PatchSpec(size=64, max_empty_fraction=fraction)
+        manifest = generate(lucchi, tmp_path / folder, count=200, patch=patch, augment=geometric)
         empty_files = sum(
             not decode_png((tmp_path / folder / r["mask"]).read_bytes()).any() for r in manifest.records()
         )
@@ -209,8 +210,9 @@ def test_sixteen_bit_images_and_instance_masks_stay_wide(tmp_path):
         mask[5:40, 5:40], mask[45:75, 30:70] = 300, 1200
         return image, mask
 
-    raw = generate([PairSource("wide", load)], tmp_path / "raw", count=6, patch=PatchSpec(size=48), augment=AugmentSpec.none())
-    manifest = generate([PairSource("wide", load)], tmp_path / "aug", count=20, patch=PatchSpec(size=48), seed=2)
+    source, patch = PairSource("wide", load), PatchSpec(size=48)
+    raw = generate([source], tmp_path / "raw", count=6, patch=patch, augment=AugmentSpec.none())
+    manifest = generate([source], tmp_path / "aug", count=20, patch=patch, seed=2)
     image, mask = load()
     for record in raw.records():
         x0, y0, x1, y1 = record["box"]
@@ -251,7 +253,8 @@ def test_flips_fire_independently(tmp_path):
 def test_tiff_output_and_refusing_a_non_empty_folder(tmp_path):
     import tifffile
 
-    manifest = generate([_synthetic("a", dtype=np.uint16)], tmp_path / "set", count=4, patch=PatchSpec(size=32), image_format="tiff")
+    source = _synthetic("a", dtype=np.uint16)
+    manifest = generate([source], tmp_path / "set", count=4, patch=PatchSpec(size=32), image_format="tiff")
     record = next(manifest.records())
     assert record["image"].endswith(".tif")
     assert tifffile.imread(tmp_path / "set" / record["image"]).dtype == np.uint16

@@ -287,7 +287,7 @@ def _candidates(sources: list[PairSource], patch: PatchSpec) -> _Candidates:
         height, width = mask.shape
         shapes.append((height, width))
         if (height < patch.size or width < patch.size) and not patch.pad_small:
-            log.info("skipping %s: %d×%d is smaller than the %d-pixel patch", source.source_id, width, height, patch.size)
+            log.info("skipping %s: %d×%d is smaller than the %d px patch", source.source_id, width, height, patch.size)
             continue
         for y0 in _starts(height, patch.size, patch.step):
             for x0 in _starts(width, patch.size, patch.step):
