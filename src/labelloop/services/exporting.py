@@ -9,7 +9,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import select
 
 from labelloop import media
 from labelloop.domain import Shape, Split, shape_from_dict
@@ -18,6 +17,7 @@ from labelloop.formats.base import ExportContext, ExportItem, ExportRecord, Expo
 from labelloop.formats.registry import format_names, get_format
 from labelloop.services.annotations import latest_for_items
 from labelloop.services.predictions import latest_predictions_for_items
+from labelloop.services.project_data import item_pages
 from labelloop.services.projects import get_project
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import ItemRow
@@ -81,14 +81,8 @@ class _ImageSaver:
 
 def _records(workspace: Workspace, project_id: int, include: str, saver: _ImageSaver) -> Iterator[ExportRecord]:
     """Items in id order, a page at a time (keyset pagination), each with the shapes asked for."""
-    last_id = 0
-    while True:
+    for rows in item_pages(workspace, project_id, PAGE):
         with workspace.session() as session:
-            rows = session.scalars(
-                select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.id > last_id).order_by(ItemRow.id).limit(PAGE)
-            ).all()
-            if not rows:
-                return
             ids = [r.id for r in rows]
             annotations = latest_for_items(session, ids) if include in ("annotations", "both") else {}
             predictions = latest_predictions_for_items(session, ids) if include in ("predictions", "both") else {}
@@ -103,7 +97,6 @@ def _records(workspace: Workspace, project_id: int, include: str, saver: _ImageS
             item = ExportItem(row.id, row.source, row.page, row.width, row.height, Split(row.split),
                               row.channels, row.dtype, dict(row.meta))
             yield ExportRecord(item, shapes)
-        last_id = rows[-1].id
 
 
 def export_project(

@@ -58,7 +58,10 @@ class _Checked:
 
 
 def check_name(name: str, where: str) -> str:
-    """Relative '/'-separated names only: no absolute paths, no '..', no backslashes."""
+    """Relative '/'-separated names only: no absolute paths, no '..', no backslashes.
+
+    Formats check names in their own words (formats/paths.py); this is the one guard every format passes through,
+    so a new or third-party format cannot let a traversing name into the store."""
     posix = PurePosixPath(name)
     if not name or name.startswith(("/", "\\")) or "\\" in name or ".." in posix.parts or ":" in posix.parts[0]:
         raise InvalidInput(f"{where}: file name {name!r} is not allowed (it must be a relative path without '..')")

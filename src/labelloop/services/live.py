@@ -34,10 +34,10 @@ class LiveSegmenter:
         self._lock = threading.Lock()
 
     def features(self, item_id: int) -> np.ndarray:
-        (row,) = list(item_rows(self.workspace, [item_id]))
         cached = self.cache.get(item_id, self.settings)
-        if cached is not None:
+        if cached is not None:  # the common case on every stroke: no database, no decoding
             return cached
+        (row,) = list(item_rows(self.workspace, [item_id]))
         image = media.read(self.workspace.blobs.local_path(row.blob_sha256), row.page, name=row.source)
         return self.cache.get_or_compute(item_id, image, self.settings)
 

@@ -24,23 +24,26 @@ def background_index(project: ProjectInfo) -> int:
     return 0
 
 
-def _pages(workspace, project_id: int) -> Iterator[list[ItemRow]]:
+def item_pages(workspace, project_id: int, page: int = PAGE, *, ids_only: bool = False) -> Iterator[list]:
+    """A project's items in id order, a page at a time (keyset pagination: memory stays flat on big projects);
+    each page is a list of ItemRow, or of ids with `ids_only`."""
     last = 0
+    columns = ItemRow.id if ids_only else ItemRow
     while True:
         with workspace.session() as session:
-            rows = session.scalars(select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.id > last)
-                                   .order_by(ItemRow.id).limit(PAGE)).all()
+            rows = session.scalars(select(columns).where(ItemRow.project_id == project_id, ItemRow.id > last)
+                                   .order_by(ItemRow.id).limit(page)).all()
         if not rows:
             return
         yield rows
-        last = rows[-1].id
+        last = rows[-1] if ids_only else rows[-1].id
 
 
 def labelled_items(workspace, project: ProjectInfo, shape_types: Sequence[str], *,
                    source: str = "annotations") -> list[tuple[ItemRow, list[Shape]]]:
     """Items whose newest annotation (or unrejected prediction) holds shapes of these types."""
     result = []
-    for rows in _pages(workspace, project.id):
+    for rows in item_pages(workspace, project.id):
         with workspace.session() as session:
             ids = [r.id for r in rows]
             latest = latest_for_items(session, ids) if source == "annotations" else latest_predictions_for_items(session, ids)
@@ -55,7 +58,7 @@ def labelled_items(workspace, project: ProjectInfo, shape_types: Sequence[str], 
 def select_items(workspace, project: ProjectInfo, *, split: str | None = None, everything: bool = False) -> list[int]:
     """Item ids to predict: a split, all items, or by default those nobody has annotated yet."""
     ids: list[int] = []
-    for rows in _pages(workspace, project.id):
+    for rows in item_pages(workspace, project.id):
         if everything:
             ids.extend(r.id for r in rows)
         elif split:

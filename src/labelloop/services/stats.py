@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from labelloop.services.annotations import latest_for_items
+from labelloop.services.project_data import item_pages
 from labelloop.services.projects import get_project
 from labelloop.store.tables import ItemRow, ModelRow, PredictionRow
 
@@ -28,15 +29,9 @@ def project_stats(workspace, name: str) -> dict[str, Any]:
     per_author: Counter[str] = Counter()
     states: Counter[str] = Counter()
     annotated = 0
-    last_id = 0
-    while True:  # latest revisions a page at a time, so memory stays flat on big projects
+    for ids in item_pages(workspace, project.id, PAGE, ids_only=True):
         with workspace.session() as session:
-            ids = session.scalars(select(ItemRow.id).where(ItemRow.project_id == project.id, ItemRow.id > last_id)
-                                  .order_by(ItemRow.id).limit(PAGE)).all()
-            if not ids:
-                break
             latest = latest_for_items(session, ids)
-        last_id = ids[-1]
         for row in latest.values():
             if not row.shapes:
                 continue
