@@ -18,12 +18,45 @@ def _project(workspace, name: str):
         return get_project(session, name)
 
 
+def _extra(values: list[str]) -> dict[str, object]:
+    """`--set key=value` pairs; values parsed as JSON where they can be (numbers, true/false), else strings."""
+    import json
+
+    from labelloop.errors import InvalidInput
+
+    params: dict[str, object] = {}
+    for pair in values:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--set {pair!r}: give key=value, e.g. --set min_size=30")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+def _given(**options) -> dict[str, object]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def train(
     name: str,
-    model: str = typer.Option(..., "--model", help="Model kind, e.g. pixel-rf."),
+    model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet or classifier."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
-    trees: int = typer.Option(100, "--trees", help="pixel-rf: number of trees."),
+    trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 100)."),
     autocontext: bool = typer.Option(False, "--autocontext", help="pixel-rf: add a second, auto-context stage."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="unet: encoder name (default tu-tf_efficientnet_lite0)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="unet/classifier: a local pretrained weights file."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="unet: number of epochs."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="unet: stop after this long, e.g. 20m, 90s, 1h."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="unet: learning rate, or auto for a search."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="unet: batch size, or auto for a search."),
+    patch: Optional[int] = typer.Option(None, "--patch", help="unet: training patch size in pixels."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="unet: loss, e.g. focal+dice."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="unet: continue training from this model version."),
+    head: Optional[str] = typer.Option(None, "--head", help="classifier: logreg (default) or finetune."),
+    extra: list[str] = typer.Option([], "--set", help="Any other model parameter as key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
@@ -33,7 +66,12 @@ def train(
 
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
-    params = {"project": name, "model": model, "trees": trees, "autocontext": autocontext, "seed": seed}
+    params = {"project": name, "model": model, "seed": seed, **_extra(extra),
+              **_given(trees=trees, encoder=encoder, weights=str(weights.resolve()) if weights else None,
+                       epochs=epochs, time_budget=time_budget, lr=lr, batch_size=batch_size, patch=patch, loss=loss,
+                       resume=resume, head=head)}
+    if autocontext:
+        params["autocontext"] = True
     if scales:
         try:
             params["scales"] = [float(s) for s in scales.split(",") if s.strip()]
@@ -44,7 +82,7 @@ def train(
     if as_json:
         print_json({"job": job.id, **result})
         return
-    metrics = ", ".join(f"{k}={v}" for k, v in result["metrics"].items() if not isinstance(v, dict))
+    metrics = ", ".join(f"{k}={v}" for k, v in result["metrics"].items() if not isinstance(v, (dict, list)))
     out.print(f"trained {result['ref']} on {result['training_items']} items: {metrics}", highlight=False)
 
 
@@ -54,6 +92,9 @@ def predict(
     split: Optional[str] = typer.Option(None, "--split", help="Predict the items of this split."),
     everything: bool = typer.Option(False, "--all", help="Predict every item (default: items without annotations)."),
     instances: Optional[str] = typer.Option(None, "--instances", help="watershed: split touching objects."),
+    target_precision: Optional[float] = typer.Option(None, "--target-precision",
+                                                     help="classifier: pre-label only above the calibrated threshold."),
+    extra: list[str] = typer.Option([], "--set", help="Any other parameter as key=value, e.g. min_size=30 (repeatable)."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -64,7 +105,8 @@ def predict(
         raise InvalidInput(f"--instances {instances!r}: the only method is 'watershed'")
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
-    params = {"project": name, "model": model, "split": split, "all": everything, "instances": instances}
+    params = {"project": name, "model": model, "split": split, "all": everything, "instances": instances,
+              **_extra(extra), **_given(target_precision=target_precision)}
     job = run_job_here(workspace, "predict", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})
