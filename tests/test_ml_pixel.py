@@ -84,6 +84,21 @@ def test_tiled_equals_untiled():
     assert (covered == 1).all()
 
 
+def test_large_scales_on_a_reduced_grid_track_the_exact_filters():
+    from skimage.data import camera
+
+    image = camera()[::2, ::2]
+    fast = compute_features(image)
+    exact = compute_features(image, downsample=False)
+    names = feature_names()
+    assert fast.shape == exact.shape
+    for i, name in enumerate(names):
+        r = np.corrcoef(fast[..., i].ravel(), exact[..., i].ravel())[0, 1]
+        assert r > 0.95, f"{name}: correlation {r:.3f} with the full-resolution filter"
+        if name.endswith(("_s0.7", "_s1", "_s1.6")):  # small scales are not reduced at all
+            np.testing.assert_allclose(fast[..., i], exact[..., i], atol=1e-6)
+
+
 def test_16_bit_input_is_normalised_by_dtype_range():
     image8, _ = _blobs()
     image16 = image8.astype(np.uint16) * 257  # same picture, full 16-bit range

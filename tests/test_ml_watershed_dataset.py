@@ -180,6 +180,16 @@ def test_same_seed_same_bytes_different_seed_different(lucchi, tmp_path):
     assert sum(first[k] != third[k] for k in first if k.startswith("images/")) > 20
 
 
+def test_worker_processes_write_the_same_bytes_as_one_process(lucchi, tmp_path):
+    patch = PatchSpec(size=48, stride=48)
+    one = generate(lucchi, tmp_path / "one", count=300, patch=patch, seed=5, workers=1)
+    two = generate(lucchi, tmp_path / "two", count=300, patch=patch, seed=5, workers=2)
+    assert (one.count, one.empty_count) == (two.count, two.empty_count)
+    hashes = _hashes(tmp_path / "one")
+    assert len([k for k in hashes if k.startswith("images/")]) == 300
+    assert hashes == _hashes(tmp_path / "two")
+
+
 def test_max_empty_fraction_is_respected(lucchi, tmp_path):
     # Flips and rotations only: they cannot turn a non-empty mask empty, so the files must honour the cap.
     geometric = AugmentSpec(flips=0.5, rot90=0.5, elastic=0, brightness_contrast=0, gamma=0, noise=0, blur=0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -198,8 +199,13 @@ def generate(
     seed: int = 0,
     image_format: ImageFormat = "png",
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> Manifest:
-    """Write `count` augmented (image, mask) patch pairs under `out` (a new or empty folder); see the module doc."""
+    """Write `count` augmented (image, mask) patch pairs under `out` (a new or empty folder); see the module doc.
+
+    ``workers`` > 1 cuts and writes pairs in that many spawned processes, chunk by chunk; every pair depends only
+    on its crop and its own seed and the manifest keeps the single-process order, so the bytes are the same for
+    any number of workers. Sources whose ``load`` cannot be pickled (a lambda) run in this process instead."""
     patch = patch or PatchSpec()
     augment = AugmentSpec.default() if augment is None else augment
     sources = list(sources)
@@ -237,39 +243,105 @@ def generate(
         + "\n",
         encoding="utf-8",
     )
-    augmenter = Augmenter(augment)
-    suffix = _SUFFIX[image_format]
     width = max(6, len(str(count - 1)))
     grouped = np.argsort(candidates.source[picks], kind="stable")
-    loaded: tuple[int, np.ndarray, np.ndarray] | None = None
+    tasks = [
+        (int(index), int(candidates.source[picks[index]]), tuple(int(v) for v in candidates.boxes[picks[index]]),
+         bool(candidates.empty[picks[index]]), int(pair_seeds[index]))
+        for index in grouped.tolist()
+    ]
+    writer = _ChunkWriter(sources, candidates.shapes, augment, out, image_format, width)
+    workers = _usable_workers(workers, sources, count)
+    chunks = [tasks[i : i + _CHUNK] for i in range(0, len(tasks), _CHUNK)]
+    done = 0
     with (out / "manifest.jsonl").open("w", encoding="utf-8") as manifest:
-        for done, index in enumerate(grouped.tolist(), start=1):
-            candidate = int(picks[index])
-            source_index = int(candidates.source[candidate])
-            if loaded is None or loaded[0] != source_index:
-                loaded = None  # drop the previous source before loading the next
-                image, mask = _load(sources[source_index], expected=candidates.shapes[source_index])
-                loaded = (source_index, image, mask)
-            box = tuple(int(v) for v in candidates.boxes[candidate])
-            pair = augmenter(*crop(loaded[1], loaded[2], box), int(pair_seeds[index]))
-            name = f"{index:0{width}d}{suffix}"
-            _write(out / "images" / name, pair.image, image_format)
-            _write(out / "masks" / name, pair.mask, image_format)
-            record = {
+        if workers <= 1:
+            results: Iterable[list[dict[str, Any]]] = (writer(chunk) for chunk in chunks)
+            pool = None
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(writer,))
+            results = pool.map(_run_chunk, chunks)  # in order, whatever finishes first
+        try:
+            for records in results:
+                for record in records:
+                    manifest.write(json.dumps(record) + "\n")
+                done += len(records)
+                if progress is not None:
+                    progress(done, count)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    log.info("wrote %d pairs (%d with empty masks) to %s", count, empty_count, out)
+    return Manifest(out, count, empty_count)
+
+
+_CHUNK = 64
+_WORKER_WRITER: _ChunkWriter | None = None
+
+
+class _ChunkWriter:
+    """Cuts, augments and writes a list of pairs; picklable when the sources' loaders are."""
+
+    def __init__(self, sources, shapes, augment: AugmentSpec, out: Path, image_format: ImageFormat, width: int):
+        self.sources, self.shapes, self.augment = sources, shapes, augment
+        self.out, self.image_format, self.width = out, image_format, width
+        self._augmenter: Augmenter | None = None
+        self._loaded: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_augmenter": None, "_loaded": None}
+
+    def __call__(self, chunk: list[tuple[int, int, Box, bool, int]]) -> list[dict[str, Any]]:
+        if self._augmenter is None:
+            self._augmenter = Augmenter(self.augment)
+        suffix = _SUFFIX[self.image_format]
+        records = []
+        for index, source_index, box, empty, pair_seed in chunk:
+            if self._loaded is None or self._loaded[0] != source_index:
+                self._loaded = None  # drop the previous source before loading the next
+                image, mask = _load(self.sources[source_index], expected=self.shapes[source_index])
+                self._loaded = (source_index, image, mask)
+            pair = self._augmenter(*crop(self._loaded[1], self._loaded[2], box), pair_seed)
+            name = f"{index:0{self.width}d}{suffix}"
+            _write(self.out / "images" / name, pair.image, self.image_format)
+            _write(self.out / "masks" / name, pair.mask, self.image_format)
+            records.append({
                 "index": index,
                 "image": f"images/{name}",
                 "mask": f"masks/{name}",
-                "source_id": sources[source_index].source_id,
+                "source_id": self.sources[source_index].source_id,
                 "box": list(box),
-                "empty": bool(candidates.empty[candidate]),
-                "seed": int(pair_seeds[index]),
+                "empty": empty,
+                "seed": pair_seed,
                 "transforms": pair.transforms,
-            }
-            manifest.write(json.dumps(record) + "\n")
-            if progress is not None:
-                progress(done, count)
-    log.info("wrote %d pairs (%d with empty masks) to %s", count, empty_count, out)
-    return Manifest(out, count, empty_count)
+            })
+        return records
+
+
+def _init_worker(writer: _ChunkWriter) -> None:
+    global _WORKER_WRITER
+    _WORKER_WRITER = writer
+
+
+def _run_chunk(chunk: list[tuple[int, int, Box, bool, int]]) -> list[dict[str, Any]]:
+    assert _WORKER_WRITER is not None
+    return _WORKER_WRITER(chunk)
+
+
+def _usable_workers(workers: int, sources: list[PairSource], count: int) -> int:
+    workers = max(1, int(workers))
+    if workers == 1 or count < 4 * _CHUNK:
+        return 1  # starting processes (each imports albumentations and OpenCV) costs more than it saves
+    try:
+        pickle.dumps([s.load for s in sources])
+    except Exception:  # noqa: BLE001 - lambdas and closures cannot travel to a spawned process
+        log.info("dataset sources cannot be pickled; writing pairs in this process")
+        return 1
+    return workers
 
 
 @dataclass(frozen=True)
@@ -372,8 +444,19 @@ def _mask_values(mask: np.ndarray, name: str) -> np.ndarray:
     return mask.astype(np.uint8 if high <= 255 else np.uint16)
 
 
+@dataclass(frozen=True)
+class _FileLoader:
+    """Picklable, so folder sources can be cut by worker processes."""
+
+    image_path: Path
+    mask_path: Path
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        return read(self.image_path), read(self.mask_path)
+
+
 def _file_loader(image_path: Path, mask_path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-    return lambda: (read(image_path), read(mask_path))
+    return _FileLoader(image_path, mask_path)
 
 
 def _write(path: Path, array: np.ndarray, image_format: ImageFormat) -> None:

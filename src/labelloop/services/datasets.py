@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,24 @@ def _index_mask(shapes: list, class_index: dict[str, int], background: int, heig
     return mask
 
 
+@dataclass(frozen=True)
+class _ItemLoader:
+    """(image, class-index mask) of one item; picklable, so worker processes can cut pairs from it."""
+
+    path: str
+    page: int
+    name: str
+    shapes: tuple
+    class_index: dict[str, int]
+    background: int
+    height: int
+    width: int
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        image = media.read(self.path, self.page, name=self.name)
+        return image, _index_mask(list(self.shapes), self.class_index, self.background, self.height, self.width)
+
+
 @job_kind("dataset")
 def dataset_job(workspace, ctx: JobContext) -> dict[str, Any]:
     from labelloop.ml.dataset_generator import AugmentSpec, PairSource, PatchSpec, generate
@@ -49,18 +69,16 @@ def dataset_job(workspace, ctx: JobContext) -> dict[str, Any]:
     class_index = {c.name: c.index for c in project.classes}
     background = background_index(project)
 
-    def loader(item, shapes):
-        def load():
-            image = media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
-            return image, _index_mask(shapes, class_index, background, item.height, item.width)
-        return load
-
-    sources = [PairSource(f"{item.id}:{item.source}", loader(item, shapes)) for item, shapes in rows]
+    sources = [PairSource(f"{item.id}:{item.source}",
+                          _ItemLoader(str(workspace.blobs.local_path(item.blob_sha256)), item.page, item.source,
+                                      tuple(shapes), class_index, background, item.height, item.width))
+               for item, shapes in rows]
+    workers = int(p.get("workers") or min(4, os.cpu_count() or 1))
     out = Path(p["out"])
     augment = AugmentSpec.default() if p.get("augment", "default") == "default" else AugmentSpec.none()
     try:
         manifest = generate(sources, out, count=int(p["count"]), patch=PatchSpec(size=int(p.get("patch", 256))),
-                            augment=augment, seed=int(p.get("seed", 0)),
+                            augment=augment, seed=int(p.get("seed", 0)), workers=workers,
                             progress=lambda done, total: ctx.progress(done, total, "writing pairs"))
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
