@@ -228,6 +228,12 @@ def demo(data_dir: Optional[Path] = DataDir) -> None:
 from labelloop.cli.modelling import register as _register_model_commands  # noqa: E402
 
 _register_model_commands(app)
+from labelloop.cli.classify import register as _register_classify_commands  # noqa: E402
+
+_register_classify_commands(app)
+from labelloop.cli.server import register as _register_server_commands  # noqa: E402
+
+_register_server_commands(app)
 
 
 def _hoist_data_dir(argv: list[str]) -> list[str]:

@@ -117,17 +117,19 @@ def predict(
 
 def models(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """A project's trained models: versions, parameters and figures."""
-    from labelloop.services.models import list_models
+    from labelloop.services.models import curves_png_path, list_models
 
     workspace = open_workspace(data_dir)
     found = list_models(workspace, _project(workspace, name))
+    curves = {m.id: curves_png_path(workspace, m) for m in found}
     if as_json:
-        print_json([m.to_dict() for m in found])
+        print_json([{**m.to_dict(), "curves_png": str(curves[m.id]) if curves[m.id] else None} for m in found])
         return
-    table = Table("model", "status", "items", "metrics", "created")
+    table = Table("model", "status", "items", "metrics", "curves PNG", "created")
     for m in found:
-        metrics = ", ".join(f"{k}={v}" for k, v in m.metrics.items() if not isinstance(v, dict))
-        table.add_row(m.ref, m.status, str(len(m.item_ids)), metrics, m.created_at.strftime("%Y-%m-%d %H:%M"))
+        metrics = ", ".join(f"{k}={v}" for k, v in m.metrics.items() if not isinstance(v, (dict, list)))
+        table.add_row(m.ref, m.status, str(len(m.item_ids)), metrics, str(curves[m.id] or "-"),
+                      m.created_at.strftime("%Y-%m-%d %H:%M"))
     out.print(table if found else f"no models yet: `labelloop train {name} --model pixel-rf`")
 
 
@@ -139,6 +141,7 @@ def dataset(
     augment: str = typer.Option("default", "--augment", help="default or none"),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
     source: str = typer.Option("accepted", "--source", help="accepted (annotations) or predictions"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes writing pairs (default: CPU cores, at most 4)."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -146,7 +149,7 @@ def dataset(
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
     params = {"project": name, "out": str(out_dir.resolve()), "patch": patch, "count": count, "augment": augment,
-              "seed": seed, "source": source}
+              "seed": seed, "source": source, **_given(workers=workers)}
     job = run_job_here(workspace, "dataset", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})

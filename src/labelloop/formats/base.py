@@ -73,6 +73,7 @@ class ExportContext:
     classes: list[ClassDef]
     save_image: ImageSaver
     progress: Callable[[int], None] = lambda n: None  # called with the number of records just written
+    include: str = "annotations"  # annotations | predictions | both: model shapes carry attributes source=model
 
 
 @dataclass

@@ -129,13 +129,14 @@ class CsvLabels:
                 raise InvalidInput(f"class {name!r} contains ';', the label separator of labels.csv; rename it")
         summary = ExportSummary()
         ctx.out.mkdir(parents=True, exist_ok=True)
+        provenance = ctx.include != "annotations"
         with (ctx.out / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["image", "labels", "split"])
+            writer.writerow(["image", "labels", "split", *(("source", "score", "auto_accepted") if provenance else ())])
             for record in records:
                 item = record.item
-                labels = sorted({s.label for s in record.shapes if isinstance(s, ClassLabel)},
-                                key=lambda n: (order.get(n, 0), n))
+                shapes, extra = _chosen(record.shapes)
+                labels = sorted({s.label for s in shapes}, key=lambda n: (order.get(n, 0), n))
                 unknown = [n for n in labels if n not in order]
                 if unknown:
                     raise InvalidInput(f"item {item.name}: labels {unknown} are not classes of the project")
@@ -143,10 +144,22 @@ class CsvLabels:
                     raise InvalidInput(f"item {item.name}: {len(labels)} labels in a classification project")
                 written = ctx.save_image(item, ctx.out / "images")
                 image = (Path("images") / written).as_posix()
-                writer.writerow([image, ";".join(labels), item.split.value])
+                writer.writerow([image, ";".join(labels), item.split.value, *(extra if provenance else ())])
                 summary.files.append(image)
                 summary.items += 1
                 summary.shapes += len(labels)
                 ctx.progress(1)
         summary.files.append("labels.csv")
         return summary
+
+
+def _chosen(shapes: list) -> tuple[list[ClassLabel], tuple[str, str, str]]:
+    """A person's labels win over a model's; (labels, (source, score, auto_accepted)) for the provenance columns.
+    A model label is auto-accepted when it passed its class's calibrated threshold (a pre-label)."""
+    labels = [s for s in shapes if isinstance(s, ClassLabel)]
+    human = [s for s in labels if s.attributes.get("source") != "model"]
+    if human or not labels:
+        return human, ("human" if human else "", "", "")
+    score = min((s.score for s in labels if s.score is not None), default=None)
+    accepted = all(s.attributes.get("prelabel") for s in labels)
+    return labels, ("model", "" if score is None else f"{score:.4f}", "true" if accepted else "false")

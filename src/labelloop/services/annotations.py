@@ -102,6 +102,12 @@ def latest(session: Session, item_id: int, *, include_drafts: bool = False) -> A
     return session.scalar(query.order_by(AnnotationRow.version.desc()).limit(1))
 
 
+def latest_by_author(session: Session, item_id: int, author: str) -> AnnotationRow | None:
+    """The author's own newest revision of the item, drafts included."""
+    return session.scalar(select(AnnotationRow).where(AnnotationRow.item_id == item_id, AnnotationRow.author == author)
+                          .order_by(AnnotationRow.version.desc()).limit(1))
+
+
 def latest_for_items(session: Session, item_ids: Iterable[int]):
     """The newest non-draft revision of each item, in one query, as light rows (item_id, version, author,
     state, source, shapes): exports and stats read thousands of these."""
@@ -138,9 +144,13 @@ def save(
     base_version: int | None,
     state: str = "submitted",
     source: str = "human",
+    per_author: bool = False,
 ) -> AnnotationInfo:
     """Append a revision. `base_version` is the version the author started from (0 or None: none yet);
-    a stale base raises Conflict carrying the current revision, so nothing is silently overwritten."""
+    a stale base raises Conflict carrying the current revision, so nothing is silently overwritten.
+
+    With `per_author` (independent annotators of one item, for agreement) the base is the author's own newest
+    revision: other annotators' revisions in between are not a conflict."""
     item = session.get(ItemRow, item_id)
     if item is None or item.project_id != project.id:
         raise NotFound(f"no item {item_id} in project {project.name!r}")
@@ -149,7 +159,15 @@ def save(
     check_shapes(shapes, project, item.width, item.height, f"item {item_id}")
     session.execute(select(ItemRow.id).where(ItemRow.id == item_id).with_for_update())
     version = next_version(session, item_id)
-    if base_version is not None and base_version != version - 1:
+    if per_author and base_version is not None:
+        own = latest_by_author(session, item_id, author)
+        if base_version != (own.version if own is not None else 0):
+            raise Conflict(
+                f"item {item_id} was changed meanwhile: your edit is based on version {base_version}, "
+                f"your newest version is {own.version if own is not None else 0}",
+                to_info(own) if own is not None else None,
+            )
+    elif base_version is not None and base_version != version - 1:
         current = latest(session, item_id, include_drafts=True)
         raise Conflict(
             f"item {item_id} was changed meanwhile: your edit is based on version {base_version}, "

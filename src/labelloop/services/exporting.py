@@ -132,7 +132,8 @@ def export_project(
         written += n
         progress(written, total, f"exporting {format}")
 
-    ctx = ExportContext(out=staging, kind=project.kind, classes=project.classes, save_image=saver, progress=advance)
+    ctx = ExportContext(out=staging, kind=project.kind, classes=project.classes, save_image=saver, progress=advance,
+                        include=include)
     try:
         summary = fmt.write(_records(workspace, project.id, include, saver), ctx)
         if out.exists():

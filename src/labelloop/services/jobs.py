@@ -60,6 +60,7 @@ def _worker_id() -> str:
 def _register_job_kinds() -> None:
     """Modules whose job kinds register on import (import and export are below, in this module)."""
     from labelloop.services import assist, datasets  # noqa: F401
+    from labelloop.services import embeddings  # noqa: F401
 
 
 def create_job(workspace, kind: str, params: dict[str, Any], project_id: int | None = None) -> int:
@@ -227,7 +228,10 @@ def _import_job(workspace, ctx: JobContext) -> dict[str, Any]:
     ctx.log(f"imported {report.items_added} items, {report.annotations_added} annotations from {p['path']}")
     for line in report.skipped:
         ctx.log(f"skipped {line}")
-    return report.to_dict()
+    from labelloop.services.prelabels import retrain_after_import  # retrain every K new labels (issue 5)
+
+    retrained = retrain_after_import(workspace, p["project"], ctx.progress) if report.annotations_added else None
+    return {**report.to_dict(), **({"retrained": retrained} if retrained else {})}
 
 
 @job_kind("export")

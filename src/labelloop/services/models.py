@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from labelloop.errors import InvalidInput, NotFound
 from labelloop.services.projects import ProjectInfo
-from labelloop.store.tables import BlobRow, ModelRow
+from labelloop.store.tables import BlobRow, ItemRow, ModelRow
 
 
 @dataclass
@@ -75,9 +76,11 @@ def save_model(workspace, project: ProjectInfo, kind: str, estimator: Any, *, pa
         return _info(row)
 
 
-def get_model(workspace, project: ProjectInfo, ref: str) -> ModelInfo:
+def get_model(workspace, project: ProjectInfo, ref: str, *, statuses: tuple[str, ...] = ("ready",)) -> ModelInfo:
+    """A model by 'kind' (the newest) or 'kind:VERSION', among those whose status is one of `statuses`."""
     kind, version = parse_ref(ref)
-    query = select(ModelRow).where(ModelRow.project_id == project.id, ModelRow.kind == kind, ModelRow.status == "ready")
+    query = select(ModelRow).where(ModelRow.project_id == project.id, ModelRow.kind == kind,
+                                   ModelRow.status.in_(statuses))
     query = query.where(ModelRow.version == version) if version else query.order_by(ModelRow.version.desc()).limit(1)
     with workspace.session() as session:
         row = session.scalar(query)
@@ -101,3 +104,90 @@ def load_estimator(workspace, model: ModelInfo) -> Any:
         raise NotFound(f"model {model.ref} has no checkpoint")
     with workspace.blobs.open(model.checkpoint_sha256) as handle:
         return joblib.load(io.BytesIO(handle.read()))
+
+
+# Models trained over many epochs (unet): the version is reserved when training starts ("training"), each
+# evaluation replaces its checkpoint blob, and the end ("ready", or "failed" after a crash) keeps the last one.
+
+def _put_blob(workspace, session, data: bytes) -> str:
+    sha, _ = workspace.blobs.put_bytes(data)
+    if session.get(BlobRow, sha) is None:
+        session.add(BlobRow(sha256=sha, size=len(data)))
+    return sha
+
+
+def _drop_blob_if_unused(workspace, sha: str | None) -> None:
+    if sha is None:
+        return
+    with workspace.session() as session:
+        used = session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.checkpoint_sha256 == sha))
+        used = used or session.scalar(select(func.count()).select_from(ItemRow).where(ItemRow.blob_sha256 == sha))
+        if used:
+            return
+        row = session.get(BlobRow, sha)
+        if row is not None:
+            session.delete(row)
+    workspace.blobs.delete(sha)
+
+
+def start_model(workspace, project: ProjectInfo, kind: str, *, params: dict[str, Any],
+                item_ids: list[int]) -> ModelInfo:
+    """Reserve the next version of this kind with status "training" and no checkpoint yet."""
+    with workspace.session() as session:
+        version = (session.scalar(select(func.max(ModelRow.version)).where(
+            ModelRow.project_id == project.id, ModelRow.kind == kind)) or 0) + 1
+        row = ModelRow(project_id=project.id, kind=kind, version=version, status="training", params=params,
+                       metrics={}, curves={}, item_ids=item_ids, checkpoint_sha256=None)
+        session.add(row)
+        session.flush()
+        return _info(row)
+
+
+def update_model(workspace, model: ModelInfo, *, status: str | None = None, checkpoint: bytes | None = None,
+                 params: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                 curves: dict[str, Any] | None = None) -> ModelInfo:
+    """Replace what is given; a new checkpoint's blob replaces the old one, which is deleted if nothing else uses it."""
+    with workspace.session() as session:
+        row = session.get(ModelRow, model.id)
+        if row is None:
+            raise NotFound(f"model {model.ref} no longer exists")
+        previous = row.checkpoint_sha256
+        if checkpoint is not None:
+            row.checkpoint_sha256 = _put_blob(workspace, session, checkpoint)
+        for name, value in (("status", status), ("params", params), ("metrics", metrics), ("curves", curves)):
+            if value is not None:
+                setattr(row, name, value)
+        session.flush()
+        info = _info(row)
+    if checkpoint is not None and previous != info.checkpoint_sha256:
+        _drop_blob_if_unused(workspace, previous)
+    return info
+
+
+def store_file(workspace, data: bytes) -> str:
+    """Store bytes (e.g. a curves PNG) as a blob with its row; returns the sha256."""
+    with workspace.session() as session:
+        return _put_blob(workspace, session, data)
+
+
+def delete_model(workspace, model: ModelInfo) -> None:
+    """Remove a model that never became usable (e.g. cancelled before its first checkpoint)."""
+    with workspace.session() as session:
+        row = session.get(ModelRow, model.id)
+        sha = row.checkpoint_sha256 if row is not None else None
+        if row is not None:
+            session.delete(row)
+    _drop_blob_if_unused(workspace, sha)
+
+
+def read_checkpoint(workspace, model: ModelInfo) -> bytes:
+    if model.checkpoint_sha256 is None:
+        raise NotFound(f"model {model.ref} has no checkpoint")
+    with workspace.blobs.open(model.checkpoint_sha256) as handle:
+        return handle.read()
+
+
+def curves_png_path(workspace, model: ModelInfo) -> Path | None:
+    """A local file holding the model's training-curves PNG (`curves["png"]` names its blob), if it has one."""
+    sha = model.curves.get("png") if isinstance(model.curves, dict) else None
+    return workspace.blobs.local_path(sha) if sha else None

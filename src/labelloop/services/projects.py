@@ -20,6 +20,26 @@ COLOUR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
 DEFAULT_SETTINGS: dict[str, Any] = {"target_precision": 0.95, "sampling": "shuffled"}
 
 
+def _number_between(low: float, high: float, integer: bool = False):
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            return f"must be {'a whole number' if integer else 'a number'}"
+        if not low <= value <= high:
+            return f"must lie between {low} and {high}"
+        return None
+
+    return check
+
+
+# Settings a client may change, each with a check that returns a problem or None.
+SETTING_CHECKS: dict[str, Any] = {
+    "target_precision": _number_between(0.5, 1.0),
+    "sampling": lambda v: None if isinstance(v, str) and 0 < len(v) <= 64 else "must be a strategy name",
+    "overlap": _number_between(1, 10, integer=True),  # independent annotators per item (agreement needs 2)
+    "lease_seconds": _number_between(10, 7 * 24 * 3600, integer=True),  # how long `next` reserves an item
+}
+
+
 @dataclass(frozen=True)
 class ProjectInfo:
     id: int
@@ -109,6 +129,26 @@ def get_row(session: Session, name: str, *, lock: bool = False) -> ProjectRow:
         suffix = f"; did you mean {hint[0]!r}?" if hint else ("" if known else "; create it with `labelloop project create`")
         raise NotFound(f"no project named {name!r}{suffix}")
     return row
+
+
+def get_project_by_id(session: Session, project_id: int) -> ProjectInfo:
+    row = session.get(ProjectRow, project_id)
+    if row is None:
+        raise NotFound(f"no project {project_id}")
+    return info(row)
+
+
+def update_settings(session: Session, row: ProjectRow, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge checked settings into the project's; unknown keys are refused so typos do not pass silently."""
+    unknown = sorted(set(changes) - set(SETTING_CHECKS))
+    if unknown:
+        raise InvalidInput(f"unknown project setting(s) {', '.join(unknown)}; known: {', '.join(sorted(SETTING_CHECKS))}")
+    for key, value in changes.items():
+        problem = SETTING_CHECKS[key](value)
+        if problem:
+            raise InvalidInput(f"setting {key}={value!r}: {problem}")
+    row.settings = {**row.settings, **changes}
+    return dict(row.settings)
 
 
 def get_project(session: Session, name: str) -> ProjectInfo:

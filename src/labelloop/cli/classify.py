@@ -1,0 +1,124 @@
+"""Model-assisted classification commands: embed, clusters (grid pages of similar images), calibration report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from labelloop.cli.common import DataDir, JsonFlag, open_workspace, out, print_json, run_job_here
+
+
+def _project(workspace, name: str):
+    from labelloop.services.projects import get_project
+
+    with workspace.session() as session:
+        return get_project(session, name)
+
+
+def embed(
+    name: str,
+    model: str = typer.Option("tf_efficientnet_lite0", "--model", help="timm model name (others need --weights)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A local weights file for the model."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Compute the embeddings of a project's items (cached: only new items are computed)."""
+    workspace = open_workspace(data_dir)
+    project = _project(workspace, name)
+    params = {"project": name, "encoder": model, "batch_size": batch_size,
+              "weights": str(weights.resolve()) if weights else None}
+    job = run_job_here(workspace, "embed", params, project.id, quiet=as_json)
+    result = job.result
+    if as_json:
+        print_json({"job": job.id, **result})
+        return
+    speed = f" at {result['images_per_second']} images/s" if result["images_per_second"] else ""
+    out.print(f"{result['computed']} embeddings computed{speed}, {result['cached']} already cached ({result['encoder']})",
+              highlight=False)
+
+
+def _k(value: str) -> int | None:
+    from labelloop.errors import InvalidInput
+
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"--k {value!r}: give a number of clusters or auto")
+    return int(value)
+
+
+def clusters(
+    name: str,
+    k: str = typer.Option("auto", "--k", help="Number of k-means clusters, or auto (best silhouette)."),
+    method: str = typer.Option("kmeans", "--method", help="kmeans or hdbscan."),
+    page: Optional[int] = typer.Option(None, "--page", help="Show the next page of similar unlabelled images: 4, 6 or 9."),
+    model: str = typer.Option("tf_efficientnet_lite0", "--model", help="The encoder whose embeddings to use."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A local weights file for the model."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of k-means."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Group similar images (embedding them first where needed); --page N gives the next grid to label."""
+    from labelloop.services.clusters import cluster_project, next_similar_page
+
+    workspace = open_workspace(data_dir)
+    project = _project(workspace, name)
+    weights_path = str(weights.resolve()) if weights else None
+    run_job_here(workspace, "embed", {"project": name, "encoder": model, "weights": weights_path}, project.id,
+                 quiet=as_json)
+    clustering = cluster_project(workspace, project, method=method, k=_k(k), model_name=model, weights=weights_path,
+                                 seed=seed)
+    similar = next_similar_page(workspace, project, page, clustering=clustering) if page is not None else None
+    if as_json:
+        print_json({**clustering.to_dict(), **({"page": similar.to_dict() if similar else None} if page else {})})
+        return
+    silhouette = f", silhouette {clustering.silhouette}" if clustering.silhouette is not None else ""
+    out.print(f"{len(clustering.clusters)} clusters ({clustering.method}, k={clustering.k}{silhouette})")
+    table = Table("cluster", "items", "unlabelled", "labels", "examples")
+    for c in clustering.clusters:
+        labels = ", ".join(f"{n} {v}" for n, v in list(c.labels.items())[:3])
+        table.add_row("none" if c.id == -1 else str(c.id), str(c.size), str(c.unlabelled), labels,
+                      " ".join(map(str, c.examples[:5])))
+    out.print(table)
+    if page is not None:
+        if similar is None:
+            out.print("every item is labelled")
+        else:
+            out.print(f"next page (cluster {similar.cluster}): items {' '.join(map(str, similar.item_ids))}; "
+                      f"{similar.remaining_unlabelled} unlabelled items in all", highlight=False)
+
+
+def calibration(
+    name: str,
+    model: str = typer.Option("classifier", "--model", help="classifier or classifier:VERSION"),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """A classifier's calibration report: per class threshold, held-out precision and recall, coverage."""
+    from labelloop.services.models import get_model
+
+    workspace = open_workspace(data_dir)
+    found = get_model(workspace, _project(workspace, name), model)
+    metrics = found.metrics
+    if as_json:
+        print_json({"model": found.ref, **metrics})
+        return
+    out.print(f"{found.ref}: {metrics['labelled_items']} labelled items, {metrics['held_out_items']} held out; target "
+              f"precision {metrics['target_precision']} at {metrics['confidence']} confidence; coverage "
+              f"{metrics['coverage']}", highlight=False)
+    table = Table("class", "threshold", "precision", "lower bound", "recall", "held-out", "coverage", "why none")
+    for cls, row in metrics["classes"].items():
+        table.add_row(cls, *("" if row[key] is None else str(row[key]) for key in
+                             ("threshold", "precision", "precision_bound", "recall", "held_out", "coverage")),
+                      row["reason"])
+    out.print(table)
+    out.print(f"reliability plot: {metrics['reliability_plot']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (embed, clusters, calibration):
+        app.command()(command)

@@ -1,0 +1,99 @@
+"""Image embeddings: pooled features of an ImageNet-pretrained timm model, arrays in, arrays out.
+
+Torch is imported when an `Embedder` first runs, never at module import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from labelloop.media.display import to_display
+from labelloop.ml.pretrained import DEFAULT_MODEL
+
+IMAGE_SIZE = 224
+CROP_FRACTION = 0.875  # resize the short side to 224/0.875 = 256, then take the centre 224×224 (timm's eval crop)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (grey, 16-bit, float, RGBA) as uint8 H×W×3."""
+    pixels = to_display(image)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels
+
+
+def centre_crop(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 size×size×3: short side scaled to size/CROP_FRACTION (area filter when shrinking), centre cut."""
+    rgb = to_rgb(image)
+    height, width = rgb.shape[:2]
+    short = round(size / CROP_FRACTION)
+    scale = short / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.ascontiguousarray(resized[top : top + size, left : left + size])
+
+
+def to_batch(crops: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]):
+    """uint8 crops -> a normalised float tensor N×3×H×W."""
+    import torch
+
+    array = np.stack(crops).astype(np.float32) / 255.0
+    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(array.transpose(0, 3, 1, 2).copy())
+
+
+class Embedder:
+    """`embed(images)` -> float32 N×D pooled features; the network loads on first use (strict weights check)."""
+
+    def __init__(self, model_name: str = DEFAULT_MODEL, weights: str | Path | None = None, *,
+                 image_size: int = IMAGE_SIZE, flip: bool = False):
+        self.model_name = model_name
+        self.weights = weights
+        self.image_size = image_size
+        self.flip = flip  # average with the mirrored image: steadier features, twice the work
+        self._model = None
+        self.seconds_ = 0.0
+        self.images_ = 0
+
+    def load(self) -> Embedder:
+        """Build the network now, so a weights file that does not fit fails before any work is done."""
+        if self._model is None:
+            import torch
+
+            from labelloop.ml.pretrained import create_timm_model, normalisation
+
+            model = create_timm_model(self.model_name, self.weights, num_classes=0)
+            self._model = model.eval().to(memory_format=torch.channels_last)
+            self._mean, self._std = normalisation(self.model_name)
+        return self
+
+    @property
+    def dim(self) -> int:
+        return int(self.load()._model.num_features)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded images of any size -> N×D float32."""
+        return self.embed_crops([centre_crop(image, self.image_size) for image in images])
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        self.load()
+        if not len(crops):
+            return np.zeros((0, self.dim), np.float32)
+        started = time.perf_counter()
+        batch = to_batch(crops, self._mean, self._std).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            features = self._model(batch)
+            if self.flip:
+                features = (features + self._model(torch.flip(batch, dims=[3]))) / 2
+        self.seconds_ += time.perf_counter() - started
+        self.images_ += len(crops)
+        return features.float().numpy()

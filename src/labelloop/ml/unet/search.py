@@ -1,0 +1,111 @@
+"""Learning-rate and batch-size search with short trials: an LR range test, then successive halving
+(eta = 3) over (learning rate, batch size) chosen by validation IoU."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from labelloop.ml.unet.sampling import PatchSampler
+from labelloop.ml.unet.training import Trainer
+
+ETA = 3
+BATCH_SIZES = (4, 8, 16)
+Step = Callable[[str], None]  # called after every trial step (progress, cancel point)
+
+
+@dataclass
+class Trial:
+    lr: float
+    batch_size: int
+    rung: int
+    patches: int
+    val_loss: float
+    val_iou: float
+
+
+def lr_range_test(trainer: Trainer, sampler: PatchSampler, rng: np.random.Generator, batch_size: int, *,
+                  steps: int = 30, low: float = 1e-5, high: float = 1e-1, on_step: Step | None = None) -> dict:
+    """Raise the learning rate exponentially from `low` to `high` over `steps` steps (fastai/Smith); the suggestion
+    is a tenth of the rate at the lowest smoothed loss. The trainer's weights are left trained: use a copy."""
+    rates, losses, smoothed = [], [], []
+    average, best = 0.0, math.inf
+    for step in range(steps):
+        lr = low * (high / low) ** (step / max(steps - 1, 1))
+        loss, _ = trainer.step(sampler.sample(batch_size, rng), lr)
+        average = 0.7 * average + 0.3 * loss
+        value = average / (1 - 0.7 ** (step + 1))
+        rates.append(lr)
+        losses.append(loss)
+        smoothed.append(value)
+        best = min(best, value)
+        if on_step:
+            on_step(f"learning-rate range test: lr {lr:.1e}, loss {loss:.3f}")
+        if not math.isfinite(loss) or (step > steps // 3 and value > 4 * best):
+            break
+    suggested = rates[int(np.argmin(smoothed))] / 10
+    suggested = float(min(max(suggested, low * 10), high / 10))
+    return {"suggested": suggested, "lrs": [round(r, 8) for r in rates], "losses": [round(v, 5) for v in smoothed]}
+
+
+def successive_halving(make_trainer: Callable[[], Trainer], configs: list[tuple[float, int]], sampler: PatchSampler,
+                       rng: np.random.Generator, evaluate: Callable[[Trainer], dict], base_patches: int, *,
+                       on_step: Step | None = None) -> tuple[tuple[float, int], list[Trial]]:
+    """Train every (lr, batch size) on `base_patches` patches, keep the best third by validation IoU, train those on
+    ETA times more, and so on until one is left; returns (best config, every trial)."""
+    trials: list[Trial] = []
+    alive = [(config, None) for config in configs]  # (config, saved trainer state to continue from)
+    rung, budget = 0, base_patches
+    while True:
+        keep = len(alive) // ETA  # survivors of this rung; 0 or 1 means this is the last rung
+        ranked: list = []
+        for (lr, batch_size), state in alive:
+            trainer = make_trainer()
+            if state is not None:
+                trainer.network.load_state_dict(state["network"])
+                trainer.optimizer.load_state_dict(state["optimizer"])
+            steps = max(1, math.ceil(budget / batch_size))
+            warmup = max(1, steps // 10) if rung == 0 else 0
+            for step in range(steps):
+                rate = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+                trainer.step(sampler.sample(batch_size, rng), rate)
+                if on_step:
+                    on_step(f"search rung {rung}: lr {lr:.1e}, batch {batch_size}, step {step + 1}/{steps}")
+            metrics = evaluate(trainer)
+            trials.append(Trial(lr, batch_size, rung, steps * batch_size, round(metrics["loss"], 5),
+                                round(metrics["iou"], 5)))
+            saved = ({"network": copy.deepcopy(trainer.network.state_dict()),
+                      "optimizer": copy.deepcopy(trainer.optimizer.state_dict())} if keep > 1 else None)
+            ranked.append((metrics["iou"], -metrics["loss"], (lr, batch_size), saved))
+            ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+            del ranked[max(keep, 1):]  # only the survivors' states stay in memory
+        if keep <= 1:
+            return ranked[0][2], trials
+        alive = [(config, saved) for _, _, config, saved in ranked]
+        rung, budget = rung + 1, budget * ETA
+
+
+def candidates(lr: float | None, batch_size: int | None, suggested_lr: float | None) -> list[tuple[float, int]]:
+    """The grid searched: a fixed value stays fixed; an automatic lr spans the suggestion / 3, x 1, x 3."""
+    rates = [lr] if lr is not None else [suggested_lr / 3, suggested_lr, suggested_lr * 3]
+    sizes = [batch_size] if batch_size is not None else list(BATCH_SIZES)
+    return [(float(r), int(b)) for r in rates for b in sizes]
+
+
+def search_cost(configs: int) -> int:
+    """Patches trained in all, in units of the first rung's per-trial budget."""
+    cost, alive, factor = 0, configs, 1
+    while True:
+        cost += alive * factor
+        alive //= ETA
+        if alive <= 1:
+            return cost
+        factor *= ETA
+
+
+def trials_record(trials: list[Trial]) -> list[dict]:
+    return [asdict(t) for t in trials]

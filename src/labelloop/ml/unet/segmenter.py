@@ -1,0 +1,438 @@
+"""UNetSegmenter: a U-Net with an ImageNet-pretrained encoder behind the scikit-learn contract.
+
+`fit(images, masks)` trains on whole images (class index masks, 0 = background), `predict_proba(image)` gives
+H×W×C probabilities for an image of any size, `checkpoint()` / `from_checkpoint()` carry everything needed to
+predict or to `resume()` an interrupted run exactly where its last evaluation left it."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelloop.ml.dataset_generator import AugmentSpec
+from labelloop.ml.unet import search
+from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
+from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
+                                       scale_image)
+from labelloop.ml.unet.sampling import TRAINING_AUGMENT, PatchSampler
+from labelloop.ml.unet.training import (Trainer, cpu_threads, image_logits, one_cycle, pick_device,
+                                        split_items)
+
+log = logging.getLogger(__name__)
+FORMAT = "labelloop-unet/1"
+DEFAULT_EPOCHS = 40
+Progress = Callable[[int, int | None, str], None]  # (done, total, message); may raise to stop (cancel)
+METRICS = ("loss", "accuracy", "iou")
+
+
+@dataclass
+class RunState:
+    """Where a training run stands after an evaluation: what a checkpoint needs to resume it exactly."""
+
+    lr: float
+    batch_size: int
+    steps_per_epoch: int
+    train_items: list[int]
+    val_items: list[int]
+    rng: dict[str, Any]
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0
+    best_iou: float = -1.0
+    best_epoch: int = 0
+    since_best: int = 0
+    stopped: str = ""
+    search: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, list] = field(default_factory=lambda: {"epoch": [], "lr": [], "seconds": [],
+                                                              **{f"{s}_{m}": [] for s in ("train", "val")
+                                                                 for m in METRICS}})
+
+
+class UNetSegmenter:
+    """Semantic segmentation by a U-Net (segmentation-models-pytorch) over a timm encoder.
+
+    lr / batch_size: a number, or "auto" for a search (LR range test + successive halving on validation IoU).
+    epochs / time_budget (seconds): stop after whichever comes first (default: DEFAULT_EPOCHS epochs).
+    An epoch is `steps_per_epoch` batches (default: enough patches to cover the training images twice), then an
+    evaluation on the validation items, a checkpoint and the early-stopping check (`patience` epochs without a
+    better validation IoU)."""
+
+    def __init__(self, encoder: str = DEFAULT_ENCODER, *, weights: str | Path | None = None, pretrained: bool = True,
+                 decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS, n_classes: int | None = None,
+                 patch: int = 256, batch_size: int | str = 8, lr: float | str = 1e-3, weight_decay: float = 1e-4,
+                 epochs: int | None = None, time_budget: float | None = None, steps_per_epoch: int | None = None,
+                 loss: str = "focal+dice", focal_weight: float = 1.0, dice_weight: float = 1.0,
+                 foreground_bias: float = 0.5, augment: AugmentSpec | None = TRAINING_AUGMENT,
+                 val_fraction: float = 0.2, patience: int = 8, restore_best: bool = True, seed: int = 0,
+                 device: str | None = None, threads: int | None = None, max_tile: int = 512, overlap: int = 64,
+                 tta: int = 4, search_fraction: float = 0.15, search_patches: int | None = None,
+                 range_test_steps: int = 30):
+        self.encoder, self.weights, self.pretrained = encoder, weights, pretrained
+        self.decoder_channels, self.n_classes, self.patch = tuple(decoder_channels), n_classes, patch
+        self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
+        self.epochs, self.time_budget, self.steps_per_epoch = epochs, time_budget, steps_per_epoch
+        self.loss, self.focal_weight, self.dice_weight = loss, focal_weight, dice_weight
+        self.foreground_bias, self.augment, self.val_fraction = foreground_bias, augment, val_fraction
+        self.patience, self.restore_best, self.seed = patience, restore_best, seed
+        self.device, self.threads, self.max_tile, self.overlap, self.tta = device, threads, max_tile, overlap, tta
+        self.search_fraction, self.search_patches = search_fraction, search_patches
+        self.range_test_steps = range_test_steps
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments, JSON-friendly (the augmentation spec as a dict)."""
+        params = {name: getattr(self, name) for name in _PARAMS}
+        params["augment"] = asdict(self.augment) if self.augment is not None else None
+        params["decoder_channels"] = list(self.decoder_channels)
+        params["weights"] = str(self.weights) if self.weights is not None else None
+        return params
+
+    # -- training ---------------------------------------------------------------------------------------------
+
+    def fit(self, images: list[np.ndarray], masks: list[np.ndarray], *, on_progress: Progress | None = None,
+            on_checkpoint: Callable[[UNetSegmenter], None] | None = None) -> UNetSegmenter:
+        """Train from the pretrained encoder; `on_checkpoint(self)` after every evaluation (call `checkpoint()`)."""
+        self.validate_params()
+        masks = self._check_data(images, masks)
+        self.n_classes_ = self.n_classes or max(2, max(int(m.max()) for m in masks) + 1)
+        self.n_outputs_ = 1 if self.n_classes_ == 2 else self.n_classes_
+        torch.manual_seed(self.seed)
+        self.network_, self.skipped_keys_ = build_network(self.encoder, self.n_outputs_, weights=self.weights,
+                                                          decoder_channels=self.decoder_channels,
+                                                          pretrained=self.pretrained)
+        self._initial_state = copy.deepcopy(self.network_.state_dict())
+        self._last_state = self._best_state = self._optimizer_state = self._evaluated = None
+        train_items, val_items = split_items(len(images), self.val_fraction, self.seed)
+        pixels = sum(masks[i].size for i in train_items)
+        batch_guess = self.batch_size if isinstance(self.batch_size, int) else 8
+        steps = self.steps_per_epoch or max(8, math.ceil(2 * pixels / self.patch**2 / batch_guess))
+        rng = np.random.default_rng(self.seed)
+        self._state = RunState(lr=float(self.lr) if self.lr != "auto" else 0.0,
+                               batch_size=batch_guess, steps_per_epoch=steps, train_items=train_items,
+                               val_items=val_items, rng=rng.bit_generator.state)
+        return self._run(images, masks, on_progress, on_checkpoint)
+
+    def plan_resume(self, *, epochs: int | None = None, time_budget: float | None = None) -> UNetSegmenter:
+        """Set the resumed run's totals (epochs / seconds from the run's start); ValueError when nothing is left."""
+        if not hasattr(self, "_state"):
+            raise ValueError("resume() needs a segmenter loaded with from_checkpoint() or fitted before")
+        if epochs is not None:
+            self.epochs = epochs
+        if time_budget is not None:
+            self.time_budget = time_budget
+        self.validate_params()
+        state = self._state
+        total_steps = self._planned_steps()
+        if (total_steps and state.step >= total_steps) or (self.time_budget and state.elapsed >= self.time_budget):
+            raise ValueError(f"the run already trained {state.epoch} epochs ({state.step} steps, "
+                             f"{state.elapsed:.0f} s): ask for more epochs or a longer time budget to resume it")
+        return self
+
+    def resume(self, images: list[np.ndarray], masks: list[np.ndarray], *, epochs: int | None = None,
+               time_budget: float | None = None, on_progress: Progress | None = None,
+               on_checkpoint: Callable[[UNetSegmenter], None] | None = None) -> UNetSegmenter:
+        """Continue the run of a checkpoint on the same images (same order) up to its planned end, or up to the
+        new totals `epochs` / `time_budget` (counted from the run's start); the schedule stretches to the end."""
+        self.plan_resume(epochs=epochs, time_budget=time_budget)
+        state = self._state
+        if state.stopped == "early stopping":  # asked to go on after it stopped: a fresh patience
+            state.since_best = 0
+        state.stopped = ""
+        masks = self._check_data(images, masks)
+        return self._run(images, masks, on_progress, on_checkpoint)
+
+    def _run(self, images, masks, on_progress, on_checkpoint) -> UNetSegmenter:
+        state, started = self._state, time.perf_counter() - self._state.elapsed
+        device = pick_device(self.device)
+        scaled = [scale_image(image) for image in images]
+        train = ([scaled[i] for i in state.train_items], [masks[i] for i in state.train_items])
+        held = state.val_items or state.train_items  # one item: validate on what it trained on
+        val = ([scaled[i] for i in held], [masks[i] for i in held])
+        sampler = PatchSampler(*train, self.patch, foreground_bias=self.foreground_bias, augment=self.augment)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng
+        report = on_progress or (lambda done, total, message: None)
+        with cpu_threads(device, self.threads):
+            if state.step == 0 and not state.search and (self.lr == "auto" or self.batch_size == "auto"):
+                self._search(device, sampler, val, rng, report)
+            if self._last_state is not None:  # resuming: continue from the last evaluated weights
+                self.network_.load_state_dict(self._last_state)
+            trainer = self._trainer(device)
+            if self._optimizer_state is not None:
+                trainer.optimizer.load_state_dict(self._optimizer_state)
+            try:
+                self._epochs(trainer, sampler, val, rng, report, on_checkpoint, started)
+            finally:
+                self._finish(trainer)
+        return self
+
+    def _trainer(self, device: torch.device) -> Trainer:
+        loss = SegmentationLoss(self.n_outputs_, parse_loss(self.loss), focal_weight=self.focal_weight,
+                                dice_weight=self.dice_weight)
+        return Trainer(self.network_, loss, InputNormaliser(self.encoder), self.n_classes_, device,
+                       weight_decay=self.weight_decay)
+
+    def _search(self, device: torch.device, sampler: PatchSampler, val, rng, report: Progress) -> None:
+        """Choose lr and/or batch size by short trials from the pretrained weights; the run starts afresh after."""
+        state = self._state
+        lr = None if self.lr == "auto" else float(self.lr)
+        batch = None if self.batch_size == "auto" else int(self.batch_size)
+        evaluate = lambda t: t.evaluate(*val, max_tile=self.max_tile, overlap=self.overlap)  # noqa: E731
+
+        def fresh() -> Trainer:
+            self.network_.load_state_dict(self._initial_state)
+            return self._trainer(device)
+
+        def step(message: str) -> None:
+            report(0, None, message)
+
+        record: dict[str, Any] = {}
+        tick = time.perf_counter()
+        suggested = None
+        if lr is None:
+            record["lr_range_test"] = search.lr_range_test(fresh(), sampler, rng, batch or 8,
+                                                               steps=self.range_test_steps, on_step=step)
+            suggested = record["lr_range_test"]["suggested"]
+        configs = search.candidates(lr, batch, suggested)
+        tested = len(record["lr_range_test"]["lrs"]) if lr is None else 0
+        seconds_per_patch = (time.perf_counter() - tick) / (tested * (batch or 8)) if tested else None
+        base = self.search_patches
+        if base is None:
+            base = 128
+            if self.time_budget and seconds_per_patch:
+                spare = self.search_fraction * self.time_budget - (time.perf_counter() - tick)
+                base = max(16, int(spare / seconds_per_patch / search.search_cost(len(configs))))
+        if len(configs) > 1:
+            (state.lr, state.batch_size), trials = search.successive_halving(fresh, configs, sampler, rng, evaluate,
+                                                                             base, on_step=step)
+            record["trials"] = search.trials_record(trials)
+        else:
+            state.lr, state.batch_size = configs[0]
+        record.update(chosen={"lr": state.lr, "batch_size": state.batch_size},
+                      seconds=round(time.perf_counter() - tick, 1))
+        state.search = record
+        if not self.steps_per_epoch:  # keep an epoch's patches the same whatever batch size was chosen
+            state.steps_per_epoch = max(8, math.ceil(state.steps_per_epoch * 8 / state.batch_size))
+        self.network_.load_state_dict(self._initial_state)
+        log.info("search chose lr %.2e, batch size %d in %.0f s", state.lr, state.batch_size, record["seconds"])
+
+    def _planned_steps(self) -> int | None:
+        epochs = self.epochs if self.epochs is not None else (None if self.time_budget else DEFAULT_EPOCHS)
+        return epochs * self._state.steps_per_epoch if epochs is not None else None
+
+    def _epochs(self, trainer: Trainer, sampler, val, rng, report: Progress, on_checkpoint, started: float) -> None:
+        state = self._state
+        total_steps = self._planned_steps()
+        while not state.stopped:
+            matrix = np.zeros((self.n_classes_, self.n_classes_), np.int64)
+            losses = []
+            out_of_time = False
+            for _ in range(state.steps_per_epoch):
+                elapsed = time.perf_counter() - started
+                progress = max(state.step / total_steps if total_steps else 0.0,
+                               elapsed / self.time_budget if self.time_budget else 0.0)
+                if progress >= 1.0:
+                    out_of_time = True
+                    break
+                loss, batch_matrix = trainer.step(sampler.sample(state.batch_size, rng), one_cycle(state.lr, progress))
+                losses.append(loss)
+                matrix += batch_matrix
+                state.step += 1
+                if total_steps:
+                    report(state.step, total_steps, f"epoch {state.epoch + 1}: loss {loss:.3f}")
+                else:
+                    report(int(elapsed), int(self.time_budget), f"epoch {state.epoch + 1}: loss {loss:.3f}")
+            if not losses:
+                state.stopped = "time budget" if self.time_budget and not total_steps else "epochs"
+                break
+            self._evaluate(trainer, val, losses, matrix, started)
+            state.rng = rng.bit_generator.state
+            if out_of_time or (total_steps and state.step >= total_steps):
+                state.stopped = "epochs" if total_steps and state.step >= total_steps else "time budget"
+            elif state.since_best >= self.patience:
+                state.stopped = "early stopping"
+            self._last_state = _cpu(trainer.network.state_dict())
+            self._optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
+            self._evaluated = copy.deepcopy(state)
+            if on_checkpoint:
+                on_checkpoint(self)
+            history = state.history
+            report(state.step, total_steps, f"epoch {state.epoch}: val loss {history['val_loss'][-1]:.3f}, "
+                                            f"val IoU {history['val_iou'][-1]:.3f}")
+
+    def _evaluate(self, trainer: Trainer, val, losses: list[float], matrix: np.ndarray, started: float) -> None:
+        state = self._state
+        measured = trainer.evaluate(*val, max_tile=self.max_tile, overlap=self.overlap)
+        train = {"loss": float(np.mean(losses)), **scores(matrix)}
+        state.epoch += 1
+        state.elapsed = time.perf_counter() - started
+        history = state.history
+        history["epoch"].append(state.epoch)
+        history["lr"].append(float(trainer.optimizer.param_groups[0]["lr"]))
+        history["seconds"].append(round(state.elapsed, 2))
+        for name in METRICS:
+            history[f"train_{name}"].append(round(train[name], 5))
+            history[f"val_{name}"].append(round(measured[name], 5))
+        if measured["iou"] > state.best_iou + 1e-4:
+            state.best_iou, state.best_epoch, state.since_best = measured["iou"], state.epoch, 0
+            self._best_state = _cpu(trainer.network.state_dict())
+        else:
+            state.since_best += 1
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val IoU %.4f", state.epoch, train["loss"],
+                 measured["loss"], measured["iou"])
+
+    def _finish(self, trainer: Trainer) -> None:
+        """After the run, or when it is interrupted: the run state stays that of the last evaluation (what the last
+        checkpoint holds, so `resume()` works in memory too) and the network predicts with the best weights."""
+        if self._state.epoch == 0:
+            return
+        if not self._state.stopped:
+            if self._evaluated is None:
+                return
+            self._state = copy.deepcopy(self._evaluated)
+            self._state.stopped = "interrupted"
+        self.network_.load_state_dict(self._prediction_state())
+        self.network_.to("cpu")
+
+    def _prediction_state(self) -> dict[str, torch.Tensor]:
+        return self._best_state if self.restore_best and self._best_state is not None else self._last_state
+
+    # -- results ----------------------------------------------------------------------------------------------
+
+    @property
+    def history_(self) -> dict[str, list]:
+        return self._state.history
+
+    @property
+    def search_(self) -> dict[str, Any]:
+        """The hyperparameter search's record (range test, trials, choice); empty when nothing was searched."""
+        return self._state.search
+
+    @property
+    def summary_(self) -> dict[str, Any]:
+        """Figures worth recording on a Model."""
+        state = self._state
+        return {"epochs": state.epoch, "steps": state.step, "training_seconds": round(state.elapsed, 1),
+                "best_epoch": state.best_epoch, "val_iou": round(state.best_iou, 4), "lr": state.lr,
+                "batch_size": state.batch_size, "stopped": state.stopped or "running",
+                "validation": "held-out items" if state.val_items else "training items"}
+
+    def checkpoint(self) -> bytes:
+        """Everything to predict, or to resume at the last evaluation, as torch.save bytes."""
+        if self._last_state is None:
+            raise ValueError("no epoch has been evaluated yet: there is nothing to checkpoint")
+        predict_with = self._prediction_state()
+        payload = {
+            "format": FORMAT, "params": self.get_params(), "n_classes": self.n_classes_, "network": predict_with,
+            "training": {"state": asdict(self._state), "optimizer": self._optimizer_state,
+                         "network": None if predict_with is self._last_state else self._last_state},
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_checkpoint(cls, data: bytes | Path, *, device: str | None = None) -> UNetSegmenter:
+        """A segmenter that predicts like the checkpointed one and can `resume()` its run."""
+        source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError("not a labelloop U-Net checkpoint")
+        params = dict(payload["params"])
+        augment = params.pop("augment")
+        params.update(augment=AugmentSpec(**augment) if augment is not None else None,
+                      decoder_channels=tuple(params["decoder_channels"]), device=device)
+        segmenter = cls(**params)
+        segmenter.n_classes_ = int(payload["n_classes"])
+        segmenter.n_outputs_ = 1 if segmenter.n_classes_ == 2 else segmenter.n_classes_
+        segmenter.network_, segmenter.skipped_keys_ = build_network(
+            segmenter.encoder, segmenter.n_outputs_, decoder_channels=segmenter.decoder_channels, pretrained=False)
+        segmenter.network_.load_state_dict(payload["network"])
+        training = payload["training"]
+        segmenter._last_state = training["network"] if training["network"] is not None else payload["network"]
+        segmenter._best_state = payload["network"] if segmenter.restore_best else None
+        segmenter._optimizer_state = training["optimizer"]
+        segmenter._state = RunState(**training["state"])
+        segmenter._evaluated = copy.deepcopy(segmenter._state)
+        return segmenter
+
+    # -- prediction -------------------------------------------------------------------------------------------
+
+    def predict_logits(self, image: np.ndarray, *, tta: int | None = None) -> torch.Tensor:
+        device = pick_device(self.device)
+        network = self.network_.to(device, memory_format=torch.channels_last)
+        with cpu_threads(device, self.threads):
+            return image_logits(network, InputNormaliser(self.encoder), device, scale_image(image), self.n_outputs_,
+                                max_tile=self.max_tile, overlap=self.overlap, tta=self.tta if tta is None else tta)
+
+    def predict_proba(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
+        """H×W×n_classes probabilities of an image of any size (grey, RGB; 8 or 16 bit)."""
+        logits = self.predict_logits(image, tta=tta)
+        if self.n_outputs_ == 1:
+            foreground = torch.sigmoid(logits[0])
+            proba = torch.stack([1 - foreground, foreground])
+        else:
+            proba = torch.softmax(logits, dim=0)
+        return proba.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+
+    def predict(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
+        return self.predict_proba(image, tta=tta).argmax(axis=2).astype(np.uint8 if self.n_classes_ < 256 else np.uint16)
+
+    # -- checks -----------------------------------------------------------------------------------------------
+
+    def validate_params(self) -> UNetSegmenter:
+        """Raise ValueError on a setting that cannot work; returns self."""
+        parse_loss(self.loss)
+        if not (self.lr == "auto" or (isinstance(self.lr, (int, float)) and self.lr > 0)):
+            raise ValueError(f"lr must be a positive number or 'auto', got {self.lr!r}")
+        if not (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
+        if self.patch < 32 or self.patch % 32:
+            raise ValueError(f"patch must be a multiple of 32 pixels (the U-Net halves it 5 times), got {self.patch}")
+        if self.max_tile % 32 or self.overlap * 2 >= self.max_tile:
+            raise ValueError(f"max_tile must be a multiple of 32 and more than twice the overlap, got "
+                             f"{self.max_tile} and {self.overlap}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be at least 0 and below 1, got {self.val_fraction}")
+        if not 0 <= self.foreground_bias <= 1:
+            raise ValueError(f"foreground_bias is a probability (0..1), got {self.foreground_bias}")
+        if self.tta not in (0, 2, 4):
+            raise ValueError(f"tta must be 0, 2 or 4 flipped views, got {self.tta}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
+        return self
+
+    def _check_data(self, images, masks) -> list[np.ndarray]:
+        if not images or len(images) != len(masks):
+            raise ValueError(f"fit needs one mask per image and at least one pair, got {len(images)} images and "
+                             f"{len(masks)} masks")
+        checked = []
+        for number, (image, mask) in enumerate(zip(images, masks)):
+            mask = np.asarray(mask)
+            if mask.ndim != 2 or mask.shape != np.shape(image)[:2]:
+                raise ValueError(f"mask {number} has shape {mask.shape} but its image is {np.shape(image)[:2]}")
+            if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != bool:
+                raise ValueError(f"mask {number} must hold class indices (integers), got {mask.dtype}")
+            if self.n_classes and int(mask.max()) >= self.n_classes:
+                raise ValueError(f"mask {number} holds class {int(mask.max())} but n_classes is {self.n_classes}")
+            checked.append(mask.astype(np.uint8 if int(mask.max()) < 256 else np.int64))
+        return checked
+
+
+_PARAMS = tuple(inspect.signature(UNetSegmenter.__init__).parameters)[1:]
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}

@@ -1,0 +1,135 @@
+"""One optimiser over one network: a training step on a batch of patches, evaluation on whole images, the
+learning-rate schedule and the seeded item split."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+import torch
+
+from labelloop.ml.unet.inference import sliding_window
+from labelloop.ml.unet.losses import SegmentationLoss, confusion, predicted_classes, scores
+from labelloop.ml.unet.network import InputNormaliser
+from labelloop.ml.unet.sampling import Batch
+
+WARMUP = 0.05  # share of the run spent ramping up to the peak learning rate
+START_DIVISOR, END_DIVISOR = 25.0, 1000.0  # one-cycle: start at peak/25, end at peak/1000
+
+
+def one_cycle(peak: float, progress: float) -> float:
+    """Learning rate at `progress` (0..1 of the run): linear warm-up, then cosine annealing."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < WARMUP:
+        start = peak / START_DIVISOR
+        return start + (peak - start) * progress / WARMUP
+    cosine = 0.5 * (1.0 + math.cos(math.pi * (progress - WARMUP) / (1.0 - WARMUP)))
+    end = peak / END_DIVISOR
+    return end + (peak - end) * cosine
+
+
+def split_items(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, validation) indices: a seeded `fraction` of the items (at least one, when there are two or more)
+    held out; with a single item, or fraction 0, validation uses the training items."""
+    if count < 2 or fraction <= 0:
+        return list(range(count)), []
+    held = min(max(1, round(count * fraction)), count - 1)
+    order = np.random.default_rng(seed).permutation(count)
+    return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, threads: int | None):
+    """On CPU use `threads`, else the cores this process may run on less those already busy (load average), and
+    restore torch's setting afterwards. Measured on 2 shared cores: with other work running, 2 threads made a
+    training step 5-10x slower than 1 (each thread waits at every layer for the one that lost its core)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads or default_threads()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def default_threads() -> int:
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
+    return max(1, min(available, available - busy + 1))
+
+
+def image_logits(network: torch.nn.Module, normaliser: InputNormaliser, device: torch.device, image: np.ndarray,
+                 n_outputs: int, *, max_tile: int, overlap: int, tta: int = 0, batch_size: int = 4) -> torch.Tensor:
+    """Blended logits (outputs×H×W, CPU) of one [0, 1] image (H×W or H×W×3), the network in eval mode."""
+    network.eval()
+    inputs = normaliser(image[None], torch.device("cpu"))
+
+    def forward(tiles: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), _autocast(device):
+            return network(tiles.to(device).contiguous(memory_format=torch.channels_last)).float()
+
+    return sliding_window(forward, inputs, n_outputs, max_tile=max_tile, overlap=overlap, batch_size=batch_size,
+                          tta=tta)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """AdamW over a network, channels_last, bfloat16 autocast on CUDA."""
+
+    def __init__(self, network: torch.nn.Module, loss: SegmentationLoss, normaliser: InputNormaliser,
+                 n_classes: int, device: torch.device, *, weight_decay: float = 1e-4):
+        self.network = network.to(device, memory_format=torch.channels_last)
+        self.loss, self.normaliser, self.n_classes, self.device = loss, normaliser, n_classes, device
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3, weight_decay=weight_decay)
+
+    def step(self, batch: Batch, lr: float) -> tuple[float, np.ndarray]:
+        """One optimiser step; returns (loss, confusion of the batch's predictions)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.network.train()
+        inputs = self.normaliser(batch.images, self.device)
+        target = torch.from_numpy(batch.masks.astype(np.int64)).to(self.device)
+        with _autocast(self.device):
+            logits = self.network(inputs)
+        loss = self.loss(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()), confusion(predicted_classes(logits.detach()), target, self.n_classes)
+
+    def logits(self, image: np.ndarray, *, max_tile: int, overlap: int, tta: int = 0) -> torch.Tensor:
+        return image_logits(self.network, self.normaliser, self.device, image, self.loss_outputs,
+                            max_tile=max_tile, overlap=overlap, tta=tta)
+
+    @property
+    def loss_outputs(self) -> int:
+        return 1 if self.loss.binary else self.n_classes
+
+    def evaluate(self, images: list[np.ndarray], masks: list[np.ndarray], *, max_tile: int,
+                 overlap: int) -> dict[str, float]:
+        """Loss (pixel-weighted mean over images), pixel accuracy and foreground IoU pooled over all pixels."""
+        matrix = np.zeros((self.n_classes, self.n_classes), np.int64)
+        loss_sum = pixels = 0.0
+        for image, mask in zip(images, masks):
+            logits = self.logits(image, max_tile=max_tile, overlap=overlap)[None]
+            target = torch.from_numpy(mask.astype(np.int64))[None]
+            with torch.inference_mode():
+                loss_sum += float(self.loss(logits, target)) * mask.size  # the loss holds no tensors: any device
+            pixels += mask.size
+            matrix += confusion(predicted_classes(logits), target, self.n_classes)
+        return {"loss": loss_sum / max(pixels, 1), **scores(matrix)}

@@ -1,0 +1,80 @@
+"""Projects: list (yours), create, show, change settings and classes; dashboard and agreement figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from labelloop.errors import InvalidInput
+from labelloop.server.auth import Access, Principal, current_user, project_access, workspace_of
+from labelloop.server.pagination import Page, PageParams, page
+from labelloop.server.schemas import ProjectIn, ProjectOut, ProjectPatch
+from labelloop.services import users
+from labelloop.services.agreement import project_agreement
+from labelloop.services.dashboard import project_dashboard
+from labelloop.services.projects import add_classes, create_project, info, update_settings
+from labelloop.services.queue import ORDERS
+from labelloop.services.transactions import write_transaction
+from labelloop.store.tables import ProjectRow
+
+router = APIRouter(tags=["projects"])
+
+
+def _out(project, role: str | None) -> dict[str, Any]:
+    return {**project.to_dict(), "role": role}
+
+
+def _check_sampling(settings: dict[str, Any]) -> None:
+    if "sampling" in settings and settings["sampling"] not in ORDERS:
+        raise InvalidInput(f"sampling {settings['sampling']!r} is not one of {', '.join(sorted(ORDERS))}")
+
+
+@router.get("/api/projects", response_model=Page[ProjectOut], summary="The projects you belong to (admins: all)")
+def list_projects(request: Request, principal: Principal = Depends(current_user), params: PageParams = Depends()):
+    with workspace_of(request).session() as session:
+        rows = users.project_roles(session, principal.user, after=params.after, limit=params.limit)
+        found = [_out(info(row), role) for row, role in rows]
+    return page(found, params, lambda p: p["id"])
+
+
+@router.post("/api/projects", response_model=ProjectOut, status_code=201, summary="Create a project; you become its owner")
+def create(body: ProjectIn, request: Request, principal: Principal = Depends(current_user)):
+    _check_sampling(body.settings)
+    with write_transaction(workspace_of(request)) as session:
+        project = create_project(session, body.name, body.kind, body.classes, body.colours)
+        if body.settings:
+            update_settings(session, session.get(ProjectRow, project.id), body.settings)
+        users.set_role(session, project.id, principal.user.name, "owner")
+        return _out(info(session.get(ProjectRow, project.id)), "owner")
+
+
+@router.get("/api/projects/{project_id}", response_model=ProjectOut, summary="One project")
+def show(access: Access = Depends(project_access("view"))):
+    return _out(access.project, access.role)
+
+
+@router.patch("/api/projects/{project_id}", response_model=ProjectOut,
+              summary="Add classes or change settings (owner, manager)")
+def change(body: ProjectPatch, request: Request, access: Access = Depends(project_access("manage"))):
+    _check_sampling(body.settings)
+    with write_transaction(workspace_of(request)) as session:
+        row = session.get(ProjectRow, access.project.id, with_for_update=True)
+        if body.add_classes:
+            add_classes(session, row, body.add_classes)
+        if body.settings:
+            update_settings(session, row, body.settings)
+        session.flush()
+        return _out(info(row), access.role)
+
+
+@router.get("/api/projects/{project_id}/stats", response_model=dict[str, Any],
+            summary="Dashboard: items per state, per annotator, per class; queue; reviews; models; jobs")
+def stats(request: Request, access: Access = Depends(project_access("view"))):
+    return project_dashboard(workspace_of(request), access.project)
+
+
+@router.get("/api/projects/{project_id}/agreement", response_model=dict[str, Any],
+            summary="Agreement between two annotators of the same items (projects with overlap ≥ 2)")
+def agreement(request: Request, access: Access = Depends(project_access("review"))):
+    return project_agreement(workspace_of(request), access.project)

@@ -1,0 +1,228 @@
+"""`classifier`: image classes from embeddings (multi-class softmax or multi-label sigmoids), with pre-labels
+only above per-class thresholds calibrated on held-out labelled items for the project's target precision."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
+from labelloop.errors import InvalidInput
+from labelloop.ml.pretrained import DEFAULT_MODEL
+from labelloop.services.embeddings import embed_items, encoder_key, load_embeddings
+from labelloop.services.model_kinds import register_model_kind
+from labelloop.services.models import load_estimator, save_model
+from labelloop.services.project_data import item_pages, item_rows, labelled_items
+from labelloop.store.tables import BlobRow, PredictionRow
+
+log = logging.getLogger(__name__)
+HEADS = ("logreg", "finetune")
+CHUNK = 512  # items scored per step when pre-labelling
+DEFAULT_CONFIDENCE = 0.8  # of the lower bound on held-out precision (project setting calibration_confidence)
+
+
+def training_targets(project, rows) -> np.ndarray:
+    """Class indices 0..K-1 (multi-class) or an N×K 0/1 matrix (multi-label) from labelled items."""
+    column = {c.name: c.index - 1 for c in project.classes}
+    if project.kind is ProjectKind.multilabel:
+        y = np.zeros((len(rows), len(column)), np.int64)
+        for n, (_, shapes) in enumerate(rows):
+            y[n, [column[s.label] for s in shapes]] = 1
+        return y
+    return np.array([column[shapes[0].label] for _, shapes in rows], np.int64)
+
+
+def _check_trainable(project, y: np.ndarray) -> None:
+    names = project.class_names()
+    if project.kind is ProjectKind.multilabel:
+        if not ((y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y))).any():
+            raise InvalidInput(f"project {project.name!r}: no class is present on some labelled items and absent "
+                               "on others; label more varied items")
+        return
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        raise InvalidInput(f"a classifier needs labelled items of at least 2 classes; {project.name!r} has only "
+                           f"{', '.join(names[k] for k in present) or 'none'}")
+
+
+def _put_png(workspace, data: bytes) -> str:
+    sha, _ = workspace.blobs.put_bytes(data)
+    with workspace.session() as session:
+        if session.get(BlobRow, sha) is None:
+            session.add(BlobRow(sha256=sha, size=len(data)))
+    return sha
+
+
+def _unlabelled_ids(workspace, project, labelled: set[int]) -> list[int]:
+    return [i for page in item_pages(workspace, project.id, ids_only=True) for i in page if i not in labelled]
+
+
+@register_model_kind
+class Classifier:
+    name = "classifier"
+    description = ("logistic regression on pretrained embeddings (or a fine-tuned network), with pre-labels above "
+                   "thresholds calibrated on held-out items for a target precision")
+    project_kinds = (ProjectKind.classification, ProjectKind.multilabel)
+
+    def settings(self, project, params: dict[str, Any]) -> dict[str, Any]:
+        """Training choices: explicit params, then the project's settings, then defaults."""
+        head = params.get("head") or "logreg"
+        if head not in HEADS:
+            raise InvalidInput(f"--head {head!r}: choose one of {', '.join(HEADS)}")
+        target = float(params.get("target_precision") or project.settings.get("target_precision", 0.95))
+        confidence = float(params.get("confidence") or project.settings.get("calibration_confidence",
+                                                                            DEFAULT_CONFIDENCE))
+        held_out = float(params.get("held_out") or 0.2)
+        if not 0.5 <= target < 1:
+            raise InvalidInput(f"target precision {target} must lie in [0.5, 1)")
+        if not 0 <= confidence < 1:
+            raise InvalidInput(f"calibration confidence {confidence} must lie in [0, 1)")
+        if not 0.05 <= held_out <= 0.5:
+            raise InvalidInput(f"held-out fraction {held_out} must lie in [0.05, 0.5]")
+        return {"head": head, "encoder": params.get("encoder") or DEFAULT_MODEL, "weights": params.get("weights"),
+                "target_precision": target, "confidence": confidence, "held_out": held_out,
+                "C": float(params.get("C", 1.0)), "seed": int(params.get("seed", 0)),
+                "epochs": int(params.get("epochs") or 5)}
+
+    def _estimator(self, choice: dict[str, Any], multilabel: bool):
+        if choice["head"] == "finetune":
+            from labelloop.ml.finetune import FineTunedClassifier
+
+            return FineTunedClassifier(choice["encoder"], choice["weights"], multilabel=multilabel,
+                                       epochs=choice["epochs"], random_state=choice["seed"])
+        from labelloop.ml.classifier import EmbeddingClassifier
+
+        return EmbeddingClassifier(C=choice["C"], multilabel=multilabel, random_state=choice["seed"])
+
+    def _inputs(self, workspace, ids: Sequence[int], choice: dict[str, Any]):
+        """What the estimator reads: cached embeddings (logreg), or centre crops (finetune)."""
+        if choice["head"] == "finetune":
+            from labelloop.ml.embeddings import centre_crop
+            from labelloop import media
+
+            return np.stack([centre_crop(media.read(workspace.blobs.local_path(r.blob_sha256), r.page, name=r.source))
+                             for r in item_rows(workspace, ids)]) if len(ids) else np.zeros((0, 224, 224, 3), np.uint8)
+        return load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"]))
+
+    def _scored(self, workspace, prelabeller, ids: Sequence[int], choice, ctx, what: str) -> Iterator[tuple]:
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
+            proba, accepted = prelabeller.prelabel(self._inputs(workspace, chunk, choice))
+            ctx.progress(min(start + CHUNK, len(ids)), len(ids), what)
+            yield chunk, proba, accepted
+
+    def train(self, workspace, project, params: dict[str, Any], ctx):
+        from labelloop.ml.calibration import expected_calibration_error, reliability_bins, reliability_png
+        from labelloop.ml.classifier import PreLabeller
+
+        choice = self.settings(project, params)
+        multilabel = project.kind is ProjectKind.multilabel
+        rows = labelled_items(workspace, project, shape_types=("class",))
+        if not rows:
+            raise InvalidInput(f"project {project.name!r} has no labelled items to train on; label some, or import "
+                               f"labels with `labelloop import {project.name} DIR --format folders|csv`")
+        y = training_targets(project, rows)
+        _check_trainable(project, y)
+        ids = [item.id for item, _ in rows]
+        pool = _unlabelled_ids(workspace, project, set(ids))
+        embedding = None
+        if choice["head"] == "logreg":  # every item: the pool is scored for coverage, and predict reuses them
+            embedding = embed_items(workspace, ids + pool, model_name=choice["encoder"], weights=choice["weights"],
+                                    progress=ctx.progress)
+        ctx.progress(0, None, "training and calibrating")
+        prelabeller = PreLabeller(self._estimator(choice, multilabel), tuple(project.class_names()), multilabel,
+                                  choice["target_precision"], choice["confidence"], choice["held_out"],
+                                  cross_fit=choice["head"] == "logreg", random_state=choice["seed"])
+        prelabeller.fit(self._inputs(workspace, ids, choice), y)
+        coverage, prelabels = self._coverage(workspace, prelabeller, pool, choice, ctx)
+        held_proba, held_y = prelabeller.held_out_proba_, prelabeller.held_out_y_
+        if multilabel:  # each class decision is its own probability, right when the label is present
+            confidence, correct = held_proba.ravel(), held_y.ravel() > 0
+            accuracy = (held_proba >= 0.5) == (held_y > 0)
+        else:
+            confidence, correct = held_proba.max(axis=1), held_proba.argmax(axis=1) == held_y
+            accuracy = correct
+        bins = reliability_bins(confidence, correct)
+        plot = _put_png(workspace, reliability_png(bins, f"{project.name}: held-out reliability"))
+        classes = {c.name: {**c.to_dict(), "prelabelled": int(prelabels[k]),
+                            "coverage": round(float(prelabels[k]) / len(pool), 4) if pool else None}
+                   for k, c in enumerate(prelabeller.calibration_)}
+        for entry in classes.values():
+            entry.pop("name")
+        metrics = {
+            "head": choice["head"], "labelled_items": len(ids), "held_out_items": len(held_y),
+            "target_precision": choice["target_precision"], "confidence": choice["confidence"],
+            "held_out_accuracy": round(float(accuracy.mean()), 4) if accuracy.size else None,
+            "expected_calibration_error": expected_calibration_error(bins),
+            "classes_with_prelabels": sum(c.threshold is not None for c in prelabeller.calibration_),
+            "coverage": coverage,
+            "embedding_seconds": embedding.seconds if embedding else None,
+            "images_per_second": embedding.images_per_second if embedding else None,
+            "training_seconds": round(prelabeller.training_seconds_, 3),
+            "calibration_seconds": round(prelabeller.calibration_seconds_, 3),
+            "reliability_plot": str(workspace.blobs.local_path(plot)),
+            "classes": classes,
+        }
+        stored = {**choice, "class_names": project.class_names(), "reliability_plot_sha256": plot}
+        return save_model(workspace, project, self.name, prelabeller, params=stored, metrics=metrics, item_ids=ids,
+                          curves={"reliability": bins})
+
+    def _coverage(self, workspace, prelabeller, pool: list[int], choice, ctx) -> tuple[float | None, np.ndarray]:
+        """Share of unlabelled items that would get a pre-label now, and pre-labels per class."""
+        per_class = np.zeros(len(prelabeller.class_names), np.int64)
+        if not pool or choice["head"] != "logreg":
+            return None, per_class
+        covered = 0
+        for _, _, accepted in self._scored(workspace, prelabeller, pool, choice, ctx, "scoring unlabelled items"):
+            covered += int(accepted.any(axis=1).sum())
+            per_class += accepted.sum(axis=0)
+        return round(covered / len(pool), 4), per_class
+
+    def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
+        prelabeller = load_estimator(workspace, model)
+        choice = {**model.params}
+        if list(prelabeller.class_names) != project.class_names():
+            raise InvalidInput(f"model {model.ref} was trained on classes {', '.join(prelabeller.class_names)} but the "
+                               f"project now has {', '.join(project.class_names())}; train it again")
+        target = params.get("target_precision")
+        if target is not None:
+            if not 0.5 <= float(target) < 1:
+                raise InvalidInput(f"--target-precision {target} must lie in [0.5, 1)")
+            prelabeller.set_target(float(target))
+        if choice["head"] == "logreg":
+            embed_items(workspace, item_ids, model_name=choice["encoder"], weights=choice["weights"],
+                        progress=ctx.progress)
+        names = list(prelabeller.class_names)
+        multilabel = prelabeller.multilabel
+        started = time.perf_counter()
+        written, prelabelled = 0, 0
+        per_class = dict.fromkeys(names, 0)
+        for chunk, proba, accepted in self._scored(workspace, prelabeller, item_ids, choice, ctx, "pre-labelling"):
+            rows = []
+            for item_id, p, ok in zip(chunk, proba, accepted):
+                shapes = [ClassLabel(names[k], score=round(float(p[k]), 4),
+                                     attributes={"prelabel": True, "threshold": round(float(prelabeller.thresholds_[k]), 4)})
+                          for k in np.flatnonzero(ok)]
+                for shape in shapes:
+                    per_class[shape.label] += 1
+                prelabelled += bool(shapes)
+                # The item score orders manual labelling: the least certain decision of the item.
+                certainty = np.maximum(p, 1 - p).min() if multilabel else p.max()
+                rows.append(PredictionRow(item_id=item_id, model_id=model.id, model_version=model.ref,
+                                          shapes=[shape_to_dict(s) for s in shapes],
+                                          score=round(float(certainty), 4), review_state="pending"))
+            with workspace.session() as session:
+                session.add_all(rows)
+            written += len(rows)
+        return {
+            "model": model.ref, "predictions": written, "prelabelled": prelabelled,
+            "coverage": round(prelabelled / written, 4) if written else None,
+            "target_precision": prelabeller.target_precision, "prelabels_per_class": per_class,
+            "thresholds": {c.name: c.threshold for c in prelabeller.calibration_},
+            "no_prelabels": {c.name: c.reason for c in prelabeller.calibration_ if c.threshold is None},
+            "seconds": round(time.perf_counter() - started, 3),
+        }

