@@ -15,6 +15,7 @@ from labelloop.server.background import LazyProcessExecutor
 from labelloop.server.config import ServerConfig
 from labelloop.server.limits import BodyLimit
 from labelloop.server.routers import annotations, auth, exports, items, jobs, models, predictions, projects, users
+from labelloop.server.web import mount_web
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import JobRow
 
@@ -55,6 +56,7 @@ def create_app(workspace_or_dir: Workspace | str | Path, *, executor=None, confi
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    mount_web(app)  # the browser UI (web/ built into server/web_dist); after the API so the API matches first
     app.add_middleware(BodyLimit, max_json_bytes=config.max_json_bytes, max_upload_bytes=config.max_upload_bytes)
     return app
 
