@@ -62,4 +62,43 @@ else
 fi
 
 "$VENV/bin/python" env/torchvision-cpu/install.py | sed 's/^/setup: /'
+# --- browser UI (issue 7): web/ -> src/labelloop/server/web_dist --------------------------------------------
+# npm ci runs when package-lock.json changed; the Vite build runs when any source under web/ changed (sha256
+# stamps, like pip's above). Node.js >= 20.19 and npm are needed only when something has to be (re)built.
+WEB="$ROOT/web"
+WEB_DIST="$ROOT/src/labelloop/server/web_dist"
+if [[ -d "$WEB" ]]; then
+    lock_want="$(cat "$WEB/package.json" "$WEB/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    lock_have="$(cat "$WEB/node_modules/.labelloop-npm-ci.sha256" 2>/dev/null || true)"
+    web_want="$( (cd "$WEB" && find src test index.html package.json package-lock.json tsconfig.json vite.config.ts \
+        -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)"
+    web_have="$(cat "$WEB_DIST/.labelloop-build.sha256" 2>/dev/null || true)"
+    if [[ "$web_want" == "$web_have" && -f "$WEB_DIST/index.html" && "$lock_want" == "$lock_have" ]]; then
+        say "browser UI up to date (web/ unchanged since the last build)"
+    else
+        if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+            say "node and npm are needed to build the browser UI in web/ (Node.js >= 20.19); install them and re-run" >&2
+            exit 1
+        fi
+        WEB_LOG="$VENV/.labelloop-setup-npm.log"
+        : >"$WEB_LOG"
+        if [[ "$lock_want" != "$lock_have" ]]; then
+            if ! (cd "$WEB" && npm ci --no-audit --no-fund) >>"$WEB_LOG" 2>&1; then
+                say "npm ci failed in web/; last lines of $WEB_LOG:" >&2
+                tail -n 40 "$WEB_LOG" >&2
+                exit 1
+            fi
+            echo "$lock_want" >"$WEB/node_modules/.labelloop-npm-ci.sha256"
+        fi
+        if ! (cd "$WEB" && npm run build) >>"$WEB_LOG" 2>&1; then
+            say "the browser UI build failed (npm run build in web/); last lines of $WEB_LOG:" >&2
+            tail -n 40 "$WEB_LOG" >&2
+            exit 1
+        fi
+        echo "$web_want" >"$WEB_DIST/.labelloop-build.sha256"
+        say "built the browser UI into src/labelloop/server/web_dist (npm log: .venv/$(basename "$WEB_LOG"))"
+    fi
+fi
+# --- end of browser UI block ----------------------------------------------------------------------------------
+
 say "done in $((SECONDS - START))s"

@@ -81,6 +81,33 @@ def test_malformed_coco_changes_nothing(seeded, tmp_path, case):
     assert snapshot(seeded) == before
 
 
+@pytest.mark.parametrize("counts", ["zz", "0", "PPPPPPP0", "Q"])
+def test_malformed_compressed_rle_is_refused_before_pycocotools_sees_it(seeded, make_project, tmp_path, counts):
+    """pycocotools decodes without bounds checks: a bad string must be refused, not decoded."""
+    make_project("inst", "instance", ["cat", "dog"])
+    path = _coco_folder(tmp_path, lambda d: d["annotations"][0].update(segmentation={"size": [30, 40], "counts": counts}))
+    before = snapshot(seeded)
+    with pytest.raises(InvalidInput, match="RLE"):
+        import_path(seeded, "inst", path, format="coco")
+    assert snapshot(seeded) == before
+
+
+def test_check_shapes_refuses_a_mask_whose_runs_overrun_the_image():
+    import numpy as np
+
+    from labelloop.domain import ClassDef, Mask, ProjectKind
+    from labelloop.geometry import rle
+    from labelloop.services.annotations import check_shapes
+    from labelloop.services.projects import ProjectInfo
+
+    project = ProjectInfo(1, "x", ProjectKind.instance, [ClassDef("cat", 1, "#ff0000")])
+    size, counts = rle.encode(np.ones((30, 40), bool))
+    overrun = rle.encode(np.ones((60, 40), bool))[1]  # runs for twice the pixels, claiming the 30×40 size
+    check_shapes([Mask("cat", size, counts)], project, 40, 30, "client")
+    with pytest.raises(InvalidInput, match="RLE covers 2400 pixels"):
+        check_shapes([Mask("cat", size, overrun)], project, 40, 30, "client")
+
+
 def test_yolo_line_with_four_numbers(seeded, tmp_path):
     folder = tmp_path / "yolo"
     _png(folder / "images" / "train" / "a.png")

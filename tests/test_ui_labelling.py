@@ -120,7 +120,7 @@ def test_accept_and_edit_prelabels(page, ui_server):
         session.flush()
         prediction_id = row.id
     open_item(page, pid, item)
-    assert "Pre-labels (2)" in page.locator("[data-testid=prelabels]").inner_text()
+    assert "pre-labels (2)" in page.locator("[data-testid=prelabels]").inner_text().lower()
     screenshot(page, "prelabels")
     page.mouse.click(*screen(page, 50, 50))
     page.click("[data-testid=accept-prelabel]")

@@ -6,7 +6,6 @@ when chromium or the built UI (web/ -> src/labelloop/server/web_dist) is missing
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -111,39 +110,53 @@ class Server:
         return pid, [i["id"] for i in items]
 
 
+# Test modules import these fixtures, which makes one fixture per module; the server and the browser are still
+# made once per test session (one Playwright per thread is all the sync API allows), and closed at its end.
+_shared: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
-def ui_server(tmp_path_factory):
+def ui_server(tmp_path_factory, request):
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
-    from labelloop.services import users
-    from labelloop.services.workspace import Workspace
+    if "server" not in _shared:
+        from labelloop.services import users
+        from labelloop.services.workspace import Workspace
 
-    root = tmp_path_factory.mktemp("ui")
-    workspace = Workspace.init(root / "workspace")
-    with workspace.session() as session:
-        alice = users.create_user(session, "alice", PASSWORD)
-        token = users.create_token(session, alice.id, "ui tests")[1]
-        users.create_user(session, "bob", PASSWORD)
-    port = free_port()
-    process = start_server(workspace.root, port)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", workspace, token, Path(workspace.root))
-    finally:
-        stop_server(process)
-        workspace.close()
+        root = tmp_path_factory.mktemp("ui")
+        workspace = Workspace.init(root / "workspace")
+        with workspace.session() as session:
+            alice = users.create_user(session, "alice", PASSWORD)
+            token = users.create_token(session, alice.id, "ui tests")[1]
+            users.create_user(session, "bob", PASSWORD)
+        port = free_port()
+        process = start_server(workspace.root, port)
+
+        def stop() -> None:
+            stop_server(process)
+            workspace.close()
+
+        request.config.add_cleanup(stop)
+        _shared["server"] = Server(f"http://127.0.0.1:{port}", workspace, token, Path(workspace.root))
+    return _shared["server"]
 
 
 @pytest.fixture(scope="session")
-def browser(ui_server):
-    from playwright.sync_api import sync_playwright
+def browser(ui_server, request):
+    if "browser" not in _shared:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+        playwright = sync_playwright().start()
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield instance
-        finally:
+
+        def close() -> None:
             instance.close()
+            playwright.stop()
+
+        request.config.add_cleanup(close)
+        _shared["browser"] = instance
+    return _shared["browser"]
 
 
 @pytest.fixture
@@ -195,7 +208,3 @@ def wait_saved(tab) -> None:
 def screenshot(tab, name: str) -> None:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=str(OUTPUT / f"{name}.png"))
-
-
-def clean_output() -> None:
-    shutil.rmtree(OUTPUT, ignore_errors=True)

@@ -321,6 +321,11 @@ def _mask(raw: dict, label: str, attributes: dict, size: tuple[int, int] | None,
         counts = rle.uncompressed_to_counts(counts, (height, width))
     elif not isinstance(counts, str) or not counts.isascii():
         raise InvalidInput(f"{where}: segmentation RLE counts must be a string or a list of run lengths")
+    else:
+        try:
+            rle.check_counts((height, width), counts)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}: malformed compressed RLE: {exc}") from None
     return Mask(label=label, size=(height, width), counts=counts, attributes=attributes)
 
 

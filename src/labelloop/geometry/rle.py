@@ -18,6 +18,46 @@ def encode(mask: np.ndarray) -> tuple[tuple[int, int], str]:
     return (int(rle["size"][0]), int(rle["size"][1])), rle["counts"].decode("ascii")
 
 
+def runs(counts: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' rleFrString, in Python, with checks)."""
+    values: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise ValueError("the RLE string ends in the middle of a number")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {counts[p]!r} is not part of COCO's compressed RLE alphabet")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(values) > 2:
+            x += values[-2]
+        values.append(x)
+    return values
+
+
+def check_counts(size: Sequence[int], counts: str) -> None:
+    """Raise ValueError unless `counts` is a well-formed RLE covering exactly size[0]·size[1] pixels.
+
+    pycocotools decodes without bounds checks, so a malformed string from a file or a client must be refused
+    before it gets there."""
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"mask size {height}×{width} is empty")
+    values = runs(counts)
+    if any(v < 0 for v in values):
+        raise ValueError("the RLE has a negative run length")
+    if sum(values) != height * width:
+        raise ValueError(f"the RLE covers {sum(values)} pixels but a {width}×{height} mask has {height * width}")
+
+
 def decode(shape: Mask | Scribble) -> np.ndarray:
     """A Mask or Scribble shape -> boolean H×W array."""
     rle = {"size": [shape.size[0], shape.size[1]], "counts": shape.counts.encode("ascii")}

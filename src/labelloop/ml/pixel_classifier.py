@@ -56,7 +56,8 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
 
     On Lucchi mitochondria (benchmarks/pixel_classifier.py) 20 trees scored the same IoU as 100 at a fifth of the
     prediction time; lower ``n_estimators`` first when prediction is slow. ``max_depth`` / ``min_samples_leaf``
-    limits cost IoU there.
+    limits cost IoU there. ``max_features=0.3`` (14 of the 48 default features tried per split) scored +0.011 IoU
+    over scikit-learn's "sqrt" (7) on every one of 3 seeds there; "log2" and min_samples_leaf=3 scored lower.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         n_estimators: int = 100,
         max_depth: int | None = None,
         min_samples_leaf: int = 1,
-        max_features: str | int | float | None = "sqrt",
+        max_features: str | int | float | None = 0.3,
         class_weight: str | dict | None = "balanced",
         autocontext: bool = False,
         cascade: int = 3,

@@ -1,0 +1,65 @@
+import { api, type Project } from "../api";
+import { clear, formatError, h, toast } from "../dom";
+import { projectNav } from "./nav";
+
+const ROLES = ["owner", "manager", "annotator", "reviewer"];
+
+export async function settingsPage(root: HTMLElement, params: Record<string, string>): Promise<void> {
+  const id = Number(params.id);
+  let project: Project;
+  try {
+    project = await api.project(id);
+  } catch (error) {
+    root.append(h("p", { class: "error" }, formatError(error)));
+    return;
+  }
+  const body = h("div", { class: "settings" });
+  root.append(projectNav(project, "settings"), body);
+
+  async function refresh(): Promise<void> {
+    project = await api.project(id);
+    const members = (await api.members(id)).items;
+    const newClass = h("input", { placeholder: "new class", "data-testid": "new-class" });
+    const precision = h("input", { type: "number", min: 0.5, max: 1, step: 0.01, "data-testid": "target-precision",
+      value: String(project.settings.target_precision ?? 0.95) });
+    const sampling = h("select", {}, ["shuffled", "sequential"].map((s) =>
+      h("option", { value: s, selected: (project.settings.sampling ?? "shuffled") === s }, s)));
+    const overlap = h("input", { type: "number", min: 1, max: 10, value: String(project.settings.overlap ?? 1) });
+    const user = h("input", { placeholder: "user name", "data-testid": "member-name" });
+    const role = h("select", { "data-testid": "member-role" }, ROLES.map((r) => h("option", { value: r, selected: r === "annotator" }, r)));
+    const act = (fn: () => Promise<unknown>, done: string) => async () => {
+      try {
+        await fn();
+        toast(done);
+        await refresh();
+      } catch (error) {
+        toast(formatError(error), "error");
+      }
+    };
+    clear(body,
+      h("section", { class: "card" }, h("h2", {}, "Classes"),
+        h("table", { class: "list", "data-testid": "classes" }, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Class"), h("th", {}, "Colour")),
+          project.classes.map((c, n) => h("tr", {}, h("td", {}, h("kbd", {}, n < 9 ? String(n + 1) : n === 9 ? "0" : "–")),
+            h("td", {}, c.name), h("td", {}, h("span", { class: "swatch", style: { background: c.colour } }), c.colour)))),
+        h("p", { class: "muted" }, "Number keys pick a class while labelling; colours are chosen when a class is added."),
+        h("div", { class: "row" }, newClass, h("button", { onclick: act(() => api.patchProject(id, { add_classes: [newClass.value.trim()] }),
+          "class added") }, "Add class"))),
+      h("section", { class: "card" }, h("h2", {}, "Labelling and pre-labels"),
+        h("label", {}, "Target precision for auto-acceptance", precision),
+        h("label", {}, "Order of work", sampling),
+        h("label", {}, "Annotators per item (overlap)", overlap),
+        h("button", { class: "primary", "data-testid": "save-settings", onclick: act(() => api.patchProject(id, { settings: {
+          target_precision: Number(precision.value), sampling: sampling.value, overlap: Number(overlap.value) } }), "settings saved") },
+        "Save settings")),
+      h("section", { class: "card" }, h("h2", {}, "Members"),
+        h("table", { class: "list", "data-testid": "members" }, members.map((m) => {
+          const pick: HTMLSelectElement = h("select", {}, ROLES.map((r) => h("option", { value: r, selected: r === m.role }, r)));
+          pick.addEventListener("change", act(() => api.setMember(id, m.user, pick.value), `role of ${m.user} changed`));
+          return h("tr", {}, h("td", {}, m.user), h("td", {}, pick),
+            h("td", {}, h("button", { onclick: act(() => api.removeMember(id, m.user), `${m.user} removed`) }, "Remove")));
+        })),
+        h("div", { class: "row" }, user, role, h("button", { "data-testid": "add-member",
+          onclick: act(() => api.setMember(id, user.value.trim(), role.value), "member added") }, "Add member"))));
+  }
+  await refresh().catch((e) => body.append(h("p", { class: "error" }, formatError(e))));
+}
