@@ -3,7 +3,8 @@
 Each annotator loops: GET /api/projects/{id}/next, then POST a 3-box annotation for that item. 1, 8 and 32
 annotators at once, each on its own HTTP connection (httpx + asyncio in one client process). Reports annotations/s,
 p50/p95/p99 latency per request, and counts items handed to two annotators (from the clients' view and from the
-database: items with more than one annotation).
+database: items with more than one annotation). It also reports the CPU the server processes and the client used
+(in cores: 1.0 is one core busy all the time), which shows which one limits a run on a small machine.
 
     .venv/bin/python benchmarks/annotators.py                       # both databases, 1/8/32 annotators, 15 s each
     .venv/bin/python benchmarks/annotators.py --db sqlite --seconds 5 --workers 2
@@ -91,14 +92,14 @@ BOXES = [{"type": "box", "label": label, "x0": x, "y0": x, "x1": x + 10.5, "y1":
 
 
 async def annotator(port: int, token: str, project_id: int, stop_at: float, interval: float | None,
-                    results: dict) -> None:
+                    results: dict, phase: float = 0.0) -> None:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits,
                                  timeout=60) as http:
-        next_due = time.perf_counter()
+        next_due = time.perf_counter() + phase
         while time.perf_counter() < stop_at:
             if interval:
                 await asyncio.sleep(max(0.0, next_due - time.perf_counter()))
@@ -122,17 +123,38 @@ async def annotator(port: int, token: str, project_id: int, stop_at: float, inte
                 results["errors"].append(f"submit: {saved.status_code} {saved.text[:200]}")
 
 
-def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rate: float | None) -> dict:
+def group_cpu_seconds(group: int) -> float:
+    """CPU time (user + system) used so far by the processes of one process group: the server and its workers."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rate: float | None,
+              server_group: int | None = None) -> dict:
     results = {"next": [], "submit": [], "done": 0, "errors": [], "handed": defaultdict(set)}
     interval = len(tokens) / rate if rate else None
 
     async def main():
         stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(annotator(port, t, project_id, stop_at, interval, results) for t in tokens))
+        # Paced annotators start spread over one interval, as people do, not all in the same instant.
+        await asyncio.gather(*(annotator(port, t, project_id, stop_at, interval, results,
+                                         interval * n / len(tokens) if interval else 0.0)
+                               for n, t in enumerate(tokens)))
 
+    server_cpu = group_cpu_seconds(server_group) if server_group else 0.0
+    client_cpu = time.process_time()
     started = time.perf_counter()
     asyncio.run(main())
     elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = group_cpu_seconds(server_group) - server_cpu if server_group else float("nan")
     both = np.array(results["next"] + results["submit"]) * 1000
     pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
     nxt, sub = np.array(results["next"]) * 1000, np.array(results["submit"]) * 1000
@@ -142,6 +164,9 @@ def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rat
         "p50_ms": round(pct(both, 50), 1), "p95_ms": round(pct(both, 95), 1), "p99_ms": round(pct(both, 99), 1),
         "next_p99_ms": round(pct(nxt, 99), 1), "submit_p99_ms": round(pct(sub, 99), 1),
         "handed_twice": sum(1 for holders in results["handed"].values() if len(holders) > 1),
+        # Cores busy on average (1.0 = one core all the time): is the client, not the server, the limit?
+        "client_cores": round(client_cpu / elapsed, 2), "server_cores": round(server_cpu / elapsed, 2),
+        "server_cpu_ms_per_annotation": round(server_cpu / max(results["done"], 1) * 1000, 2),
         "errors": len(results["errors"]), "first_error": results["errors"][0] if results["errors"] else None,
         "handed": {k: list(v) for k, v in results["handed"].items()},
     }
@@ -180,7 +205,7 @@ def bench(db: str, args) -> list[dict]:
         server = start_server(work / "ws", port, args.workers, env)
         try:
             for count in levels:
-                row = run_level(port, tokens[:count], project_id, args.seconds, args.rate)
+                row = run_level(port, tokens[:count], project_id, args.seconds, args.rate, server.pid)
                 row.pop("handed")
                 row.update(db=db, workers=args.workers, rate=args.rate)
                 rows.append(row)
@@ -214,11 +239,13 @@ def main() -> None:
     rows = []
     for db in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
         rows += bench(db, args)
-    print("\n| db | annotators | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 | handed twice | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| db | annotators | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 | handed twice | errors "
+          "| server cores | client cores |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['db']} | {r['annotators']} | {r['annotations_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | {r['errors']} |")
+              f"{r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | {r['errors']} "
+              f"| {r['server_cores']} | {r['client_cores']} |")
 
 
 if __name__ == "__main__":

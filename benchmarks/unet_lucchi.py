@@ -93,8 +93,8 @@ def run(args, seed: int) -> dict:
             "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
             "val_iou": summary["val_iou"], "lr": summary["lr"], "batch_size": summary["batch_size"],
             "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
-            "device": str(torch.cuda.get_device_name(0)) if args.device != "cpu" and torch.cuda.is_available()
-            else f"cpu ({torch.get_num_threads()} torch threads)", "history": segmenter.history_}
+            "device": torch.cuda.get_device_name(0) if summary["device"].startswith("cuda") else summary["device"],
+            "history": segmenter.history_}
 
 
 def seconds(text: str) -> float | None:

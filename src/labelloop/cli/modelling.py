@@ -44,7 +44,7 @@ def train(
     name: str,
     model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet or classifier."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
-    trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 100)."),
+    trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
     autocontext: bool = typer.Option(False, "--autocontext", help="pixel-rf: add a second, auto-context stage."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="unet: encoder name (default tu-tf_efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="unet/classifier: a local pretrained weights file."),

@@ -25,12 +25,14 @@ def serve(
     """Run the labelling server (REST API, OpenAPI at /docs)."""
     import uvicorn
 
+    from labelloop.server.protocol import NoDelayHTTPProtocol
+
     workspace = open_workspace(data_dir)  # fails early, with the usual message, when there is no workspace
     os.environ["LABELLOOP_DATA_DIR"] = str(workspace.root)
     workspace.close()
     out.print(f"labelloop server on http://{host}:{port} (API docs at /docs), workspace {workspace.root}")
     uvicorn.run("labelloop.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, timeout_graceful_shutdown=5)
+                log_level=log_level, timeout_graceful_shutdown=5, http=NoDelayHTTPProtocol)
 
 
 def _read_password(from_stdin: bool) -> str:

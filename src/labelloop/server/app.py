@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from labelloop.server import errors
+from labelloop.server import errors, live_router
 from labelloop.server.background import LazyProcessExecutor
 from labelloop.server.config import ServerConfig
 from labelloop.server.limits import BodyLimit
@@ -20,7 +20,8 @@ from labelloop.services.workspace import Workspace
 from labelloop.store.tables import JobRow
 
 log = logging.getLogger(__name__)
-ROUTERS = (auth, users, projects, items, annotations, predictions, models, jobs, exports)
+# Routes are matched in this order: the labelling loop's own (next, save) first, so the busiest requests match soonest.
+ROUTERS = (items, annotations, auth, users, projects, predictions, models, jobs, exports)
 
 
 def _resume_queued_jobs(app: FastAPI) -> None:
@@ -56,6 +57,7 @@ def create_app(workspace_or_dir: Workspace | str | Path, *, executor=None, confi
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(live_router.router)  # live pixel classifier for the labelling view (issue 7)
     mount_web(app)  # the browser UI (web/ built into server/web_dist); after the API so the API matches first
     app.add_middleware(BodyLimit, max_json_bytes=config.max_json_bytes, max_upload_bytes=config.max_upload_bytes)
     return app

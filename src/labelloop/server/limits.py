@@ -17,6 +17,11 @@ async def _reply(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _message(upload: bool, limit: int) -> str:
+    what = "an upload" if upload else "a request body"
+    return f"{what} may be at most {limit // (1 << 20)} MiB; split it into smaller requests"
+
+
 class BodyLimit:
     """Multipart uploads may be large; any other body (JSON) is capped much lower."""
 
@@ -26,19 +31,27 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        upload = headers.get(b"content-type", b"").startswith(b"multipart/")
+        upload = chunked = False
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                upload = value.startswith(b"multipart/")
+            elif name == b"transfer-encoding":
+                chunked = True
         limit = self.max_upload if upload else self.max_json
-        what = "an upload" if upload else "a request body"
-        message = f"{what} may be at most {limit // (1 << 20)} MiB; split it into smaller requests"
-        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 size = int(declared)
             except ValueError:
                 return await _reply(send, 400, "the Content-Length header is not a number")
             if size > limit:
-                return await _reply(send, 413, message)
+                return await _reply(send, 413, _message(upload, limit))
+        if not chunked and (declared is not None or scope.get("http_version") in ("1.0", "1.1")):
+            # An HTTP/1 server delivers exactly Content-Length bytes (none without the header): nothing to count.
+            return await self.app(scope, receive, send)
+        message = _message(upload, limit)
         received = 0
         exceeded = replied = False
 

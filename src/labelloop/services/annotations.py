@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind, Scribble, Shape, shape_from_dict, shape_to_dict
 from labelloop.errors import Conflict, InvalidInput, NotFound
+from labelloop.geometry import rle
 from labelloop.services.projects import ProjectInfo
-from labelloop.store.tables import AnnotationRow, ItemRow
+from labelloop.store.tables import AnnotationRow, ItemRow, utcnow
 
 # Which shape types each project kind accepts (scribbles are partial labels for semantic work).
 ALLOWED: dict[ProjectKind, tuple[type, ...]] = {
@@ -87,6 +88,10 @@ def check_shapes(shapes: Sequence[Shape], project: ProjectInfo, width: int, heig
         elif isinstance(shape, (Mask, Scribble)):
             if tuple(shape.size) != (height, width):
                 raise InvalidInput(f"{prefix}: mask is {shape.size[1]}×{shape.size[0]} but the image is {width}×{height}")
+            try:
+                rle.check_counts(shape.size, shape.counts)
+            except ValueError as exc:
+                raise InvalidInput(f"{prefix}: malformed mask RLE: {exc}") from None
     if project.kind is ProjectKind.classification and len(shapes) > 1:
         raise InvalidInput(f"{where}: {len(shapes)} class labels in a classification project; use a multilabel project")
     if project.kind is ProjectKind.multilabel:
@@ -134,6 +139,15 @@ def next_version(session: Session, item_id: int) -> int:
     return (current or 0) + 1
 
 
+# The item (locked on PostgreSQL, so revisions of one item are numbered one at a time; on SQLite the caller's
+# BEGIN IMMEDIATE already is that lock) with its newest version, in one statement.
+_ITEM_FOR_WRITE = (select(ItemRow.project_id, ItemRow.width, ItemRow.height,
+                          select(func.max(AnnotationRow.version)).where(AnnotationRow.item_id == ItemRow.id)
+                          .correlate(ItemRow).scalar_subquery().label("version"))
+                   .where(ItemRow.id == bindparam("item_id")).with_for_update(of=ItemRow))
+_APPEND = insert(AnnotationRow.__table__).returning(AnnotationRow.__table__.c.id)
+
+
 def save(
     session: Session,
     project: ProjectInfo,
@@ -151,14 +165,15 @@ def save(
 
     With `per_author` (independent annotators of one item, for agreement) the base is the author's own newest
     revision: other annotators' revisions in between are not a conflict."""
-    item = session.get(ItemRow, item_id)
-    if item is None or item.project_id != project.id:
-        raise NotFound(f"no item {item_id} in project {project.name!r}")
     if state not in STATES:
         raise InvalidInput(f"annotation state {state!r} is not one of {', '.join(STATES)}")
+    session.flush()  # what the caller added through the ORM goes first: the statements below bypass autoflush
+    connection = session.connection()
+    item = connection.execute(_ITEM_FOR_WRITE, {"item_id": item_id}).first()
+    if item is None or item.project_id != project.id:
+        raise NotFound(f"no item {item_id} in project {project.name!r}")
     check_shapes(shapes, project, item.width, item.height, f"item {item_id}")
-    session.execute(select(ItemRow.id).where(ItemRow.id == item_id).with_for_update())
-    version = next_version(session, item_id)
+    version = (item.version or 0) + 1
     if per_author and base_version is not None:
         own = latest_by_author(session, item_id, author)
         if base_version != (own.version if own is not None else 0):
@@ -174,13 +189,11 @@ def save(
             f"the current version is {version - 1}",
             to_info(current) if current is not None else None,
         )
-    row = AnnotationRow(
-        item_id=item_id, version=version, author=author, state=state, source=source,
-        shapes=[shape_to_dict(s) for s in shapes],
-    )
-    session.add(row)
-    session.flush()
-    return to_info(row)
+    created_at = utcnow()
+    annotation_id = connection.execute(_APPEND, {
+        "item_id": item_id, "version": version, "author": author, "state": state, "source": source,
+        "shapes": [shape_to_dict(s) for s in shapes], "created_at": created_at}).scalar_one()
+    return AnnotationInfo(annotation_id, item_id, version, author, state, source, list(shapes), created_at)
 
 
 def history(session: Session, item_id: int) -> list[AnnotationInfo]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from labelloop import media
@@ -61,9 +61,24 @@ def get_item(session: Session, item_id: int) -> ItemRow:
 
 
 def describe_item(session: Session, row: ItemRow) -> dict[str, Any]:
-    state, version = session.execute(select(_newest_state(), _newest_version()).select_from(ItemRow)
-                                     .where(ItemRow.id == row.id)).one()
-    return item_dict(row, state, version)
+    return describe(session, row.id)
+
+
+_COLUMNS = ItemRow.__table__.c
+_DESCRIBE = select(_COLUMNS.id, _COLUMNS.project_id, _COLUMNS.source, _COLUMNS.page, _COLUMNS.format,
+                   _COLUMNS.width, _COLUMNS.height, _COLUMNS.dtype, _COLUMNS.channels, _COLUMNS["metadata"],
+                   _COLUMNS.split, _newest_state().label("state"), _newest_version().label("version")
+                   ).where(_COLUMNS.id == bindparam("item_id"))
+
+
+def describe(session: Session, item_id: int) -> dict[str, Any]:
+    """One item as clients see it (with the state and version of its newest annotation), in one statement."""
+    row = session.connection().execute(_DESCRIBE, {"item_id": item_id}).first()
+    if row is None:
+        raise NotFound(f"no item {item_id}")
+    found = dict(row._mapping)
+    found["state"], found["version"] = found["state"] or "unlabelled", found["version"] or 0
+    return found
 
 
 def levels(row: ItemRow) -> int:

@@ -1,32 +1,41 @@
 """The work queue: `next` hands each annotator a different item under a lease, in the project's order.
 
+The items that may still be handed out are listed in `queue_items` (QueueItemRow: triggers add new items and
+drop settled ones; this module drops an item when its last slot is taken and puts it back when a slot frees), so
+a claim reads the head of that list: its cost does not grow with the work already done.
+
 Atomicity lives in the database, not in this process (several server processes may share one workspace):
-SQLite runs the whole claim under BEGIN IMMEDIATE (one writer at a time); PostgreSQL locks candidate items with
-`FOR UPDATE SKIP LOCKED` (concurrent claims spread over different items instead of queueing behind one), then
-recounts the item's assignments under that lock. The unique (item, slot) constraint is the last guard: one slot
-of an item can never belong to two annotators."""
+SQLite runs the whole claim under BEGIN IMMEDIATE (one writer at a time); PostgreSQL locks the queue row it
+takes with `FOR UPDATE SKIP LOCKED` (concurrent claims spread over different items instead of queueing behind
+one). The unique (item, slot) constraint is the last guard: a slot is taken with INSERT ... ON CONFLICT DO
+NOTHING, so one taken meanwhile reads as "not claimed" and the claim moves on. One slot of an item can never
+belong to two annotators."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labelloop.errors import InvalidInput, NotFound
 from labelloop.services.projects import ProjectInfo
 from labelloop.services.transactions import write_transaction
-from labelloop.store.tables import AnnotationRow, AssignmentRow, ItemRow, utcnow
+from labelloop.store.tables import AnnotationRow, AssignmentRow, ItemRow, QueueItemRow, utcnow
 
 DEFAULT_LEASE_SECONDS = 900
 ATTEMPTS = 50  # claims that lose a race try the next item
 ACTIVE = ("leased", "done")  # states that take one of the item's overlap slots
+A = AssignmentRow.__table__
+Q = QueueItemRow.__table__
 
-# Queue orders: a name -> the ORDER BY columns. Clustered and model-driven orders register here as they land.
+# Queue orders: a name -> the ORDER BY columns over queue_items. Clustered and model-driven orders register here
+# as they land (joining their scores onto queue_items).
 ORDERS: dict[str, Callable[[], tuple[Any, ...]]] = {}
 
 
@@ -40,12 +49,12 @@ def queue_order(name: str):
 
 @queue_order("shuffled")
 def _shuffled() -> tuple[Any, ...]:
-    return ItemRow.position, ItemRow.id  # `position` is a fixed hash-shuffle made at import
+    return Q.c.position, Q.c.item_id  # `position` is a fixed hash-shuffle made at import
 
 
 @queue_order("sequential")
 def _sequential() -> tuple[Any, ...]:
-    return (ItemRow.id,)
+    return (Q.c.item_id,)
 
 
 @dataclass(frozen=True)
@@ -72,96 +81,141 @@ def _order(project: ProjectInfo) -> tuple[Any, ...]:
     return ORDERS[name]()
 
 
+def _insert(connection: Connection, table):
+    return (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+# Statements built once; their values are bound per call (building and caching a statement costs more than
+# running these small ones).
+_RENEW_HELD = update(A).where(A.c.id == select(A.c.id).where(
+    A.c.project_id == bindparam("b_project"), A.c.user_id == bindparam("b_user"), A.c.state == "leased",
+    A.c.expires_at > bindparam("now")).order_by(A.c.leased_at).limit(1).scalar_subquery()
+).values(expires_at=bindparam("expires")).returning(A.c.item_id)
+_EXPIRE = delete(A).where(A.c.project_id == bindparam("b_project"), A.c.state == "leased",
+                          A.c.expires_at <= bindparam("now")).returning(A.c.item_id)
+_USED_SLOTS = select(A.c.slot).where(A.c.item_id == bindparam("b_item"), A.c.state.in_(ACTIVE))
+_SETTLED = exists().where(AnnotationRow.item_id == ItemRow.id,
+                          or_(AnnotationRow.state == "accepted", AnnotationRow.source == "import"))
+
+
 def next_item(workspace, project: ProjectInfo, user_id: int) -> Lease | None:
     """The item this user should label now: their current lease (renewed), else a newly claimed one;
     None when nothing is left for them. Committed before it returns."""
+    with write_transaction(workspace) as session:
+        return claim_next(session, project, user_id)
+
+
+def claim_next(session: Session, project: ProjectInfo, user_id: int) -> Lease | None:
+    """`next_item` inside the caller's write transaction."""
+    connection = session.connection()
     now = utcnow()
     expires = now + lease_time(project)
-    postgres = workspace.backend == "postgresql"
-    with write_transaction(workspace) as session:
-        held = session.scalar(
-            select(AssignmentRow).where(AssignmentRow.project_id == project.id, AssignmentRow.user_id == user_id,
-                                        AssignmentRow.state == "leased", AssignmentRow.expires_at > now)
-            .order_by(AssignmentRow.leased_at).limit(1))
-        if held is not None:
-            held.expires_at = expires
-            return Lease(held.item_id, expires)
-        session.execute(delete(AssignmentRow).where(
-            AssignmentRow.project_id == project.id, AssignmentRow.state == "leased", AssignmentRow.expires_at <= now))
-        if not postgres:  # BEGIN IMMEDIATE: nobody else can take the candidate before this transaction ends
-            item_id = _candidate(session, project, user_id, skip_locked=False)
-            if item_id is None or not _claim(session, project, item_id, user_id, now, expires, guarded=False):
+    held = connection.execute(_RENEW_HELD, {"b_project": project.id, "b_user": user_id, "now": now,
+                                            "expires": expires}).scalar()
+    if held is not None:
+        return Lease(held, expires)
+    expired = connection.execute(_EXPIRE, {"b_project": project.id, "now": now}).scalars().all()
+    if expired:
+        reopen(connection, expired)
+    mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == user_id)
+    head = select(Q.c.item_id).where(Q.c.project_id == project.id, ~mine).order_by(*_order(project)).limit(1)
+    postgres = connection.dialect.name == "postgresql"
+    refilled = False
+    for _ in range(ATTEMPTS):
+        item_id = connection.execute(head.with_for_update(skip_locked=True)).scalar()  # SQLite: no lock clause
+        if item_id is None and postgres:  # every open item is being claimed right now: wait for one to settle
+            item_id = connection.execute(head.with_for_update()).scalar()
+        if item_id is None:
+            if refilled or not refill(connection, project):
                 return None
+            refilled = True
+            continue
+        if _take_slot(connection, project, item_id, user_id, now, expires):
             return Lease(item_id, expires)
-        for _ in range(ATTEMPTS):
-            # Each attempt in a savepoint: a failed one releases its row lock, so a waiting claim holds no locks
-            # (no deadlocks between claims).
-            attempt = session.begin_nested()
-            item_id = _candidate(session, project, user_id, skip_locked=True)
-            if item_id is None:  # every open item is being claimed right now: wait for one to settle
-                item_id = _candidate(session, project, user_id, skip_locked=False)
-            if item_id is not None and _claim(session, project, item_id, user_id, now, expires):
-                attempt.commit()
-                return Lease(item_id, expires)
-            attempt.rollback()
-            if item_id is None:
-                return None
     return None
 
 
-def _candidate(session: Session, project: ProjectInfo, user_id: int, *, skip_locked: bool) -> int | None:
-    """The first open item in the project's order, row-locked (a no-op on SQLite, where BEGIN IMMEDIATE
-    already keeps every other writer out)."""
-    a = AssignmentRow
-    taken = (select(func.count()).select_from(a).where(a.item_id == ItemRow.id, a.state.in_(ACTIVE))
+def _take_slot(connection: Connection, project: ProjectInfo, item_id: int, user_id: int, now: datetime,
+               expires: datetime) -> bool:
+    """Lease a free slot of the item (whose queue row this transaction holds); False when none is left."""
+    slots = overlap(project)
+    used = _used_slots(connection, item_id) if slots > 1 else set()
+    free = next((s for s in range(slots) if s not in used), None)
+    if free is not None:
+        taken = connection.execute(_insert(connection, A).values(
+            project_id=project.id, item_id=item_id, user_id=user_id, slot=free, state="leased", leased_at=now,
+            expires_at=expires).on_conflict_do_nothing().returning(A.c.id)).first()
+        if taken is not None:
+            if len(used) + 1 >= slots:
+                close(connection, [item_id])
+            return True
+        used = _used_slots(connection, item_id)  # someone took a slot between our count and our insert
+    if len(used) >= slots:
+        close(connection, [item_id])
+    return False
+
+
+def _used_slots(connection: Connection, item_id: int) -> set[int]:
+    return set(connection.execute(_USED_SLOTS, {"b_item": item_id}).scalars())
+
+
+def close(connection: Connection, item_ids: Iterable[int]) -> None:
+    """Every slot of these items is taken: the queue stops offering them."""
+    connection.execute(delete(Q).where(Q.c.item_id.in_(list(item_ids))))
+
+
+def reopen(connection: Connection, item_ids: Iterable[int]) -> None:
+    """A slot of these items came free (expired lease, skip, rework): offer them again, unless they are settled."""
+    found = (select(ItemRow.id, ItemRow.project_id, ItemRow.position)
+             .where(ItemRow.id.in_(list(item_ids)), ~_SETTLED))
+    connection.execute(_insert(connection, Q).from_select(["item_id", "project_id", "position"], found)
+                       .on_conflict_do_nothing())
+
+
+def refill(connection: Connection, project: ProjectInfo) -> bool:
+    """Put back every open item of the project the queue lacks (a safety net, run only when the queue looks
+    empty to someone: a raised overlap, or a change made behind the triggers' back). True if any came back."""
+    taken = (select(func.count()).select_from(A).where(A.c.item_id == ItemRow.id, A.c.state.in_(ACTIVE))
              .correlate(ItemRow).scalar_subquery())
-    mine = exists().where(a.item_id == ItemRow.id, a.user_id == user_id)
-    settled = exists().where(AnnotationRow.item_id == ItemRow.id,
-                             or_(AnnotationRow.state == "accepted", AnnotationRow.source == "import"))
-    query = (select(ItemRow.id).where(ItemRow.project_id == project.id, taken < overlap(project), ~mine, ~settled)
-             .order_by(*_order(project)).limit(1).with_for_update(skip_locked=skip_locked, of=ItemRow))
-    return session.scalar(query)
-
-
-def _claim(session: Session, project: ProjectInfo, item_id: int, user_id: int, now: datetime, expires: datetime,
-           *, guarded: bool = True) -> bool:
-    """Take a free slot of the item (whose row this transaction has locked); False when it filled up meanwhile."""
-    used = set(session.scalars(select(AssignmentRow.slot).where(
-        AssignmentRow.item_id == item_id, AssignmentRow.state.in_(ACTIVE))))
-    free = [s for s in range(overlap(project)) if s not in used]
-    if len(used) >= overlap(project) or not free:
-        return False
-    row = AssignmentRow(project_id=project.id, item_id=item_id, user_id=user_id, slot=free[0], state="leased",
-                        leased_at=now, expires_at=expires)
-    if not guarded:
-        session.add(row)
-        return True
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # another process took the slot between our count and our insert
-        return False
-    return True
+    missing = (select(ItemRow.id, ItemRow.project_id, ItemRow.position)
+               .where(ItemRow.project_id == project.id, taken < overlap(project), ~_SETTLED,
+                      ~exists().where(Q.c.item_id == ItemRow.id)))
+    result = connection.execute(_insert(connection, Q).from_select(["item_id", "project_id", "position"], missing)
+                                .on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 def _assignment(session: Session, item_id: int, user_id: int) -> AssignmentRow | None:
     return session.scalar(select(AssignmentRow).where(AssignmentRow.item_id == item_id, AssignmentRow.user_id == user_id))
 
 
+_FINISH_LEASE = update(A).where(A.c.item_id == bindparam("b_item"), A.c.user_id == bindparam("b_user"),
+                                A.c.slot.is_not(None)).values(state="done", done_at=bindparam("now"), expires_at=None)
+
+
 def mark_done(session: Session, project: ProjectInfo, item_id: int, user_id: int) -> None:
     """Inside the transaction that stored a submitted annotation: the user's work on the item is done."""
-    row = _assignment(session, item_id, user_id)
+    connection = session.connection()
     now = utcnow()
-    slot = row.slot if row is not None else None
-    if slot is None:  # submitted without a lease (or after it expired): count it where a slot is still free
-        used = set(session.scalars(select(AssignmentRow.slot).where(
-            AssignmentRow.item_id == item_id, AssignmentRow.slot.is_not(None))))
+    if connection.execute(_FINISH_LEASE, {"b_item": item_id, "b_user": user_id, "now": now}).rowcount:
+        return  # the usual case: the user held a slot (a lease, or an earlier submission)
+    # Submitted without a lease (or after it expired and was cleared): count it where a slot is still free.
+    for _ in range(ATTEMPTS):
+        used = _used_slots(connection, item_id)
         slot = next((s for s in range(overlap(project)) if s not in used), None)
-    if row is None:
-        row = AssignmentRow(project_id=project.id, item_id=item_id, user_id=user_id, leased_at=now)
-        session.add(row)
-    row.slot, row.state, row.done_at, row.expires_at = slot, "done", now, None
-    session.flush()
+        try:
+            with session.begin_nested():
+                row = _assignment(session, item_id, user_id)
+                if row is None:
+                    row = AssignmentRow(project_id=project.id, item_id=item_id, user_id=user_id, leased_at=now)
+                    session.add(row)
+                row.slot, row.state, row.done_at, row.expires_at = slot, "done", now, None
+                session.flush()
+        except IntegrityError:  # a claim took that slot meanwhile: count again
+            continue
+        if slot is not None and len(used) + 1 >= overlap(project):
+            close(connection, [item_id])
+        return
 
 
 def renew(session: Session, project: ProjectInfo, item_id: int, user_id: int) -> None:
@@ -185,11 +239,14 @@ def skip(workspace, project: ProjectInfo, item_id: int, user_id: int) -> None:
             raise InvalidInput(f"you already submitted item {item_id}; there is nothing to skip")
         else:
             row.state, row.slot, row.expires_at = "skipped", None, None
+            session.flush()
+            reopen(session.connection(), [item_id])
 
 
 def release_for_rework(session: Session, item_id: int) -> None:
     """A reviewer rejected the item's annotation: it goes back into the queue (for anyone, its author included)."""
     session.execute(delete(AssignmentRow).where(AssignmentRow.item_id == item_id, AssignmentRow.state == "done"))
+    reopen(session.connection(), [item_id])
 
 
 def queue_counts(session: Session, project_id: int) -> dict[str, Any]:

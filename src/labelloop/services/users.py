@@ -14,7 +14,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from labelloop.errors import Conflict, InvalidInput, LabelloopError, NotFound
@@ -76,7 +76,8 @@ def _token(row: ApiTokenRow) -> TokenInfo:
     return TokenInfo(row.id, row.name, row.prefix, row.created_at, row.revoked_at)
 
 
-def _digest(secret: str) -> str:
+def digest(secret: str) -> str:
+    """What the database keeps of a token or session secret."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -146,7 +147,7 @@ def create_token(session: Session, user_id: int, name: str) -> tuple[TokenInfo, 
     if not name or len(name) > 200:
         raise InvalidInput("a token needs a name of 1-200 characters (say what it is for, e.g. 'training script')")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiTokenRow(user_id=user_id, name=name, secret_sha256=_digest(secret), prefix=secret[:10])
+    row = ApiTokenRow(user_id=user_id, name=name, secret_sha256=digest(secret), prefix=secret[:10])
     session.add(row)
     session.flush()
     return _token(row), secret
@@ -167,11 +168,8 @@ def revoke_token(session: Session, token_id: int, user: UserInfo) -> TokenInfo:
 
 
 def user_for_token(session: Session, secret: str) -> UserInfo | None:
-    row = session.execute(
-        select(UserRow).join(ApiTokenRow, ApiTokenRow.user_id == UserRow.id)
-        .where(ApiTokenRow.secret_sha256 == _digest(secret), ApiTokenRow.revoked_at.is_(None), UserRow.active.is_(True))
-    ).scalar_one_or_none()
-    return _user(row) if row is not None else None
+    row = session.execute(principal_query("token"), {"secret": digest(secret)}).first()
+    return user_from_row(row) if row is not None else None
 
 
 # --- browser sessions ---
@@ -182,28 +180,47 @@ def create_session(session: Session, user_id: int, ttl: timedelta) -> tuple[str,
     now = utcnow()
     session.execute(delete(WebSessionRow).where(WebSessionRow.expires_at < now))
     secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    session.add(WebSessionRow(user_id=user_id, secret_sha256=_digest(secret), csrf_token=csrf, expires_at=now + ttl))
+    session.add(WebSessionRow(user_id=user_id, secret_sha256=digest(secret), csrf_token=csrf, expires_at=now + ttl))
     return secret, csrf
 
 
 def user_for_session(session: Session, secret: str) -> tuple[UserInfo, str] | None:
-    found = session.execute(
-        select(UserRow, WebSessionRow.csrf_token, WebSessionRow.expires_at)
-        .join(WebSessionRow, WebSessionRow.user_id == UserRow.id)
-        .where(WebSessionRow.secret_sha256 == _digest(secret), UserRow.active.is_(True))
-    ).one_or_none()
-    if found is None:
+    row = session.execute(principal_query("session"), {"secret": digest(secret)}).first()
+    if row is None or session_expired(row.expires_at):
         return None
-    row, csrf, expires = found
+    return user_from_row(row), row.csrf_token
+
+
+def session_expired(expires: datetime) -> bool:
     if expires.tzinfo is None:  # SQLite hands back naive datetimes
         expires = expires.replace(tzinfo=utcnow().tzinfo)
-    if expires < utcnow():
-        return None
-    return _user(row), csrf
+    return expires < utcnow()
+
+
+# --- who is asking: one statement per request ---
+
+CREDENTIALS = ("token", "session")
+_USER_COLUMNS = (UserRow.id.label("user_id"), UserRow.name.label("user_name"), UserRow.is_admin, UserRow.active)
+
+
+def principal_query(via: str):
+    """The active user behind a credential's digest (bound as `secret`): a token that is not revoked, or a browser
+    session (with its CSRF token and expiry). Callers join the project or item the request names onto it."""
+    if via == "token":
+        return (select(*_USER_COLUMNS).select_from(ApiTokenRow).join(UserRow, UserRow.id == ApiTokenRow.user_id)
+                .where(ApiTokenRow.secret_sha256 == bindparam("secret"), ApiTokenRow.revoked_at.is_(None),
+                       UserRow.active.is_(True)))
+    return (select(*_USER_COLUMNS, WebSessionRow.csrf_token, WebSessionRow.expires_at).select_from(WebSessionRow)
+            .join(UserRow, UserRow.id == WebSessionRow.user_id)
+            .where(WebSessionRow.secret_sha256 == bindparam("secret"), UserRow.active.is_(True)))
+
+
+def user_from_row(row) -> UserInfo:
+    return UserInfo(row.user_id, row.user_name, row.is_admin, row.active)
 
 
 def end_session(session: Session, secret: str) -> None:
-    session.execute(delete(WebSessionRow).where(WebSessionRow.secret_sha256 == _digest(secret)))
+    session.execute(delete(WebSessionRow).where(WebSessionRow.secret_sha256 == digest(secret)))
 
 
 # --- roles ---

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from labelloop.errors import NotFound
@@ -71,6 +72,15 @@ class Workspace:
         with self.sessions() as session:
             with session.begin():
                 yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A bare connection for a lone read on the hot path, such as who is asking: no ORM session around it, and
+        on PostgreSQL autocommit, which saves the BEGIN and ROLLBACK round trips. Never write through it."""
+        with self.engine.connect() as connection:
+            if self.backend == "postgresql":  # pysqlite opens no transaction for a SELECT anyway
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     def close(self) -> None:
         self.engine.dispose()

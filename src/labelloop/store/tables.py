@@ -216,6 +216,25 @@ class AssignmentRow(Base):
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class QueueItemRow(Base):
+    """An item the work queue may still hand out (migration 0004): `next` reads this short list in the project's
+    order instead of scanning past every finished item.
+
+    Triggers keep it in step with the tables other code writes: a new item joins; an imported or accepted
+    annotation settles the item and takes it out. The queue service takes an item out when its last slot is
+    leased and puts it back when a lease expires, a slot is given up or a reviewer sends it back for rework."""
+
+    __tablename__ = "queue_items"
+    __table_args__ = (
+        Index("ix_queue_items_shuffled", "project_id", "position", "item_id"),
+        Index("ix_queue_items_sequential", "project_id", "item_id"),
+    )
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(BigInteger)  # the item's `position`, copied for an index-only order
+
+
 class ReviewRow(Base):
     """A reviewer's verdict on one submitted annotation revision (accept, edit, reject)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -15,6 +16,7 @@ from labelloop.ml.unet.training import Trainer
 
 ETA = 3
 BATCH_SIZES = (4, 8, 16)
+DEFAULT_PATCHES = 128  # first-rung patches per trial when no time budget sizes them
 Step = Callable[[str], None]  # called after every trial step (progress, cancel point)
 
 
@@ -109,3 +111,33 @@ def search_cost(configs: int) -> int:
 
 def trials_record(trials: list[Trial]) -> list[dict]:
     return [asdict(t) for t in trials]
+
+
+def choose(make_trainer: Callable[[], Trainer], evaluate: Callable[[Trainer], dict], sampler: PatchSampler,
+           rng: np.random.Generator, lr: float | None, batch_size: int | None, *, seconds: float | None = None,
+           patches: int | None = None, range_test_steps: int = 30, on_step: Step | None = None) -> dict:
+    """Search what is None of (lr, batch size): the range test (for lr), then successive halving, its first-rung
+    trials sized by `patches`, or to fit the search into `seconds` at the range test's speed. Returns the record:
+    lr_range_test, trials, chosen {lr, batch_size}, seconds."""
+    record: dict = {}
+    tick = time.perf_counter()
+    suggested = None
+    if lr is None:
+        record["lr_range_test"] = lr_range_test(make_trainer(), sampler, rng, batch_size or 8, steps=range_test_steps,
+                                                on_step=on_step)
+        suggested = record["lr_range_test"]["suggested"]
+    configs = candidates(lr, batch_size, suggested)
+    if patches is None:
+        patches = DEFAULT_PATCHES
+        tested = len(record["lr_range_test"]["lrs"]) if lr is None else 0
+        if seconds and tested:
+            per_patch = (time.perf_counter() - tick) / (tested * (batch_size or 8))
+            spare = seconds - (time.perf_counter() - tick)
+            patches = max(16, int(spare / per_patch / search_cost(len(configs))))
+    if len(configs) > 1:
+        chosen, trials = successive_halving(make_trainer, configs, sampler, rng, evaluate, patches, on_step=on_step)
+        record["trials"] = trials_record(trials)
+    else:
+        chosen = configs[0]
+    record.update(chosen={"lr": chosen[0], "batch_size": chosen[1]}, seconds=round(time.perf_counter() - tick, 1))
+    return record

@@ -49,6 +49,7 @@ class RunState:
     step: int = 0
     epoch: int = 0
     elapsed: float = 0.0
+    schedule_start: float = 0.0  # seconds into the run when training proper began (after a search)
     best_iou: float = -1.0
     best_epoch: int = 0
     since_best: int = 0
@@ -163,8 +164,10 @@ class UNetSegmenter:
         rng.bit_generator.state = state.rng
         report = on_progress or (lambda done, total, message: None)
         with cpu_threads(device, self.threads):
+            self.device_ = f"cpu, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
             if state.step == 0 and not state.search and (self.lr == "auto" or self.batch_size == "auto"):
                 self._search(device, sampler, val, rng, report)
+                state.schedule_start = time.perf_counter() - started
             if self._last_state is not None:  # resuming: continue from the last evaluated weights
                 self.network_.load_state_dict(self._last_state)
             trainer = self._trainer(device)
@@ -196,32 +199,12 @@ class UNetSegmenter:
         def step(message: str) -> None:
             report(0, None, message)
 
-        record: dict[str, Any] = {}
-        tick = time.perf_counter()
-        suggested = None
-        if lr is None:
-            record["lr_range_test"] = search.lr_range_test(fresh(), sampler, rng, batch or 8,
-                                                               steps=self.range_test_steps, on_step=step)
-            suggested = record["lr_range_test"]["suggested"]
-        configs = search.candidates(lr, batch, suggested)
-        tested = len(record["lr_range_test"]["lrs"]) if lr is None else 0
-        seconds_per_patch = (time.perf_counter() - tick) / (tested * (batch or 8)) if tested else None
-        base = self.search_patches
-        if base is None:
-            base = 128
-            if self.time_budget and seconds_per_patch:
-                spare = self.search_fraction * self.time_budget - (time.perf_counter() - tick)
-                base = max(16, int(spare / seconds_per_patch / search.search_cost(len(configs))))
-        if len(configs) > 1:
-            (state.lr, state.batch_size), trials = search.successive_halving(fresh, configs, sampler, rng, evaluate,
-                                                                             base, on_step=step)
-            record["trials"] = search.trials_record(trials)
-        else:
-            state.lr, state.batch_size = configs[0]
-        record.update(chosen={"lr": state.lr, "batch_size": state.batch_size},
-                      seconds=round(time.perf_counter() - tick, 1))
+        seconds = self.search_fraction * self.time_budget if self.time_budget else None
+        record = search.choose(fresh, evaluate, sampler, rng, lr, batch, seconds=seconds, patches=self.search_patches,
+                               range_test_steps=self.range_test_steps, on_step=step)
+        state.lr, state.batch_size = record["chosen"]["lr"], record["chosen"]["batch_size"]
         state.search = record
-        if not self.steps_per_epoch:  # keep an epoch's patches the same whatever batch size was chosen
+        if not self.steps_per_epoch and self.batch_size == "auto":  # an epoch's patches stay as planned for 8
             state.steps_per_epoch = max(8, math.ceil(state.steps_per_epoch * 8 / state.batch_size))
         self.network_.load_state_dict(self._initial_state)
         log.info("search chose lr %.2e, batch size %d in %.0f s", state.lr, state.batch_size, record["seconds"])
@@ -240,7 +223,8 @@ class UNetSegmenter:
             for _ in range(state.steps_per_epoch):
                 elapsed = time.perf_counter() - started
                 progress = max(state.step / total_steps if total_steps else 0.0,
-                               elapsed / self.time_budget if self.time_budget else 0.0)
+                               (elapsed - state.schedule_start) / max(self.time_budget - state.schedule_start, 1e-9)
+                               if self.time_budget else 0.0)
                 if progress >= 1.0:
                     out_of_time = True
                     break
@@ -325,7 +309,8 @@ class UNetSegmenter:
         return {"epochs": state.epoch, "steps": state.step, "training_seconds": round(state.elapsed, 1),
                 "best_epoch": state.best_epoch, "val_iou": round(state.best_iou, 4), "lr": state.lr,
                 "batch_size": state.batch_size, "stopped": state.stopped or "running",
-                "validation": "held-out items" if state.val_items else "training items"}
+                "validation": "held-out items" if state.val_items else "training items",
+                "device": getattr(self, "device_", None)}
 
     def checkpoint(self) -> bytes:
         """Everything to predict, or to resume at the last evaluation, as torch.save bytes."""

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from labelloop.domain import shape_from_dict
-from labelloop.server.auth import Access, ItemId, Principal, check_item, current_user, project_access, workspace_of
+from labelloop.server.auth import Access, ItemAccess, item_access, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.items import independent
 from labelloop.server.schemas import AnnotationIn, AnnotationOut, AnnotationReviewIn, ErrorOut, VerdictOut
@@ -24,9 +24,8 @@ def domain_shapes(shapes) -> list:
 
 @router.get("/api/items/{item_id}/annotations", response_model=Page[AnnotationOut],
             summary="Every revision of the item, oldest first (annotators of overlap projects: their own)")
-def history(request: Request, item_id: int = ItemId, principal: Principal = Depends(current_user),
-            params: PageParams = Depends()):
-    access, _ = check_item(request, principal.user, item_id, "view")
+def history(request: Request, target: ItemAccess = Depends(item_access("view")), params: PageParams = Depends()):
+    access, item_id = target.access, target.item.id
     query = select(AnnotationRow).where(AnnotationRow.item_id == item_id, AnnotationRow.version > params.after)
     if independent(access):
         query = query.where(AnnotationRow.author == access.user.name)
@@ -38,8 +37,8 @@ def history(request: Request, item_id: int = ItemId, principal: Principal = Depe
 
 @router.post("/api/items/{item_id}/annotations", response_model=AnnotationOut, status_code=201, responses=CONFLICT,
              summary="Save a revision (draft or submitted); committed before the answer")
-def save(body: AnnotationIn, request: Request, item_id: int = ItemId, principal: Principal = Depends(current_user)):
-    access, _ = check_item(request, principal.user, item_id, "annotate")
+def save(body: AnnotationIn, request: Request, target: ItemAccess = Depends(item_access("annotate"))):
+    access, item_id = target.access, target.item.id
     shapes = domain_shapes(body.shapes)
     with write_transaction(workspace_of(request)) as session:
         saved = annotations.save(session, access.project, item_id, shapes, author=access.user.name,
@@ -62,9 +61,8 @@ def review_queue(request: Request, access: Access = Depends(project_access("revi
 
 @router.post("/api/items/{item_id}/review", response_model=VerdictOut, responses=CONFLICT,
              summary="Accept, edit or reject the item's submitted annotation (reviewer, manager, owner)")
-def review_annotation(body: AnnotationReviewIn, request: Request, item_id: int = ItemId,
-                      principal: Principal = Depends(current_user)):
-    access, _ = check_item(request, principal.user, item_id, "review")
+def review_annotation(body: AnnotationReviewIn, request: Request, target: ItemAccess = Depends(item_access("review"))):
+    access, item_id = target.access, target.item.id
     shapes = domain_shapes(body.shapes) if body.shapes is not None else None
     with write_transaction(workspace_of(request)) as session:
         verdict = review.review_annotation(session, access.project, item_id, body.version, reviewer=access.user.name,

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from labelloop.errors import InvalidInput
-from labelloop.server.auth import Access, ItemId, Principal, check_item, current_user, project_access, workspace_of
+from labelloop.server.auth import Access, ItemAccess, item_access, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import ItemDetail, ItemOut, NextOut
 from labelloop.services import annotations, items, queue
+from labelloop.services.transactions import write_transaction
 from labelloop.services.annotations import AnnotationInfo
 
 router = APIRouter(tags=["items"])
@@ -48,25 +49,25 @@ def list_items(request: Request, state: str | None = Query(None, description="un
 
 
 @router.get("/api/items/{item_id}", response_model=ItemDetail, summary="One item with what to show and the base version")
-def show(request: Request, item_id: int = ItemId, principal: Principal = Depends(current_user)):
-    access, row = check_item(request, principal.user, item_id, "view")
+def show(request: Request, target: ItemAccess = Depends(item_access("view"))):
+    access, row = target.access, target.item
     with workspace_of(request).session() as session:
-        shown, base = own_view(session, access, item_id)
-        described = items.describe_item(session, row)
+        shown, base = own_view(session, access, row.id)
+        described = items.describe(session, row.id)
     return {"item": described, "annotation": shown.to_dict() if shown else None, "base_version": base,
             "image_levels": items.levels(row)}
 
 
 @router.get("/api/items/{item_id}/image", response_class=Response, summary="The picture as PNG",
             responses={200: {"content": {"image/png": {}}}})
-def image(request: Request, item_id: int = ItemId,
+def image(request: Request,
           level: int = Query(0, ge=0, le=40, description="0: full size; each level halves both sides"),
           window_centre: float | None = Query(None, allow_inf_nan=False, ge=-1e12, le=1e12),
           window_width: float | None = Query(None, allow_inf_nan=False, gt=0, le=1e12),
           tile_x: int | None = Query(None, ge=0, le=1_000_000, description="512-pixel tile column at this level"),
           tile_y: int | None = Query(None, ge=0, le=1_000_000),
-          principal: Principal = Depends(current_user)):
-    _, row = check_item(request, principal.user, item_id, "view")
+          target: ItemAccess = Depends(item_access("view"))):
+    row = target.item
     if (window_centre is None) != (window_width is None):
         raise InvalidInput("give both window_centre and window_width, or neither")
     if (tile_x is None) != (tile_y is None):
@@ -80,21 +81,19 @@ def image(request: Request, item_id: int = ItemId,
 @router.get("/api/projects/{project_id}/next", response_model=NextOut,
             summary="The next item for you, leased to you until lease_expires_at")
 def next_item(request: Request, access: Access = Depends(project_access("annotate"))):
-    workspace = workspace_of(request)
-    lease = queue.next_item(workspace, access.project, access.user.id)
-    if lease is None:
-        return {"item": None, "message": "nothing left to label in this project for you"}
-    with workspace.session() as session:
-        row = items.get_item(session, lease.item_id)
-        described = items.describe_item(session, row)
-        shown, base = own_view(session, access, row.id) if described["version"] else (None, 0)
+    with write_transaction(workspace_of(request)) as session:
+        lease = queue.claim_next(session, access.project, access.user.id)
+        if lease is None:
+            return {"item": None, "message": "nothing left to label in this project for you"}
+        described = items.describe(session, lease.item_id)
+        shown, base = own_view(session, access, lease.item_id) if described["version"] else (None, 0)
     return {"item": described, "annotation": shown.to_dict() if shown else None, "base_version": base,
             "lease_expires_at": lease.expires_at.isoformat()}
 
 
 @router.post("/api/items/{item_id}/skip", response_model=dict[str, Any],
              summary="Pass on an item: it goes to someone else and never comes back to you")
-def skip(request: Request, item_id: int = ItemId, principal: Principal = Depends(current_user)):
-    access, _ = check_item(request, principal.user, item_id, "annotate")
+def skip(request: Request, target: ItemAccess = Depends(item_access("annotate"))):
+    access, item_id = target.access, target.item.id
     queue.skip(workspace_of(request), access.project, item_id, access.user.id)
     return {"skipped": item_id}

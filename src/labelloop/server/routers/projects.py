@@ -10,7 +10,7 @@ from labelloop.errors import InvalidInput
 from labelloop.server.auth import Access, Principal, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import ProjectIn, ProjectOut, ProjectPatch
-from labelloop.services import users
+from labelloop.services import queue, users
 from labelloop.services.agreement import project_agreement
 from labelloop.services.dashboard import project_dashboard
 from labelloop.services.projects import add_classes, create_project, info, update_settings
@@ -65,6 +65,8 @@ def change(body: ProjectPatch, request: Request, access: Access = Depends(projec
         if body.settings:
             update_settings(session, row, body.settings)
         session.flush()
+        if "overlap" in body.settings:  # a raised overlap opens finished items to one more annotator
+            queue.refill(session.connection(), info(row))
         return _out(info(row), access.role)
 
 

@@ -41,7 +41,7 @@ class PixelRF:
     def estimator(self, params: dict[str, Any]):
         from labelloop.ml.pixel_classifier import PixelClassifier
 
-        kwargs: dict[str, Any] = {"n_estimators": int(params.get("trees", 100)), "random_state": int(params.get("seed", 0)),
+        kwargs: dict[str, Any] = {"n_estimators": int(params.get("trees", 20)), "random_state": int(params.get("seed", 0)),
                                   "autocontext": bool(params.get("autocontext", False))}
         if params.get("scales"):
             kwargs["scales"] = tuple(float(s) for s in params["scales"])
