@@ -423,3 +423,54 @@ def test_cli_user_and_token_commands(tmp_path, capsys, monkeypatch):
     with TestClient(create_app(data, resume_jobs=False)) as client:
         assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["is_admin"] is True
         assert client.post("/api/auth/login", json={"name": "bob", "password": "long enough password"}).status_code == 200
+
+
+def test_tiles_of_one_level_decode_the_image_once(workspace, tmp_path, monkeypatch):
+    from labelloop.services import items as items_service
+    from labelloop.services.importing import import_path
+    from labelloop.services.projects import create_project
+    from labelloop.store.tables import ItemRow
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    pixels = (np.arange(1100 * 700) % 251).astype(np.uint8).reshape(700, 1100)
+    (folder / "big.png").write_bytes(media.encode_png(pixels))
+    with workspace.session() as session:
+        create_project(session, "tiles", "detection", ["cat"])
+    import_path(workspace, "tiles", folder, format="images")
+    monkeypatch.setattr(items_service, "_LEVELS", items_service._LevelCache(64 << 20))
+    decodes = []
+    real_render = media.render
+    monkeypatch.setattr(items_service.media, "render", lambda *a, **k: decodes.append(1) or real_render(*a, **k))
+    with workspace.session() as session:
+        row = session.query(ItemRow).one()
+    tiles = [media.decode_png(items_service.render_item(workspace, row, tile=(c, r))) for r in (0, 1) for c in (0, 1, 2)]
+    assert len(decodes) == 1
+    np.testing.assert_array_equal(tiles[0], pixels[:512, :512])
+    np.testing.assert_array_equal(tiles[5], pixels[512:, 1024:])
+    items_service.render_item(workspace, row, level=1)
+    items_service.render_item(workspace, row, level=1, tile=(0, 0))
+    assert len(decodes) == 2  # one more decode for level 1, then cached
+
+
+def test_similar_grid_pages_come_from_cached_embeddings(client, team):
+    from labelloop.ml.embeddings import DEFAULT_MODEL
+    from labelloop.store.tables import EmbeddingRow
+
+    url = f"/api/projects/{team.project_id}/similar?size=4"
+    fallback = client.get(url, headers=team.auth("annotator"))
+    assert fallback.status_code == 200
+    assert fallback.json()["similar"] is False and "embed" in fallback.json()["reason"]
+    assert client.get(url, headers=team.auth("outsider")).status_code == 403
+    assert client.get(f"/api/projects/{team.project_id}/similar?size=5", headers=team.auth("annotator")).status_code == 400
+    # two tight groups of three items: the page holds the first item's own group
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:2]
+    groups = {item: n % 2 for n, item in enumerate(team.item_ids)}
+    with team.workspace.session() as session:
+        for item, group in groups.items():
+            vector = (centres[group] + rng.normal(0, 0.01, 8)).astype("<f4")
+            session.add(EmbeddingRow(item_id=item, encoder=DEFAULT_MODEL, dim=8, vector=vector.tobytes()))
+    page = client.get(url, headers=team.auth("annotator")).json()
+    assert page["similar"] is True and page["item_ids"]
+    assert len({groups[i] for i in page["item_ids"]}) == 1 and len(page["item_ids"]) == 3

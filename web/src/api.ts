@@ -85,6 +85,8 @@ export const api = {
   items: (id: number, cursor = "", state = "", limit = 100) =>
     request<Page<Item>>("GET", `/api/projects/${id}/items?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}${state ? `&state=${state}` : ""}`),
   item: (id: number) => request<ItemDetail>("GET", `/api/items/${id}`),
+  similar: (projectId: number, size: number) =>
+    request<{ similar: boolean; item_ids: number[]; reason: string }>("GET", `/api/projects/${projectId}/similar?size=${size}`),
   next: (projectId: number) => request<NextOut>("GET", `/api/projects/${projectId}/next`),
   skip: (itemId: number) => request<unknown>("POST", `/api/items/${itemId}/skip`),
   save: (itemId: number, shapes: Shape[], baseVersion: number, state: "draft" | "submitted") =>

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+import numpy as np
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
@@ -86,16 +90,61 @@ def levels(row: ItemRow) -> int:
     return int(math.ceil(math.log2(max(row.width, row.height, 1)))) + 1
 
 
+class _LevelCache:
+    """Rendered levels by (blob, page, window, level), bounded in bytes, least recently used out.
+
+    Blobs are content-addressed and never change, so a process may keep what it decoded: the tiles of one level
+    then cost one decode instead of one each. It only saves work; every process can rebuild it."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, pixels: np.ndarray) -> None:
+        if pixels.nbytes > self.max_bytes:
+            return
+        pixels.flags.writeable = False
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = pixels
+            self._bytes += pixels.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+_LEVELS = _LevelCache(int(os.environ.get("LABELLOOP_RENDER_CACHE_MB", "256")) << 20)
+
+
+def _rendered_level(workspace, row: ItemRow, level: int, window: tuple[float, float] | None) -> np.ndarray:
+    key = (row.blob_sha256, row.page, tuple(window) if window else None, level)
+    pixels = _LEVELS.get(key)
+    if pixels is None:
+        pixels = media.render(workspace.blobs.local_path(row.blob_sha256), row.page, name=row.source, window=window)
+        if level:
+            longest = max(row.width, row.height)
+            pixels = media.thumbnail(pixels, max(1, math.ceil(longest / 2**level)))
+        _LEVELS.put(key, pixels)
+    return pixels
+
+
 def render_item(workspace, row: ItemRow, *, level: int = 0, window: tuple[float, float] | None = None,
                 tile: tuple[int, int] | None = None) -> bytes:
     """PNG of what a person should see: 16-bit and DICOM windowed here, scaled down by 2**level,
-    optionally one 512×512 tile (column, row) of that level."""
+    optionally one 512×512 tile (column, row) of that level. Decoded levels are kept in a bounded cache."""
     if not 0 <= level < levels(row):
         raise InvalidInput(f"level {level} does not exist for a {row.width}×{row.height} image (0..{levels(row) - 1})")
-    pixels = media.render(workspace.blobs.local_path(row.blob_sha256), row.page, name=row.source, window=window)
-    if level:
-        longest = max(row.width, row.height)
-        pixels = media.thumbnail(pixels, max(1, math.ceil(longest / 2**level)))
+    pixels = _rendered_level(workspace, row, level, window)
     if tile is not None:
         column, line = tile
         height, width = pixels.shape[:2]

@@ -18,17 +18,23 @@ export async function gridPage(root: HTMLElement, params: Record<string, string>
   }
   const multi = project.kind === "multilabel";
   const grid = h("div", { class: `grid grid-${size}`, "data-testid": "grid" });
+  const hint = h("span", { class: "muted", "data-testid": "grid-source" }, "");
   const picker = h("select", { onchange: () => { location.search = `?n=${picker.value}`; } },
     [4, 6, 9].map((n) => h("option", { value: n, selected: n === size }, `${n} images`)));
   root.append(projectNav(project, "grid"), h("div", { class: "row" }, picker,
-    h("span", { class: "muted" }, "Arrows move, number keys tag, Page Down: next images"),
+    h("span", { class: "muted" }, "Arrows move, number keys tag, Page Down: next images"), hint,
     h("button", { "data-testid": "grid-next", onclick: () => void load() }, "Next images")), grid);
   let cells: Cell[] = [];
   let focus = 0;
 
   async function load(): Promise<void> {
-    const page = await api.items(id, "", "unlabelled", size);
-    cells = page.items.map((item) => {
+    // Similar images first (clusters of cached embeddings); without embeddings, the labelling order.
+    const similar = await api.similar(id, size);
+    const items = similar.similar && similar.item_ids.length
+      ? (await Promise.all(similar.item_ids.map((itemId) => api.item(itemId)))).map((d) => d.item)
+      : (await api.items(id, "", "unlabelled", size)).items;
+    hint.textContent = similar.similar ? "Similar images" : `Labelling order (${similar.reason})`;
+    cells = items.map((item) => {
       const level = Math.max(0, Math.ceil(Math.log2(Math.max(item.width, item.height) / 320)));
       const el = h("figure", { class: "cell", "data-testid": `cell-${item.id}` },
         h("img", { src: imageUrl(item.id, level), alt: item.source }), h("figcaption", {}, ""));

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 
 from labelloop.errors import InvalidInput
 from labelloop.server.auth import Access, Principal, current_user, project_access, workspace_of
@@ -80,3 +81,32 @@ def stats(request: Request, access: Access = Depends(project_access("view"))):
             summary="Agreement between two annotators of the same items (projects with overlap ≥ 2)")
 def agreement(request: Request, access: Access = Depends(project_access("review"))):
     return project_agreement(workspace_of(request), access.project)
+
+
+class SimilarOut(BaseModel):
+    similar: bool
+    item_ids: list[int]
+    cluster: int | None = None
+    remaining_unlabelled: int | None = None
+    reason: str = ""
+
+
+@router.get("/api/projects/{project_id}/similar", response_model=SimilarOut,
+            summary="The next grid (4, 6 or 9) of similar unlabelled items, from cached embeddings")
+def similar(request: Request, size: int = Query(9), access: Access = Depends(project_access("annotate"))):
+    """Clusters come from `labelloop embed` / `clusters`; without embeddings the answer says so (similar=false)
+    and the client falls back to the labelling order."""
+    from labelloop.services.clusters import PAGE_SIZES, next_similar_page
+
+    if size not in PAGE_SIZES:
+        raise InvalidInput(f"size {size}: choose one of {', '.join(map(str, PAGE_SIZES))}")
+    try:
+        found = next_similar_page(workspace_of(request), access.project, size)
+    except InvalidInput as exc:
+        if "embedding" not in str(exc):
+            raise
+        return SimilarOut(similar=False, item_ids=[], reason=str(exc))
+    if found is None:
+        return SimilarOut(similar=True, item_ids=[], remaining_unlabelled=0, reason="every item is labelled")
+    return SimilarOut(similar=True, item_ids=found.item_ids, cluster=found.cluster,
+                      remaining_unlabelled=found.remaining_unlabelled)
