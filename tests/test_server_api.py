@@ -474,3 +474,28 @@ def test_similar_grid_pages_come_from_cached_embeddings(client, team):
     page = client.get(url, headers=team.auth("annotator")).json()
     assert page["similar"] is True and page["item_ids"]
     assert len({groups[i] for i in page["item_ids"]}) == 1 and len(page["item_ids"]) == 3
+
+
+def test_live_pixel_classifier_refuses_malformed_scribbles_and_paints_an_overlay(workspace, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from labelloop.geometry import rle
+    from labelloop.server import create_app
+    from labelloop.server.background import ThreadExecutor
+    from tests.server_support import build_team
+
+    team = build_team(workspace, tmp_path / "images", items=2, kind="semantic", classes=("background", "cell"))
+    item = team.item_ids[0]
+    strokes = np.zeros((48, 64), bool), np.zeros((48, 64), bool)
+    strokes[0][2:6, 2:40] = True
+    strokes[1][30:34, 10:60] = True
+    scribbles = [{"type": "scribble", "label": label, "size": [48, 64], "counts": rle.encode(mask)[1]}
+                 for label, mask in zip(("background", "cell"), strokes)]
+    with TestClient(create_app(workspace, executor=ThreadExecutor(workspace))) as client:
+        url = f"/api/items/{item}/live"
+        overrun = [{**scribbles[0], "counts": rle.encode(np.ones((96, 64), bool))[1]}, scribbles[1]]
+        refused = client.post(url, json={"scribbles": overrun}, headers=team.auth("annotator"))
+        assert refused.status_code == 400 and "malformed RLE" in refused.text
+        painted = client.post(url, json={"scribbles": scribbles}, headers=team.auth("annotator"))
+        assert painted.status_code == 200 and painted.headers["content-type"] == "image/png"
+        assert media.decode_png(painted.content).shape == (48, 64, 4)

@@ -105,8 +105,9 @@ def pretrained_state_dict(model_name: str = DEFAULT_MODEL, weights: str | Path |
     return state
 
 
-def load_strict(module, state: dict[str, Any], *, ignore_prefixes: tuple[str, ...] = (), what: str = "model") -> None:
-    """Load a state dict and fail clearly on any missing, unexpected or mis-shaped key."""
+def load_strict(module, state: dict[str, Any], *, ignore_prefixes: tuple[str, ...] = (), what: str = "model",
+                hint: str = "") -> None:
+    """Load a state dict and fail clearly on any missing, unexpected or mis-shaped key (`hint` ends the message)."""
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(ignore_prefixes)]
@@ -121,7 +122,7 @@ def load_strict(module, state: dict[str, Any], *, ignore_prefixes: tuple[str, ..
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         if shapes:
             parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
-        raise InvalidInput(f"the weights do not fit {what}: " + ", ".join(parts))
+        raise InvalidInput(f"the weights do not fit {what}: " + ", ".join(parts) + hint)
     module.load_state_dict(state, strict=not ignore_prefixes)
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from labelloop import media
 from labelloop.domain import ProjectKind, shape_from_dict
 from labelloop.errors import InvalidInput
+from labelloop.geometry import rle
 from labelloop.server.auth import ItemId, Principal, check_item, current_user, workspace_of
 from labelloop.server.schemas import ScribbleShape, Strict
 
@@ -37,30 +38,6 @@ def _segmenter(request: Request, project):
         if found is None:
             found = _segmenters[key] = LiveSegmenter(workspace_of(request), project.name)
         return found
-
-
-def rle_pixels(counts: str) -> int:
-    """Pixels covered by a COCO compressed RLE string (pycocotools' decoder trusts it; we check it first)."""
-    total, runs, p = 0, [], 0
-    while p < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(counts):
-                raise InvalidInput("scribble counts: truncated RLE string")
-            c = ord(counts[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise InvalidInput("scribble counts: a negative run length")
-        runs.append(x)
-        total += x
-    return total
 
 
 def overlay(values: np.ndarray, project) -> np.ndarray:
@@ -86,8 +63,10 @@ def live(body: LiveIn, request: Request, item_id: int = ItemId, principal: Princ
             raise InvalidInput(f"scribble is {stroke.size[1]}×{stroke.size[0]} but the image is {row.width}×{row.height}")
         if stroke.label not in names:
             raise InvalidInput(f"class '{stroke.label}' is not in the project's classes ({', '.join(sorted(names))})")
-        if rle_pixels(stroke.counts) != row.width * row.height:
-            raise InvalidInput(f"scribble '{stroke.label}': its RLE does not cover the {row.width}×{row.height} image")
+        try:
+            rle.check_counts(stroke.size, stroke.counts)
+        except ValueError as exc:
+            raise InvalidInput(f"scribble '{stroke.label}': malformed RLE: {exc}") from None
     strokes = [shape_from_dict(s.model_dump()) for s in body.scribbles]
     try:
         values, _ = _segmenter(request, access.project).update(item_id, strokes)
