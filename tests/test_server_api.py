@@ -482,7 +482,7 @@ def test_live_pixel_classifier_refuses_malformed_scribbles_and_paints_an_overlay
     from labelloop.geometry import rle
     from labelloop.server import create_app
     from labelloop.server.background import ThreadExecutor
-    from tests.server_support import build_team
+    from server_support import build_team
 
     team = build_team(workspace, tmp_path / "images", items=2, kind="semantic", classes=("background", "cell"))
     item = team.item_ids[0]
