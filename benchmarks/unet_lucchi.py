@@ -68,7 +68,8 @@ def run(args, seed: int) -> dict:
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     segmenter = UNetSegmenter(patch=args.patch, batch_size=batch, lr=lr, time_budget=args.time_budget,
                               epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
-                              max_tile=args.max_tile, patience=args.patience, threads=args.threads)
+                              max_tile=args.max_tile, patience=args.patience, threads=args.threads,
+                              precision=args.precision)
     last = [0.0]
 
     def progress(done, total, message):
@@ -86,8 +87,9 @@ def run(args, seed: int) -> dict:
     test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
     with_tta = evaluate(segmenter, test_images, test_masks, args.tta)
     without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
+    inference = speed_sweep(segmenter, test_images[:args.speed_slices], args.speed_tiles)
     summary = segmenter.summary_
-    return {"seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
+    return {"inference_sweep": inference, "seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
             "test_iou_tta": with_tta["iou"], "test_iou_no_tta": without["iou"],
             "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
             "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
@@ -95,6 +97,29 @@ def run(args, seed: int) -> dict:
             "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
             "device": torch.cuda.get_device_name(0) if summary["device"].startswith("cuda") else summary["device"],
             "history": segmenter.history_}
+
+
+def speed_sweep(segmenter, images, tiles: list[int]) -> list[dict]:
+    """Whole-image inference (no TTA) in MP/s for each tile size, with the run's precision and with float32 side by
+    side (same images, same weights, one process), so the ratio reads through machine noise."""
+    rows = []
+    precision, max_tile = segmenter.precision, segmenter.max_tile
+    pixels = sum(image.shape[0] * image.shape[1] for image in images)
+    try:
+        for tile in tiles:
+            row = {"max_tile": tile}
+            for label, value in (("auto", precision), ("fp32", "fp32")):
+                segmenter.precision, segmenter.max_tile = value, tile
+                segmenter.predict(images[0], tta=0)  # warm-up: oneDNN picks its kernels on the first call
+                start = time.perf_counter()
+                for image in images:
+                    segmenter.predict(image, tta=0)
+                row[f"mp_per_s_{label}"] = round(pixels / 1e6 / (time.perf_counter() - start), 2)
+            rows.append(row)
+            logging.info("inference, tiles <= %d: %s", tile, row)
+    finally:
+        segmenter.precision, segmenter.max_tile = precision, max_tile
+    return rows
 
 
 def seconds(text: str) -> float | None:
@@ -115,16 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", default="8")
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--tta", type=int, default=4)
-    parser.add_argument("--max-tile", type=int, default=512)
+    parser.add_argument("--max-tile", type=int, default=1024)
     parser.add_argument("--patience", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--test-slices", type=int, default=None, help="only the first N test slices (a quick look)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else float32")
+    parser.add_argument("--speed-tiles", default="512,768,1024",
+                        help="tile sizes for the inference-speed sweep (no TTA, run precision vs float32)")
+    parser.add_argument("--speed-slices", type=int, default=8, help="test slices timed per sweep row")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--curves-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     args = parser.parse_args(argv)
     args.time_budget = seconds(args.time_budget)
+    args.speed_tiles = [int(t) for t in args.speed_tiles.split(",") if t.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results = [run(args, seed) for seed in range(args.seeds)]
     ious = [r["test_iou_tta"] for r in results]
@@ -137,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {r['seed']}: {r['train_slices']} slices, {r['device']}, wall {r['wall_s']} s, {r['epochs']} epochs "
               f"({r['stopped']}), val IoU {r['val_iou']}, test IoU {r['test_iou_tta']} (TTA) / "
               f"{r['test_iou_no_tta']} (none), inference {r['mp_per_s_no_tta']} MP/s ({r['mp_per_s_tta']} with TTA)")
+        for row in r["inference_sweep"]:
+            print(f"  inference, tiles <= {row['max_tile']}: {row['mp_per_s_auto']} MP/s ({args.precision}) vs "
+                  f"{row['mp_per_s_fp32']} MP/s (fp32)")
     print(f"test IoU {report['test_iou_mean']} ± {report['test_iou_std']} over {len(results)} seed(s)")
     return 0
 

@@ -100,6 +100,24 @@ def test_jobs_left_running_by_a_crash_are_failed_or_requeued(workspace):
     assert get_job(workspace, alive.id).state == "running"
 
 
+def test_a_training_job_killed_hard_leaves_its_model_failed_not_training(workspace, make_project):
+    from labelloop.services.models import get_model, start_model
+
+    project = make_project("killed", "semantic", ["background", "cell"])
+    with workspace.session() as session:
+        job = JobRow(kind="train", params={"project": "killed", "model": "unet"}, state="running",
+                     worker=f"{socket.gethostname()}:{_dead_pid()}", started_at=utcnow(), result={}, log="", message="")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    mine = start_model(workspace, project, "unet", params={"job_id": job_id}, item_ids=[])
+    other = start_model(workspace, project, "unet", params={"job_id": job_id + 1000}, item_ids=[])
+    assert recover_interrupted_jobs(workspace) == [job_id]
+    failed = get_model(workspace, project, mine.ref, statuses=("failed",))
+    assert "interrupted" in failed.metrics["stopped"]
+    assert get_model(workspace, project, other.ref, statuses=("training",)).id == other.id
+
+
 def test_workspace_open_recovers_crashed_jobs(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
     with ws.session() as session:

@@ -18,7 +18,7 @@ from labelloop.ml.unet.inference import sliding_window, tile_size, tile_starts
 from labelloop.ml.unet.losses import SegmentationLoss
 from labelloop.ml.unet.network import InputNormaliser
 from labelloop.ml.unet.sampling import PatchSampler
-from labelloop.ml.unet.training import Trainer, cpu_threads
+from labelloop.ml.unet.training import Trainer, autocast_dtype, cpu_threads, image_logits
 
 TINY = dict(patch=64, batch_size=2, steps_per_epoch=3, max_tile=128, overlap=32, tta=0, threads=1, augment=None)
 
@@ -73,6 +73,26 @@ def test_a_few_steps_lower_the_loss():
     with cpu_threads(torch.device("cpu"), None):
         losses = [trainer.step(batch, 1e-3)[0] for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bfloat16_autocast_trains_and_predicts_like_float32():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "fp32") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype(cpu, "fp16")
+    images, masks = pairs(2)
+    torch.manual_seed(0)
+    network, _ = build_network(n_outputs=1)
+    trainer = Trainer(network, SegmentationLoss(1), InputNormaliser(), 2, cpu, autocast=torch.bfloat16)
+    batch = PatchSampler([i / 255.0 for i in images], masks, 64, augment=None).sample(4, np.random.default_rng(0))
+    with cpu_threads(cpu, None):
+        losses = [trainer.step(batch, 1e-3)[0] for _ in range(8)]
+        assert losses[-1] < 0.8 * losses[0], losses
+        views = {dtype: image_logits(network, InputNormaliser(), cpu, images[0] / 255.0, 1, max_tile=128, overlap=32,
+                                     autocast=dtype)[0] for dtype in (None, torch.bfloat16)}
+    assert views[torch.bfloat16].dtype == torch.float32
+    agree = ((views[None] > 0) == (views[torch.bfloat16] > 0)).float().mean().item()
+    assert agree > 0.98, agree
 
 
 def test_cancel_keeps_the_last_checkpoint_and_resume_gives_the_same_weights():

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from labelloop.errors import Cancelled, InvalidInput, LabelloopError, NotFound
 from labelloop.jobs.registry import JobContext, get_job_kind, job_kind
-from labelloop.store.tables import JobRow, utcnow
+from labelloop.store.tables import JobRow, ModelRow, utcnow
 
 log = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -214,8 +214,19 @@ def recover_interrupted_jobs(workspace) -> list[int]:
                 row.state, row.message, row.worker = "queued", f"re-queued; {reason}", None
             else:
                 row.state, row.error, row.message, row.finished_at, row.worker = "failed", reason, reason, utcnow(), None
+                if row.kind == "train":
+                    _fail_models_of(session, row.id, reason)
             recovered.append(row.id)
     return recovered
+
+
+def _fail_models_of(session, job_id: int, reason: str) -> None:
+    """A training job killed hard leaves its reserved Model version `training`: mark it `failed` (a failed version
+    with a checkpoint stays resumable with --resume, one without is just a record of the attempt)."""
+    for model in session.scalars(select(ModelRow).where(ModelRow.status == "training")):
+        if (model.params or {}).get("job_id") == job_id:
+            model.status = "failed"
+            model.metrics = {**(model.metrics or {}), "stopped": reason}
 
 
 @job_kind("import")

@@ -26,8 +26,8 @@ from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
 from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
                                        scale_image)
 from labelloop.ml.unet.sampling import TRAINING_AUGMENT, PatchSampler
-from labelloop.ml.unet.training import (Trainer, cpu_threads, image_logits, one_cycle, pick_device,
-                                        split_items)
+from labelloop.ml.unet.training import (PRECISIONS, Trainer, autocast_dtype, cpu_threads, image_logits, one_cycle,
+                                        pick_device, split_items)
 
 log = logging.getLogger(__name__)
 FORMAT = "labelloop-unet/1"
@@ -76,9 +76,9 @@ class UNetSegmenter:
                  loss: str = "focal+dice", focal_weight: float = 1.0, dice_weight: float = 1.0,
                  foreground_bias: float = 0.5, augment: AugmentSpec | None = TRAINING_AUGMENT,
                  val_fraction: float = 0.2, patience: int = 8, restore_best: bool = True, seed: int = 0,
-                 device: str | None = None, threads: int | None = None, max_tile: int = 512, overlap: int = 64,
+                 device: str | None = None, threads: int | None = None, max_tile: int = 1024, overlap: int = 64,
                  tta: int = 4, search_fraction: float = 0.15, search_patches: int | None = None,
-                 range_test_steps: int = 30):
+                 range_test_steps: int = 30, precision: str = "auto"):
         self.encoder, self.weights, self.pretrained = encoder, weights, pretrained
         self.decoder_channels, self.n_classes, self.patch = tuple(decoder_channels), n_classes, patch
         self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
@@ -88,7 +88,7 @@ class UNetSegmenter:
         self.patience, self.restore_best, self.seed = patience, restore_best, seed
         self.device, self.threads, self.max_tile, self.overlap, self.tta = device, threads, max_tile, overlap, tta
         self.search_fraction, self.search_patches = search_fraction, search_patches
-        self.range_test_steps = range_test_steps
+        self.range_test_steps, self.precision = range_test_steps, precision
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, JSON-friendly (the augmentation spec as a dict)."""
@@ -164,7 +164,9 @@ class UNetSegmenter:
         rng.bit_generator.state = state.rng
         report = on_progress or (lambda done, total, message: None)
         with cpu_threads(device, self.threads):
-            self.device_ = f"cpu, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+            dtype = autocast_dtype(device, self.precision)
+            self.device_ = (f"cpu, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)) + \
+                (", bf16 autocast" if dtype == torch.bfloat16 else ", float32")
             if state.step == 0 and not state.search and (self.lr == "auto" or self.batch_size == "auto"):
                 self._search(device, sampler, val, rng, report)
                 state.schedule_start = time.perf_counter() - started
@@ -183,7 +185,7 @@ class UNetSegmenter:
         loss = SegmentationLoss(self.n_outputs_, parse_loss(self.loss), focal_weight=self.focal_weight,
                                 dice_weight=self.dice_weight)
         return Trainer(self.network_, loss, InputNormaliser(self.encoder), self.n_classes_, device,
-                       weight_decay=self.weight_decay)
+                       weight_decay=self.weight_decay, autocast=autocast_dtype(device, self.precision))
 
     def _search(self, device: torch.device, sampler: PatchSampler, val, rng, report: Progress) -> None:
         """Choose lr and/or batch size by short trials from the pretrained weights; the run starts afresh after."""
@@ -358,7 +360,8 @@ class UNetSegmenter:
         network = self.network_.to(device, memory_format=torch.channels_last)
         with cpu_threads(device, self.threads):
             return image_logits(network, InputNormaliser(self.encoder), device, scale_image(image), self.n_outputs_,
-                                max_tile=self.max_tile, overlap=self.overlap, tta=self.tta if tta is None else tta)
+                                max_tile=self.max_tile, overlap=self.overlap, tta=self.tta if tta is None else tta,
+                                autocast=autocast_dtype(device, self.precision))
 
     def predict_proba(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
         """H×W×n_classes probabilities of an image of any size (grey, RGB; 8 or 16 bit)."""
@@ -391,6 +394,8 @@ class UNetSegmenter:
             raise ValueError(f"val_fraction must be at least 0 and below 1, got {self.val_fraction}")
         if not 0 <= self.foreground_bias <= 1:
             raise ValueError(f"foreground_bias is a probability (0..1), got {self.foreground_bias}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.tta not in (0, 2, 4):
             raise ValueError(f"tta must be 0, 2 or 4 flipped views, got {self.tta}")
         if self.epochs is not None and self.epochs < 1:

@@ -4,8 +4,10 @@ learning-rate schedule and the seeded item split."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from labelloop.ml.unet.losses import SegmentationLoss, confusion, predicted_clas
 from labelloop.ml.unet.network import InputNormaliser
 from labelloop.ml.unet.sampling import Batch
 
+PRECISIONS = ("auto", "bf16", "fp32")
 WARMUP = 0.05  # share of the run spent ramping up to the peak learning rate
 START_DIVISOR, END_DIVISOR = 25.0, 1000.0  # one-cycle: start at peak/25, end at peak/1000
 
@@ -68,33 +71,59 @@ def default_threads() -> int:
     return max(1, min(available, available - busy + 1))
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The dtype convolutions run in (None: float32). 'auto' is bfloat16 on CUDA and on CPUs with native bf16
+    (measured on this project's 2-core AMD EPYC with AVX512-BF16: a training step 1.45x cheaper in CPU time and
+    whole-image inference ~2x faster than float32), float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return None
+    if precision == "bf16" or device.type == "cuda" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
 def image_logits(network: torch.nn.Module, normaliser: InputNormaliser, device: torch.device, image: np.ndarray,
-                 n_outputs: int, *, max_tile: int, overlap: int, tta: int = 0, batch_size: int = 4) -> torch.Tensor:
-    """Blended logits (outputs×H×W, CPU) of one [0, 1] image (H×W or H×W×3), the network in eval mode."""
+                 n_outputs: int, *, max_tile: int, overlap: int, tta: int = 0, batch_size: int = 4,
+                 autocast: torch.dtype | None = None) -> torch.Tensor:
+    """Blended logits (outputs×H×W, CPU, float32) of one [0, 1] image (H×W or H×W×3), the network in eval mode."""
     network.eval()
     inputs = normaliser(image[None], torch.device("cpu"))
 
     def forward(tiles: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), _autocast(device, autocast):
             return network(tiles.to(device).contiguous(memory_format=torch.channels_last)).float()
 
     return sliding_window(forward, inputs, n_outputs, max_tile=max_tile, overlap=overlap, batch_size=batch_size,
                           tta=tta)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class Trainer:
-    """AdamW over a network, channels_last, bfloat16 autocast on CUDA."""
+    """AdamW over a network, channels_last, optional bfloat16 autocast (`autocast_dtype`)."""
 
     def __init__(self, network: torch.nn.Module, loss: SegmentationLoss, normaliser: InputNormaliser,
-                 n_classes: int, device: torch.device, *, weight_decay: float = 1e-4):
+                 n_classes: int, device: torch.device, *, weight_decay: float = 1e-4,
+                 autocast: torch.dtype | None = None):
         self.network = network.to(device, memory_format=torch.channels_last)
         self.loss, self.normaliser, self.n_classes, self.device = loss, normaliser, n_classes, device
+        self.autocast = autocast
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3, weight_decay=weight_decay)
 
     def step(self, batch: Batch, lr: float) -> tuple[float, np.ndarray]:
@@ -104,7 +133,7 @@ class Trainer:
         self.network.train()
         inputs = self.normaliser(batch.images, self.device)
         target = torch.from_numpy(batch.masks.astype(np.int64)).to(self.device)
-        with _autocast(self.device):
+        with _autocast(self.device, self.autocast):
             logits = self.network(inputs)
         loss = self.loss(logits, target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -114,7 +143,7 @@ class Trainer:
 
     def logits(self, image: np.ndarray, *, max_tile: int, overlap: int, tta: int = 0) -> torch.Tensor:
         return image_logits(self.network, self.normaliser, self.device, image, self.loss_outputs,
-                            max_tile=max_tile, overlap=overlap, tta=tta)
+                            max_tile=max_tile, overlap=overlap, tta=tta, autocast=self.autocast)
 
     @property
     def loss_outputs(self) -> int:

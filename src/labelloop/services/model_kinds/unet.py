@@ -86,6 +86,10 @@ def settings(params: dict[str, Any]) -> dict[str, Any]:
         out["decoder_channels"] = tuple(_number("decoder_channels", c, int) for c in params["decoder_channels"])
     if params.get("device"):
         out["device"] = str(params["device"])
+    if params.get("precision"):
+        out["precision"] = str(params["precision"]).lower()
+        if out["precision"] not in ("auto", "bf16", "fp32"):
+            raise InvalidInput(f"precision {params['precision']!r}: give auto, bf16 or fp32")
     for name, kind in _NUMBERS.items():
         if params.get(name) is not None:
             out[name] = _number(name, params[name], kind)
@@ -146,7 +150,7 @@ class UNet:
         names = {c.index: c.name for c in project.classes}
         stored = {**segmenter.get_params(), "class_values": class_values,
                   "class_names": [names.get(v, "background") for v in class_values],
-                  "resumed_from": resumed.ref if resumed else None}
+                  "resumed_from": resumed.ref if resumed else None, "job_id": ctx.job_id}
         model = start_model(workspace, project, self.name, params=stored, item_ids=[item.id for item, _ in rows])
 
         def checkpoint(seg) -> None:
