@@ -242,6 +242,46 @@ def test_review_of_submitted_annotations(client, team):
     assert stats["reviews"] == {"accept": 1, "edit": 1, "reject": 1}
 
 
+def test_class_colours_change_and_used_classes_cannot_be_renamed_or_removed(client, team):
+    url = f"/api/projects/{team.project_id}"
+    patch = lambda who, **body: client.patch(url, json=body, headers=team.auth(who))  # noqa: E731
+    assert patch("annotator", class_colours={"cat": "#123456"}).status_code == 403
+    changed = patch("manager", class_colours={"cat": "#123456"})
+    assert changed.status_code == 200
+    assert [(c["name"], c["index"], c["colour"]) for c in changed.json()["classes"]][0] == ("cat", 1, "#123456")
+    assert client.get(url, headers=team.auth("annotator")).json()["classes"][0]["colour"] == "#123456"
+    assert patch("manager", class_colours={"cat": "red"}).status_code == 422
+    unknown = patch("manager", class_colours={"cow": "#000000"})
+    assert unknown.status_code == 400 and "cat, dog" in unknown.json()["detail"]
+
+    item = team.item_ids[0]
+    saved = client.post(f"/api/items/{item}/annotations", json={"shapes": [box("cat")], "base_version": 0},
+                        headers=team.auth("annotator"))
+    assert saved.status_code == 201
+    _add_prediction(team, team.item_ids[1], [box("dog", score=0.7)])
+    patch("manager", add_classes=["bird", "fish"])
+    for body in ({"rename_classes": {"cat": "kitten"}}, {"remove_classes": ["cat"]}, {"remove_classes": ["dog"]}):
+        refused = patch("owner", **body)
+        assert refused.status_code == 409, body
+        assert "used by 1 annotation revision(s) or prediction(s)" in refused.json()["detail"]
+    assert patch("owner", rename_classes={"bird": "dog"}).status_code == 409  # taken
+    assert patch("owner", rename_classes={"bird": "dog"}, remove_classes=["cat"]).status_code == 409  # nothing half-done
+    renamed = patch("owner", rename_classes={"bird": "finch"}, remove_classes=["fish"],
+                    class_colours={"bird": "#00ff00"})
+    assert renamed.status_code == 200
+    assert [(c["name"], c["index"], c["colour"]) for c in renamed.json()["classes"]] == [
+        ("cat", 1, "#123456"), ("dog", 2, changed.json()["classes"][1]["colour"]), ("finch", 3, "#00ff00")]
+
+    from labelloop.store.tables import ModelRow
+
+    with team.workspace.session() as session:
+        session.add(ModelRow(project_id=team.project_id, kind="pixel-rf", version=1, params={}, metrics={},
+                             curves={}, item_ids=[]))
+    patch("owner", add_classes=["spare"])
+    refused = patch("owner", remove_classes=["spare"])
+    assert refused.status_code == 409 and "trained model" in refused.json()["detail"]
+
+
 def _add_prediction(team, item_id: int, shapes: list[dict]) -> int:
     from labelloop.store.tables import PredictionRow
 
@@ -274,6 +314,42 @@ def test_review_of_predictions(client, team):
     assert states == ["accepted", "edited", "rejected"]
     assert client.get(f"{url}?state=pending", headers=team.auth("reviewer")).json()["items"] == []
     assert review(999999, "reviewer", action="reject").status_code == 404
+
+
+def test_predictions_of_one_item_and_pre_labels_dismissed_while_labelling(client, team):
+    first, second = team.item_ids[:2]
+    ids = [_add_prediction(team, first, [box(score=0.9), box("dog", x0=30, x1=40, score=0.4)]),
+           _add_prediction(team, second, [box(score=0.8)]),
+           _add_prediction(team, first, [box("dog", score=0.6)])]
+    url = f"/api/projects/{team.project_id}/predictions"
+    mine = client.get(url, params={"state": "pending", "item": first}, headers=team.auth("annotator")).json()
+    assert [p["id"] for p in mine["items"]] == [ids[0], ids[2]] and mine["next_cursor"] is None
+    paged = client.get(url, params={"item": first, "limit": 1}, headers=team.auth("annotator")).json()
+    assert [p["id"] for p in paged["items"]] == [ids[0]] and paged["next_cursor"]
+    rest = client.get(url, params={"item": first, "limit": 1, "cursor": paged["next_cursor"]}, headers=team.auth("annotator"))
+    assert [p["id"] for p in rest.json()["items"]] == [ids[2]]
+    other_project_item = client.get(f"/api/projects/{team.other_project_id}/items", headers=team.auth("outsider")).json()
+    assert client.get(url, params={"item": other_project_item["items"][0]["id"]},
+                      headers=team.auth("annotator")).json()["items"] == []
+    assert client.get(url, params={"item": 0}, headers=team.auth("annotator")).status_code == 422
+
+    dismiss = lambda pid, who, shapes: client.post(f"/api/predictions/{pid}/dismiss", json={"shapes": shapes},  # noqa: E731
+                                                   headers=team.auth(who))
+    assert dismiss(ids[0], "outsider", [1]).status_code == 403
+    assert dismiss(ids[0], "annotator", [2]).status_code == 400
+    assert dismiss(ids[0], "annotator", []).status_code == 422
+    done = dismiss(ids[0], "annotator", [1])
+    assert done.status_code == 200 and done.json()["dismissed"] == [1] and done.json()["review_state"] == "pending"
+    assert dismiss(ids[0], "annotator", [1, 1]).json()["dismissed"] == [1]  # again: no change
+    assert dismiss(ids[0], "reviewer", [0]).json()["dismissed"] == [0]  # reviewers may too, each for themselves
+    seen = {who: {p["id"]: p["dismissed"] for p in client.get(url, params={"item": first},
+                                                              headers=team.auth(who)).json()["items"]}
+            for who in ("annotator", "annotator2", "reviewer")}
+    assert seen == {"annotator": {ids[0]: [1], ids[2]: []}, "annotator2": {ids[0]: [], ids[2]: []},
+                    "reviewer": {ids[0]: [0], ids[2]: []}}
+    queue = client.get(url, params={"state": "pending"}, headers=team.auth("reviewer")).json()["items"]
+    assert [p["id"] for p in queue] == ids  # a dismissal is not a verdict
+    assert dismiss(999999, "annotator", [0]).status_code == 404
 
 
 def test_dashboard_models_curves_and_jobs(client, team):

@@ -10,7 +10,8 @@ from labelloop.store.tables import PredictionRow
 def test_grid_tags_images_with_number_keys(page, ui_server):
     pid, items = ui_server.project("grid", "classification", ["cat", "dog"], images=4)
     page.goto(f"/projects/{pid}/grid?n=4")
-    page.locator("[data-testid=grid] figure").nth(3).wait_for()
+    # the server's first /similar call loads the encoder's description: seconds on a busy machine
+    page.locator("[data-testid=grid] figure").nth(3).wait_for(timeout=60_000)
     page.keyboard.press("1")
     page.keyboard.press("2")
     page.locator("[data-testid=grid] figure.done").nth(1).wait_for()

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEB_DIST = ROOT / "src" / "labelloop" / "server" / "web_dist"
 OUTPUT = ROOT / "test-output" / "ui"
 PASSWORD = "correct horse battery"
+PG_URL = os.environ.get("LABELLOOP_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def missing_reason() -> str | None:
@@ -47,11 +50,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, database_url: str | None = None) -> subprocess.Popen:
     log = open(data_dir / "server.log", "wb")
+    env = {**os.environ, "LABELLOOP_JOB_WORKERS": "1"}
+    if database_url:
+        env["LABELLOOP_DATABASE_URL"] = database_url
     process = subprocess.Popen(
         [sys.executable, "-m", "labelloop.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "LABELLOOP_JOB_WORKERS": "1"})
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -115,31 +121,69 @@ class Server:
 _shared: dict[str, object] = {}
 
 
+def _serve(root: Path, request, database_url: str | None = None, cleanup=None) -> Server:
+    """A workspace with alice (token) and bob, served by `labelloop serve` until the test session ends."""
+    from labelloop.services import users
+    from labelloop.services.workspace import Workspace
+
+    workspace = Workspace.init(root / "workspace", database_url=database_url)
+    with workspace.session() as session:
+        alice = users.create_user(session, "alice", PASSWORD)
+        token = users.create_token(session, alice.id, "ui tests")[1]
+        users.create_user(session, "bob", PASSWORD)
+    port = free_port()
+    process = start_server(workspace.root, port, database_url)
+
+    def stop() -> None:
+        stop_server(process)
+        workspace.close()
+        if cleanup:
+            cleanup()
+
+    request.config.add_cleanup(stop)
+    return Server(f"http://127.0.0.1:{port}", workspace, token, Path(workspace.root))
+
+
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory, request):
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
     if "server" not in _shared:
-        from labelloop.services import users
-        from labelloop.services.workspace import Workspace
-
-        root = tmp_path_factory.mktemp("ui")
-        workspace = Workspace.init(root / "workspace")
-        with workspace.session() as session:
-            alice = users.create_user(session, "alice", PASSWORD)
-            token = users.create_token(session, alice.id, "ui tests")[1]
-            users.create_user(session, "bob", PASSWORD)
-        port = free_port()
-        process = start_server(workspace.root, port)
-
-        def stop() -> None:
-            stop_server(process)
-            workspace.close()
-
-        request.config.add_cleanup(stop)
-        _shared["server"] = Server(f"http://127.0.0.1:{port}", workspace, token, Path(workspace.root))
+        _shared["server"] = _serve(tmp_path_factory.mktemp("ui"), request)
     return _shared["server"]
+
+
+def postgres_problem() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: no usable server here
+        return f"PostgreSQL not reachable at {PG_URL} (LABELLOOP_TEST_DATABASE_URL): {str(exc).strip()[:200] or exc!r}"
+
+
+@pytest.fixture(scope="session")
+def ui_server_postgres(tmp_path_factory, request):
+    """A second server whose workspace lives in a fresh PostgreSQL schema (dropped at the end)."""
+    reason = missing_reason() or postgres_problem()
+    if reason:
+        pytest.skip(reason)
+    if "server_postgres" not in _shared:
+        import psycopg
+
+        schema = f"t_ui_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+
+        def drop() -> None:
+            with psycopg.connect(PG_URL, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+        _shared["server_postgres"] = _serve(tmp_path_factory.mktemp("ui-pg"), request, url, drop)
+    return _shared["server_postgres"]
 
 
 @pytest.fixture(scope="session")
@@ -159,20 +203,29 @@ def browser(ui_server, request):
     return _shared["browser"]
 
 
-@pytest.fixture
-def page(browser, ui_server, request):
-    """A logged-in page (alice) in a fresh browser context; a screenshot is saved when the test ends."""
-    context = browser.new_context(base_url=ui_server.url, viewport={"width": 1400, "height": 900})
+@contextmanager
+def logged_in(browser, server: Server, name: str = "alice", screenshot_name: str | None = None):
+    """A page logged in as `name` in a fresh browser context; fails on JavaScript errors; screenshot at the end."""
+    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(15_000)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    log_in(tab)
-    yield tab
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(OUTPUT / f"{request.node.name}.png"))
-    context.close()
+    try:
+        log_in(tab, name)
+        yield tab
+        if screenshot_name:
+            screenshot(tab, screenshot_name)
+    finally:
+        context.close()
     assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(browser, ui_server, request):
+    """A logged-in page (alice) in a fresh browser context; a screenshot is saved when the test ends."""
+    with logged_in(browser, ui_server, screenshot_name=request.node.name) as tab:
+        yield tab
 
 
 def log_in(tab, name: str = "alice") -> None:

@@ -75,7 +75,8 @@ export const api = {
   project: (id: number) => request<Project>("GET", `/api/projects/${id}`),
   createProject: (body: { name: string; kind: string; classes: string[]; colours?: string[] }) =>
     request<Project>("POST", "/api/projects", body),
-  patchProject: (id: number, body: { add_classes?: string[]; settings?: Record<string, unknown> }) =>
+  patchProject: (id: number, body: { add_classes?: string[]; class_colours?: Record<string, string>;
+    rename_classes?: Record<string, string>; remove_classes?: string[]; settings?: Record<string, unknown> }) =>
     request<Project>("PATCH", `/api/projects/${id}`, body),
   upload: (id: number, files: File[]) => {
     const form = new FormData();
@@ -91,8 +92,11 @@ export const api = {
   skip: (itemId: number) => request<unknown>("POST", `/api/items/${itemId}/skip`),
   save: (itemId: number, shapes: Shape[], baseVersion: number, state: "draft" | "submitted") =>
     request<Annotation>("POST", `/api/items/${itemId}/annotations`, { shapes, base_version: baseVersion, state }),
-  predictions: (projectId: number, cursor = "", state = "pending") =>
-    request<Page<Prediction>>("GET", `/api/projects/${projectId}/predictions?limit=1000&state=${state}${cursor ? `&cursor=${cursor}` : ""}`),
+  predictions: (projectId: number, cursor = "", state = "pending", itemId?: number) =>
+    request<Page<Prediction>>("GET", `/api/projects/${projectId}/predictions?limit=1000&state=${state}`
+      + `${itemId !== undefined ? `&item=${itemId}` : ""}${cursor ? `&cursor=${cursor}` : ""}`),
+  dismissPrediction: (id: number, shapes: number[]) =>
+    request<Prediction>("POST", `/api/predictions/${id}/dismiss`, { shapes }),
   reviewPrediction: (id: number, action: string, shapes?: Shape[], baseVersion?: number) =>
     request<{ annotation: Annotation | null }>("POST", `/api/predictions/${id}/review`,
       { action, ...(shapes ? { shapes } : {}), ...(baseVersion !== undefined ? { base_version: baseVersion } : {}) }),
@@ -114,13 +118,13 @@ export const api = {
     request<void>("DELETE", `/api/projects/${projectId}/members/${encodeURIComponent(user)}`),
 };
 
-/** Every pending prediction of one item (the server lists them per project: we page through and filter). */
+/** Every pending prediction of one item, with the shapes this user rejected before (`dismissed`). */
 export async function itemPredictions(projectId: number, itemId: number): Promise<Prediction[]> {
   const found: Prediction[] = [];
   let cursor = "";
   for (let guard = 0; guard < 1000; guard++) {
-    const page = await api.predictions(projectId, cursor);
-    found.push(...page.items.filter((p) => p.item_id === itemId));
+    const page = await api.predictions(projectId, cursor, "pending", itemId);
+    found.push(...page.items);
     if (!page.next_cursor) break;
     cursor = page.next_cursor;
   }

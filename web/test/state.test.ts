@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Autosaver, ConflictError, RetryableError, type Timer } from "../src/lib/autosave";
 import { UndoStack } from "../src/lib/history";
-import { accept, acceptAbove, preLabelsOf, type Prediction } from "../src/lib/prelabels";
+import { accept, acceptAbove, dismissals, preLabelsOf, type Prediction } from "../src/lib/prelabels";
 import type { Shape } from "../src/lib/shapes";
 
 describe("undo stack", () => {
@@ -179,6 +179,12 @@ describe("pre-labels", () => {
     expect(taken).toEqual({ type: "box", label: "cat", x0: 10, y0: 0, x1: 15, y1: 5, attributes: { prediction: "7:1" } });
     expect(preLabelsOf([prediction], [taken]).map((p) => p.key)).toEqual(["7:0", "7:2"]);
     expect(preLabelsOf([{ ...prediction, review_state: "accepted" }], [])).toEqual([]);
+  });
+
+  it("leaves out the shapes this user rejected before, and groups new rejections by prediction", () => {
+    expect(preLabelsOf([{ ...prediction, dismissed: [0, 2] }], []).map((p) => p.key)).toEqual(["7:1"]);
+    expect(preLabelsOf([{ ...prediction, dismissed: [] }], []).map((p) => p.key)).toEqual(["7:0", "7:1", "7:2"]);
+    expect([...dismissals(["7:2", "9:0", "7:0", "junk"])]).toEqual([[7, [2, 0]], [9, [0]]]);
   });
 
   it("accepts all at or above a threshold", () => {

@@ -127,8 +127,16 @@ class ProjectIn(Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
+
+
 class ProjectPatch(Strict):
     add_classes: list[Label] = Field(default_factory=list, max_length=1000, description="Classes appended to the schema.")
+    class_colours: dict[Label, Colour] = Field(default_factory=dict, description="New #RRGGBB colours by class name.")
+    rename_classes: dict[Label, Label] = Field(default_factory=dict, description=(
+        "Old name -> new name; refused (409) for a class that an annotation or prediction uses."))
+    remove_classes: list[Label] = Field(default_factory=list, max_length=1000, description=(
+        "Classes dropped from the schema; refused (409) when used, or once the project has a model."))
     settings: dict[str, Any] = Field(default_factory=dict, description="target_precision, sampling, overlap, lease_seconds")
 
 
@@ -220,6 +228,12 @@ class PredictionOut(BaseModel):
     reviewer: str | None
     reviewed_at: str | None
     created_at: str
+    dismissed: list[int] = Field(default_factory=list, description="Indexes of the shapes you rejected while labelling.")
+
+
+class DismissIn(Strict):
+    shapes: list[Annotated[int, Field(ge=0, le=100_000)]] = Field(min_length=1, max_length=100_000, description=(
+        "Indexes (from 0) of the prediction's shapes to hide from you for good."))
 
 
 # --- models and jobs ---

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labelloop.store.tables import PredictionRow
+from labelloop.errors import InvalidInput, NotFound
+from labelloop.store.tables import PredictionDismissalRow, PredictionRow
 
 REVIEW_STATES = ("pending", "accepted", "edited", "rejected")
 
@@ -25,3 +28,42 @@ def latest_predictions_for_items(session: Session, item_ids: Iterable[int]) -> d
     )
     rows = session.scalars(select(PredictionRow).join(newest, PredictionRow.id == newest.c.id))
     return {row.item_id: row for row in rows}
+
+
+def dismiss(session: Session, prediction_id: int, shape_indexes: Iterable[int], user: str) -> list[int]:
+    """Inside a write transaction: hide these shapes of a prediction from `user` for good (a pre-label rejected
+    while labelling). Not a review verdict: the prediction stays pending for reviewers. Returns every index
+    this user has dismissed on it."""
+    row = session.get(PredictionRow, prediction_id)
+    if row is None:
+        raise NotFound(f"no prediction {prediction_id}")
+    wanted = sorted(set(shape_indexes))
+    bad = [i for i in wanted if not 0 <= i < len(row.shapes)]
+    if bad:
+        raise InvalidInput(f"prediction {prediction_id} has {len(row.shapes)} shape(s), numbered from 0; "
+                           f"there is no shape {', '.join(map(str, bad))}")
+    done = set(dismissed(session, [prediction_id], user).get(prediction_id, []))
+    for index in wanted:
+        if index in done:
+            continue
+        try:
+            with session.begin_nested():  # the same dismissal sent twice at once: the second is a no-op
+                session.add(PredictionDismissalRow(prediction_id=prediction_id, shape_index=index, user_name=user))
+        except IntegrityError:
+            pass
+    return sorted(done | set(wanted))
+
+
+def dismissed(session: Session, prediction_ids: Iterable[int], user: str) -> dict[int, list[int]]:
+    """The shape indexes `user` dismissed, per prediction."""
+    ids = list(prediction_ids)
+    found: dict[int, list[int]] = defaultdict(list)
+    if not ids:
+        return found
+    rows = session.execute(select(PredictionDismissalRow.prediction_id, PredictionDismissalRow.shape_index)
+                           .where(PredictionDismissalRow.prediction_id.in_(ids),
+                                  PredictionDismissalRow.user_name == user)
+                           .order_by(PredictionDismissalRow.shape_index))
+    for prediction_id, index in rows:
+        found[prediction_id].append(index)
+    return found

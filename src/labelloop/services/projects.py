@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from labelloop.domain import ClassDef, ProjectKind, default_colour
 from labelloop.errors import Conflict, InvalidInput, NotFound
-from labelloop.store.tables import ProjectRow
+from labelloop.store.tables import AnnotationRow, ItemRow, ModelRow, PredictionRow, ProjectRow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 COLOUR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -166,6 +166,65 @@ def add_classes(session: Session, row: ProjectRow, names: list[str]) -> list[str
     if new:
         row.classes = [*row.classes, *({"name": n, "colour": default_colour(len(existing) + i)} for i, n in enumerate(new))]
     return new
+
+
+def set_class_colours(row: ProjectRow, colours: dict[str, str]) -> None:
+    """Change the display colour of existing classes (shapes refer to classes by name, so nothing else moves)."""
+    _check_known(row, colours, "change the colour of")
+    for name, colour in colours.items():
+        if not COLOUR_RE.match(colour):
+            raise InvalidInput(f"colour {colour!r} for class {name!r} is not a #RRGGBB hex colour")
+    row.classes = [{**c, "colour": colours.get(c["name"], c["colour"])} for c in row.classes]
+
+
+def class_usage(session: Session, project_id: int, names: set[str]) -> dict[str, int]:
+    """How many annotation revisions and predictions of the project name each of these classes."""
+    counts = dict.fromkeys(names, 0)
+    for model in (AnnotationRow, PredictionRow):
+        query = (select(model.shapes).join(ItemRow, ItemRow.id == model.item_id)
+                 .where(ItemRow.project_id == project_id).execution_options(yield_per=500))
+        for shapes in session.scalars(query):
+            for label in {s.get("label") for s in shapes or []} & names:
+                counts[label] += 1
+    return counts
+
+
+def rename_classes(session: Session, row: ProjectRow, renames: dict[str, str]) -> None:
+    """Rename classes no annotation or prediction uses yet (stored shapes name their class)."""
+    _check_known(row, renames, "rename")
+    new_names = check_class_names(list(renames.values()))
+    kept = [c["name"] for c in row.classes if c["name"] not in renames]
+    clashes = sorted(set(new_names) & set(kept))
+    if clashes:
+        raise Conflict(f"class {clashes[0]!r} already exists; choose another name")
+    _refuse_used(session, row, set(renames), "renamed", "add a class with the new name instead")
+    row.classes = [{**c, "name": renames.get(c["name"], c["name"]).strip()} for c in row.classes]
+
+
+def remove_classes(session: Session, row: ProjectRow, names: list[str]) -> None:
+    """Drop unused classes, only before any model is trained (models and masks number classes by position)."""
+    _check_known(row, names, "remove")
+    if session.scalar(select(ModelRow.id).where(ModelRow.project_id == row.id).limit(1)) is not None:
+        raise Conflict("classes cannot be removed once the project has a trained model: models and exported masks "
+                       "number classes by their position")
+    _refuse_used(session, row, set(names), "removed", "keep it (you may change its colour)")
+    row.classes = [c for c in row.classes if c["name"] not in set(names)]
+
+
+def _check_known(row: ProjectRow, names, verb: str) -> None:
+    existing = {c["name"] for c in row.classes}
+    unknown = sorted(set(names) - existing)
+    if unknown:
+        raise InvalidInput(f"cannot {verb} class {unknown[0]!r}: the project's classes are "
+                           f"{', '.join(c['name'] for c in row.classes) or '(none)'}")
+
+
+def _refuse_used(session: Session, row: ProjectRow, names: set[str], done: str, instead: str) -> None:
+    used = {n: k for n, k in class_usage(session, row.id, names).items() if k}
+    if used:
+        name, count = sorted(used.items())[0]
+        raise Conflict(f"class {name!r} is used by {count} annotation revision(s) or prediction(s) and cannot be "
+                       f"{done}: stored shapes refer to classes by name; {instead}")
 
 
 def delete_project(session: Session, name: str) -> None:

@@ -119,6 +119,18 @@ class PredictionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PredictionDismissalRow(Base):
+    """One shape of a prediction that a user rejected while labelling its item (kept per user: blind overlap)."""
+
+    __tablename__ = "prediction_dismissals"
+    __table_args__ = (UniqueConstraint("prediction_id", "shape_index", "user_name", name="uq_prediction_dismissals"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
+    shape_index: Mapped[int] = mapped_column(Integer)
+    user_name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state", "state"),)

@@ -39,7 +39,7 @@ export class Editor {
   private instanceValues: number[] = []; // instance masks: map value - 1 -> uid
 
   constructor(target: HTMLElement, readonly project: Project, readonly item: Item, shapes: Shape[],
-    prelabels: PreLabel[], private readonly changed: (why: string) => void) {
+    prelabels: PreLabel[], private readonly changed: (why: string, keys?: string[]) => void) {
     this.undo = new UndoStack(this.entriesOf(shapes));
     this.prelabels = prelabels;
     this.viewer = new ImageViewer(target, item);
@@ -324,7 +324,7 @@ export class Editor {
     this.prelabels = this.prelabels.filter((p) => !keys.includes(p.key));
     for (const key of keys) this.selected.delete(key);
     this.render();
-    this.changed("reject");
+    this.changed("reject", keys);
   }
 
   acceptAbove(threshold: number): number {

@@ -8,6 +8,7 @@ export interface Prediction {
   shapes: Shape[];
   score: number | null;
   review_state: string;
+  dismissed?: number[]; // shapes this user rejected while labelling (kept by the server)
 }
 
 export interface PreLabel {
@@ -18,15 +19,16 @@ export interface PreLabel {
   score: number | null;
 }
 
-/** The pending pre-labels of an item, without those already taken into the annotation. */
+/** The pending pre-labels of an item, without those already taken into the annotation or rejected before. */
 export function preLabelsOf(predictions: Prediction[], annotation: Shape[]): PreLabel[] {
   const taken = new Set(annotation.map((s) => origin(s)).filter((k): k is string => k !== null));
   const found: PreLabel[] = [];
   for (const p of predictions) {
     if (p.review_state !== "pending") continue;
+    const dismissed = new Set(p.dismissed ?? []);
     p.shapes.forEach((shape, index) => {
       const key = `${p.id}:${index}`;
-      if (!taken.has(key)) found.push({ key, predictionId: p.id, index, shape, score: shape.score ?? p.score });
+      if (!taken.has(key) && !dismissed.has(index)) found.push({ key, predictionId: p.id, index, shape, score: shape.score ?? p.score });
     });
   }
   return found;
@@ -53,4 +55,15 @@ export function acceptAbove(pres: PreLabel[], threshold: number): { accepted: Sh
     else remaining.push(pre);
   }
   return { accepted, remaining };
+}
+
+/** Rejected pre-label keys ("id:index") grouped by prediction: what the server is told to hide for good. */
+export function dismissals(keys: string[]): Map<number, number[]> {
+  const found = new Map<number, number[]>();
+  for (const key of keys) {
+    const [id, index] = key.split(":").map(Number);
+    if (!Number.isInteger(id) || !Number.isInteger(index)) continue;
+    found.set(id, [...(found.get(id) ?? []), index]);
+  }
+  return found;
 }

@@ -7,7 +7,7 @@ import { Editor } from "../canvas/editor";
 import type { Tool } from "../canvas/tools";
 import { clear, dialog, formatError, h, toast } from "../dom";
 import { Autosaver, ConflictError, RetryableError, type Revision } from "../lib/autosave";
-import { preLabelsOf, type Prediction } from "../lib/prelabels";
+import { dismissals, preLabelsOf, type Prediction } from "../lib/prelabels";
 import { describe, type Shape } from "../lib/shapes";
 import { navigate } from "../router";
 import { canReview, projectNav } from "./nav";
@@ -89,7 +89,7 @@ class LabelView {
     this.predictionIds = predictions.filter((p) => p.review_state === "pending").map((p) => p.id);
     root.append(projectNav(project, "label"), h("div", { class: "workspace" }, this.toolbar, this.mapEl, this.sidebar));
     this.threshold = Number(project.settings.target_precision ?? 0.5);
-    this.editor = new Editor(this.mapEl, project, item, shapes, preLabelsOf(predictions, shapes), (why) => this.changed(why));
+    this.editor = new Editor(this.mapEl, project, item, shapes, preLabelsOf(predictions, shapes), (why, keys) => this.changed(why, keys));
     this.saver = new Autosaver<Doc>({
       baseVersion,
       save: (doc, base) => this.save(doc, base),
@@ -140,10 +140,11 @@ class LabelView {
     }
   }
 
-  private changed(why: string): void {
+  private changed(why: string, keys?: string[]): void {
     if (why !== "selection" && why !== "class" && why !== "reject") {
       this.saver.edit({ shapes: this.editor.doc(), state: "draft" });
     }
+    if (why === "reject" && keys?.length) void this.dismiss(keys);
     if (why === "accept" || why === "reject") void this.settlePredictions();
     if (why === "scribble" && this.liveOn) void this.refreshLive();
     this.renderSidebar();
@@ -179,6 +180,17 @@ class LabelView {
       this.saver.keepMine();
     } else {
       this.showStatus(); // closed without choosing: ask again
+    }
+  }
+
+  /** Rejected pre-labels are kept by the server (for this user), so they do not come back after a reload. */
+  private async dismiss(keys: string[]): Promise<void> {
+    for (const [id, shapes] of dismissals(keys)) {
+      try {
+        await api.dismissPrediction(id, shapes);
+      } catch (error) {
+        toast(`prediction ${id}: the rejection was not kept (${formatError(error)})`, "error");
+      }
     }
   }
 
@@ -297,12 +309,12 @@ class LabelView {
     const centre = h("input", { type: "number", step: "any", value: String(meta.window_centre ?? ""), "data-testid": "window-centre" });
     const width = h("input", { type: "number", step: "any", min: 0, value: String(meta.window_width ?? ""), "data-testid": "window-width" });
     return h("section", {}, h("h3", {}, "Window / level"), h("label", {}, "Centre ", centre), h("label", {}, "Width ", width),
-      h("button", { onclick: () => {
+      h("button", { "data-testid": "window-apply", onclick: () => {
         const c = Number(centre.value), w = Number(width.value);
         if (!centre.value || !width.value || !(w > 0)) return toast("give a centre and a positive width", "error");
         this.editor.viewer.setWindow({ centre: c, width: w });
       } }, "Apply"),
-      h("button", { onclick: () => this.editor.viewer.setWindow(null) }, "Reset"));
+      h("button", { "data-testid": "window-reset", onclick: () => this.editor.viewer.setWindow(null) }, "Reset"));
   }
 
   private renderSidebar(): void {

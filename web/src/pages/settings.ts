@@ -38,10 +38,27 @@ export async function settingsPage(root: HTMLElement, params: Record<string, str
     };
     clear(body,
       h("section", { class: "card" }, h("h2", {}, "Classes"),
-        h("table", { class: "list", "data-testid": "classes" }, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Class"), h("th", {}, "Colour")),
-          project.classes.map((c, n) => h("tr", {}, h("td", {}, h("kbd", {}, n < 9 ? String(n + 1) : n === 9 ? "0" : "–")),
-            h("td", {}, c.name), h("td", {}, h("span", { class: "swatch", style: { background: c.colour } }), c.colour)))),
-        h("p", { class: "muted" }, "Number keys pick a class while labelling; colours are chosen when a class is added."),
+        h("table", { class: "list", "data-testid": "classes" },
+          h("tr", {}, h("th", {}, "Key"), h("th", {}, "Class"), h("th", {}, "Colour"), h("th", {})),
+          project.classes.map((c, n) => {
+            const name: HTMLInputElement = h("input", { value: c.name, "aria-label": `name of ${c.name}`, "data-testid": `class-name-${c.name}` });
+            const colour: HTMLInputElement = h("input", { type: "color", value: c.colour.toLowerCase(),
+              "aria-label": `colour of ${c.name}`, "data-testid": `class-colour-${c.name}` });
+            colour.addEventListener("change", act(() => api.patchProject(id, { class_colours: { [c.name]: colour.value } }),
+              `colour of ${c.name} changed`));
+            return h("tr", {}, h("td", {}, h("kbd", {}, n < 9 ? String(n + 1) : n === 9 ? "0" : "–")),
+              h("td", {}, name), h("td", {}, colour, " ", h("code", {}, c.colour)),
+              h("td", {},
+                h("button", { "data-testid": `rename-class-${c.name}`, onclick: () => {
+                  const to = name.value.trim();
+                  if (to && to !== c.name) void act(() => api.patchProject(id, { rename_classes: { [c.name]: to } }), `${c.name} renamed to ${to}`)();
+                } }, "Rename"),
+                h("button", { "data-testid": `remove-class-${c.name}`, onclick: () => {
+                  if (confirm(`Remove the class ${c.name}?`)) void act(() => api.patchProject(id, { remove_classes: [c.name] }), `${c.name} removed`)();
+                } }, "Remove")));
+          })),
+        h("p", { class: "muted" }, "Number keys pick a class while labelling, in this order. Colours change at once; a class that "
+          + "annotations or pre-labels use cannot be renamed or removed (shapes keep their class by name)."),
         h("div", { class: "row" }, newClass, h("button", { onclick: act(() => api.patchProject(id, { add_classes: [newClass.value.trim()] }),
           "class added") }, "Add class"))),
       h("section", { class: "card" }, h("h2", {}, "Labelling and pre-labels"),

@@ -1,4 +1,4 @@
-"""Predictions waiting for review, and the verdict on one."""
+"""Predictions waiting for review, the verdict on one, and pre-labels rejected while labelling."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from labelloop.errors import InvalidInput
 from labelloop.server.auth import MAX_ID, Access, Principal, check_project, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.annotations import CONFLICT, domain_shapes
-from labelloop.server.schemas import PredictionOut, ReviewIn, VerdictOut
-from labelloop.services import review
+from labelloop.server.schemas import DismissIn, PredictionOut, ReviewIn, VerdictOut
+from labelloop.services import predictions, review
+from labelloop.services.users import PermissionDenied
 from labelloop.services.predictions import REVIEW_STATES
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import ItemRow, PredictionRow
@@ -19,8 +20,9 @@ router = APIRouter(tags=["predictions"])
 
 
 @router.get("/api/projects/{project_id}/predictions", response_model=Page[PredictionOut],
-            summary="Predictions, by id; ?state=pending is the review queue")
+            summary="Predictions, by id; ?state=pending is the review queue, ?item= one item's")
 def list_predictions(request: Request, state: str | None = Query(None, description=", ".join(REVIEW_STATES)),
+                     item: int | None = Query(None, ge=1, le=MAX_ID, description="Only this item's predictions."),
                      access: Access = Depends(project_access("view")), params: PageParams = Depends()):
     if state is not None and state not in REVIEW_STATES:
         raise InvalidInput(f"state {state!r} is not one of {', '.join(REVIEW_STATES)}")
@@ -28,9 +30,30 @@ def list_predictions(request: Request, state: str | None = Query(None, descripti
              .where(ItemRow.project_id == access.project.id, PredictionRow.id > params.after))
     if state:
         query = query.where(PredictionRow.review_state == state)
+    if item is not None:
+        query = query.where(PredictionRow.item_id == item)
     with workspace_of(request).session() as session:
-        found = [review.prediction_dict(r) for r in session.scalars(query.order_by(PredictionRow.id).limit(params.limit))]
+        rows = list(session.scalars(query.order_by(PredictionRow.id).limit(params.limit)))
+        hidden = predictions.dismissed(session, [r.id for r in rows], access.user.name)
+        found = [{**review.prediction_dict(r), "dismissed": hidden.get(r.id, [])} for r in rows]
     return page(found, params, lambda p: p["id"])
+
+
+@router.post("/api/predictions/{prediction_id}/dismiss", response_model=PredictionOut,
+             summary="Reject pre-label shapes while labelling: hidden from you for good (annotators and reviewers)")
+def dismiss_prediction(body: DismissIn, request: Request, prediction_id: int = Path(ge=1, le=MAX_ID),
+                       principal: Principal = Depends(current_user)):
+    """Not a verdict: the prediction stays in the review queue; only the listed shapes stop coming back for you."""
+    workspace = workspace_of(request)
+    with workspace.session() as session:
+        project_id = review.prediction_project(session, prediction_id)
+    try:
+        access = check_project(request, principal.user, project_id, "annotate")
+    except PermissionDenied:  # a reviewer may hide pre-labels too
+        access = check_project(request, principal.user, project_id, "review")
+    with write_transaction(workspace) as session:
+        hidden = predictions.dismiss(session, prediction_id, body.shapes, access.user.name)
+        return {**review.prediction_dict(session.get(PredictionRow, prediction_id)), "dismissed": hidden}
 
 
 @router.post("/api/predictions/{prediction_id}/review", response_model=VerdictOut, responses=CONFLICT,

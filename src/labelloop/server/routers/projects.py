@@ -14,7 +14,8 @@ from labelloop.server.schemas import ProjectIn, ProjectOut, ProjectPatch
 from labelloop.services import queue, users
 from labelloop.services.agreement import project_agreement
 from labelloop.services.dashboard import project_dashboard
-from labelloop.services.projects import add_classes, create_project, info, update_settings
+from labelloop.services.projects import (add_classes, create_project, info, remove_classes, rename_classes,
+                                         set_class_colours, update_settings)
 from labelloop.services.queue import ORDERS
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import ProjectRow
@@ -56,11 +57,19 @@ def show(access: Access = Depends(project_access("view"))):
 
 
 @router.patch("/api/projects/{project_id}", response_model=ProjectOut,
-              summary="Add classes or change settings (owner, manager)")
+              summary="Change class colours, rename, remove or add classes, change settings (owner, manager)")
 def change(body: ProjectPatch, request: Request, access: Access = Depends(project_access("manage"))):
+    """Class changes name the classes as they are before this request; they apply in the order colours,
+    renames, removals, additions, all or nothing."""
     _check_sampling(body.settings)
     with write_transaction(workspace_of(request)) as session:
         row = session.get(ProjectRow, access.project.id, with_for_update=True)
+        if body.class_colours:
+            set_class_colours(row, body.class_colours)
+        if body.rename_classes:
+            rename_classes(session, row, body.rename_classes)
+        if body.remove_classes:
+            remove_classes(session, row, body.remove_classes)
         if body.add_classes:
             add_classes(session, row, body.add_classes)
         if body.settings:
