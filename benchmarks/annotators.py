@@ -6,9 +6,15 @@ p50/p95/p99 latency per request, and counts items handed to two annotators (from
 database: items with more than one annotation). It also reports the CPU the server processes and the client used
 (in cores: 1.0 is one core busy all the time), which shows which one limits a run on a small machine.
 
-    .venv/bin/python benchmarks/annotators.py                       # both databases, 1/8/32 annotators, 15 s each
-    .venv/bin/python benchmarks/annotators.py --db sqlite --seconds 5 --workers 2
-    .venv/bin/python benchmarks/annotators.py --rate 120            # paced: 120 annotations/s offered in total
+    .venv/bin/python benchmarks/annotators.py                       # the full set (~3-4 min): both databases,
+                                                                    # 1/8/32 flat out + 32 paced at 100/s, 10 s each
+    .venv/bin/python benchmarks/annotators.py --db sqlite --seconds 5 --workers 1
+    .venv/bin/python benchmarks/annotators.py --annotators 32 --rate 120   # every level paced: 120/s offered
+    .venv/bin/python benchmarks/annotators.py --cpu-per-cycle       # server CPU per next+submit, in-process
+
+`--cpu-per-cycle` calls the app in this process through a bare ASGI caller (no HTTP, no client, no profiler) and
+reports `time.process_time` per next + submit cycle (all threads) and the SQL statements per cycle: a figure that a
+busy machine disturbs far less than wall-clock latency, for judging a change to the hot path.
 
 PostgreSQL: postgresql://postgres@127.0.0.1:5432/test (or --pg-url), on a fresh schema dropped afterwards.
 """
@@ -68,11 +74,12 @@ def prepare(data_dir: Path, database_url: str | None, items: int, annotators: in
     return project.id, tokens
 
 
-def start_server(data_dir: Path, port: int, workers: int, env: dict) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, workers: int, env: dict, threads: int | None = None) -> subprocess.Popen:
     import httpx
 
     process = subprocess.Popen([sys.executable, "-m", "labelloop.cli.main", "serve", "--data-dir", str(data_dir),
-                                "--port", str(port), "--workers", str(workers)],
+                                "--port", str(port), "--workers", str(workers),
+                                *(["--threads", str(threads)] if threads else [])],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -172,6 +179,103 @@ def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rat
     }
 
 
+async def _asgi_call(app, method: str, path: str, headers: list, body: bytes = b"") -> tuple[int, bytes]:
+    """One request straight into the ASGI app: what uvicorn would hand it, minus the socket."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers + [(b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    sent = False
+    status, chunks = 0, []
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+def cpu_per_cycle(db: str, args) -> dict:
+    """Server CPU (all threads of this process) and SQL statements per next + submit cycle, in-process."""
+    from sqlalchemy import event
+
+    from labelloop.server.app import create_app
+    from labelloop.services.workspace import Workspace
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-cpu-{db}-"))
+    database_url, schema = _fresh_database(db, args)
+    try:
+        project_id, tokens = prepare(work / "ws", database_url, args.cycles * 2 + args.warmup * 2 + 100, 1)
+        workspace = Workspace.open(work / "ws", database_url=database_url)
+        app = create_app(workspace, resume_jobs=False)
+        headers = [(b"authorization", f"Bearer {tokens[0]}".encode()), (b"content-type", b"application/json"),
+                   (b"host", b"bench")]
+        statements = 0
+
+        def count(*_):
+            nonlocal statements
+            statements += 1
+
+        event.listen(workspace.engine, "before_cursor_execute", count)
+
+        async def cycles(n: int) -> None:
+            for _ in range(n):
+                status, body = await _asgi_call(app, "GET", f"/api/projects/{project_id}/next", headers)
+                item = json.loads(body)["item"]
+                assert status == 200 and item, body[:300]
+                payload = json.dumps({"shapes": BOXES, "base_version": item["version"]}).encode()
+                status, body = await _asgi_call(app, "POST", f"/api/items/{item['id']}/annotations", headers, payload)
+                assert status == 201, body[:300]
+
+        async def measure() -> tuple[float, float, int]:
+            nonlocal statements
+            await cycles(args.warmup)
+            statements = 0
+            cpu, wall = time.process_time(), time.perf_counter()
+            await cycles(args.cycles)
+            return time.process_time() - cpu, time.perf_counter() - wall, statements
+
+        cpu, wall, sql = asyncio.run(measure())
+        workspace.close()
+        return {"db": db, "cycles": args.cycles, "cpu_ms_per_cycle": round(cpu / args.cycles * 1000, 2),
+                "wall_ms_per_cycle": round(wall / args.cycles * 1000, 2),
+                "sql_statements_per_cycle": round(sql / args.cycles, 1), "load_average": os.getloadavg()[0]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        _drop_schema(schema, args)
+
+
+def _fresh_database(db: str, args) -> tuple[str | None, str | None]:
+    """(database URL, PostgreSQL schema to drop afterwards); SQLite: the workspace's own file."""
+    if db != "postgresql":
+        return None, None
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.pg_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{args.pg_url}?options=-csearch_path%3D{schema}", schema
+
+
+def _drop_schema(schema: str | None, args) -> None:
+    if schema:
+        import psycopg
+
+        with psycopg.connect(args.pg_url, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 def duplicates_in_db(data_dir: Path, database_url: str | None) -> int:
     from sqlalchemy import func, select
 
@@ -188,26 +292,22 @@ def duplicates_in_db(data_dir: Path, database_url: str | None) -> int:
 def bench(db: str, args) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"bench-annotators-{db}-"))
     env = dict(os.environ)
-    database_url, schema = None, None
-    if db == "postgresql":
-        import psycopg
-
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.pg_url, autocommit=True) as connection:
-            connection.execute(f'CREATE SCHEMA "{schema}"')
-        database_url = f"{args.pg_url}?options=-csearch_path%3D{schema}"
+    database_url, schema = _fresh_database(db, args)
+    if database_url:
         env["LABELLOOP_DATABASE_URL"] = database_url
-    levels = [int(c) for c in args.annotators.split(",")]
+    levels = [(int(c), args.rate) for c in args.annotators.split(",")]
+    if args.rate is None and args.paced_rate:  # the goal's own case: 32 people at a steady 100 annotations/s
+        levels.append((max(count for count, _ in levels), args.paced_rate))
     rows = []
     try:
-        project_id, tokens = prepare(work / "ws", database_url, args.items, max(levels))
+        project_id, tokens = prepare(work / "ws", database_url, args.items, max(count for count, _ in levels))
         port = _free_port()
-        server = start_server(work / "ws", port, args.workers, env)
+        server = start_server(work / "ws", port, args.workers, env, args.threads)
         try:
-            for count in levels:
-                row = run_level(port, tokens[:count], project_id, args.seconds, args.rate, server.pid)
+            for count, rate in levels:
+                row = run_level(port, tokens[:count], project_id, args.seconds, rate, server.pid)
                 row.pop("handed")
-                row.update(db=db, workers=args.workers, rate=args.rate)
+                row.update(db=db, workers=args.workers, rate=rate, load_average=round(os.getloadavg()[0], 1))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
@@ -218,11 +318,7 @@ def bench(db: str, args) -> list[dict]:
             row["items_with_two_annotations_in_db"] = dup
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if schema:
-            import psycopg
-
-            with psycopg.connect(args.pg_url, autocommit=True) as connection:
-                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        _drop_schema(schema, args)
     return rows
 
 
@@ -230,22 +326,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--annotators", default="1,8,32")
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--items", type=int, default=8000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--items", type=int, default=16000, help="enough for every level at ~400 annotations/s")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--rate", type=float, default=None, help="offered annotations/s in total (default: flat out)")
+    parser.add_argument("--threads", type=int, default=None, help="request threads per server process")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="offered annotations/s in total at every level (default: flat out)")
+    parser.add_argument("--paced-rate", type=float, default=100,
+                        help="without --rate: one more level, the most annotators paced at this rate (0: none)")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--cpu-per-cycle", action="store_true",
+                        help="measure server CPU per next+submit cycle in-process instead of running annotators")
+    parser.add_argument("--cycles", type=int, default=300, help="--cpu-per-cycle: cycles measured")
+    parser.add_argument("--warmup", type=int, default=30, help="--cpu-per-cycle: cycles run first, not measured")
     args = parser.parse_args()
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    if args.cpu_per_cycle:
+        for db in databases:
+            print(json.dumps(cpu_per_cycle(db, args)), flush=True)
+        return
     rows = []
-    for db in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+    started = time.perf_counter()
+    for db in databases:
         rows += bench(db, args)
-    print("\n| db | annotators | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 | handed twice | errors "
-          "| server cores | client cores |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\n{os.cpu_count()} cores, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end, "
+          f"{args.workers} server process(es), {time.perf_counter() - started:.0f} s in all")
+    print("\n| db | annotators | offered | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 "
+          "| handed twice | twice in db | errors | server cores | server CPU ms/annotation | client cores | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['db']} | {r['annotators']} | {r['annotations_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | {r['errors']} "
-              f"| {r['server_cores']} | {r['client_cores']} |")
+        offered = f"{r['rate']:g}/s" if r["rate"] else "flat out"
+        print(f"| {r['db']} | {r['annotators']} | {offered} | {r['annotations_per_s']} | {r['p50_ms']} | "
+              f"{r['p95_ms']} | {r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | "
+              f"{r['items_with_two_annotations_in_db']} | {r['errors']} | {r['server_cores']} | "
+              f"{r['server_cpu_ms_per_annotation']} | {r['client_cores']} | {r['load_average']} |")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ over every unlabelled item. Reported per target: the precision actually achieved
 pre-label (against the folder labels), coverage (share of unlabelled items pre-labelled), and the same on val
 alone. coco128: the same with multilabel_from_detection.csv (precision over pre-label shapes, coverage = items
 with at least one pre-label). Everything goes through the services a CLI call uses, on a fresh workspace.
-A sweep then repeats the hymenoptera calibration on 20 seeded labelled subsets (20%, 50%, 80% of train; bound
-confidence 0.5 and 0.8) on the cached embeddings, at the ml level.
+A sweep then repeats the hymenoptera calibration on 20 seeded labelled subsets (20%, 50%, 80% of train) for each
+setting (features: ImageNet logits or pooled embeddings; method: estimate or bound) on the cached embeddings, at
+the ml level, and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def _achieved(workspace, project_name: str, truth: dict[str, list[str]], only_sp
 
 
 def run(name: str, kind: str, truth: dict[str, list[str]], splits: dict[str, str], link: Path, classes: list[str],
-        share: float, seed: int, targets: list[float], root: Path, eval_split: str, sweep: bool = False) -> dict:
+        share: float, seed: int, targets: list[float], root: Path, eval_split: str, sweep: int = 0) -> dict:
+    """One run through the services; `sweep` > 0 adds the ml-level sweep with that many seeds per row."""
     from labelloop.services.importing import import_path
     from labelloop.services.projects import create_project
     from labelloop.services.workspace import Workspace
@@ -126,7 +128,9 @@ def run(name: str, kind: str, truth: dict[str, list[str]], splits: dict[str, str
             "all_unlabelled": _achieved(workspace, name, truth),
             eval_split: _achieved(workspace, name, truth, eval_split)}
     if kind == "classification" and sweep:
-        result["sweep"] = _sweep(workspace, name, truth, splits, classes, targets)
+        started = time.perf_counter()
+        result["sweep"] = _sweep(workspace, name, truth, splits, classes, targets, sweep)
+        result["sweep_seconds"] = round(time.perf_counter() - started, 1)
     workspace.close()
     return result
 
@@ -136,7 +140,6 @@ def _sweep(workspace, name: str, truth, splits, classes: list[str], targets: lis
     writes): how often the achieved precision reaches the target, and the coverage it costs."""
     from sqlalchemy import select
 
-    from labelloop.ml.classifier import PreLabeller
     from labelloop.services.embeddings import load_embeddings
     from labelloop.store.tables import ItemRow
 
@@ -146,10 +149,28 @@ def _sweep(workspace, name: str, truth, splits, classes: list[str], targets: lis
     sources = [i.source.removeprefix("data/") for i in items]
     y = np.array([classes.index(truth[s][0]) for s in sources])
     train = np.array([splits[s] == "train" for s in sources])
+    return sweep_subsets(X, y, train, classes, targets, seeds)
+
+
+# (features, calibration method, confidence): the default first; pooled + bound was the default before.
+SETTINGS = (("imagenet", "estimate", 0.8), ("pooled", "estimate", 0.8), ("imagenet", "bound", 0.8),
+            ("pooled", "bound", 0.8))
+
+
+def sweep_subsets(X: np.ndarray, y: np.ndarray, train: np.ndarray, classes: list[str], targets: list[float],
+          seeds: int = 20, shares=(0.2, 0.5, 0.8), settings=SETTINGS) -> list[dict]:
+    """Per labelled share and setting (features, calibration method, confidence): `seeds` seeded stratified
+    labelled subsets of train; the rest of train and all of val are pre-labelled and scored against the truth.
+    Nothing about the unlabelled items' labels reaches the calibration."""
+    from labelloop.ml.classifier import EmbeddingClassifier, PreLabeller
+    from labelloop.ml.embeddings import imagenet_logits
+
+    inputs = {"pooled": X, "imagenet": imagenet_logits(X)}
     rows = []
-    for share in (0.2, 0.5, 0.8):
-        for confidence in (0.5, 0.8):
+    for share in shares:
+        for features, method, confidence in settings:
             runs: dict[float, list[tuple[float, float]]] = {t: [] for t in targets}
+            accuracy = []
             for seed in range(seeds):
                 rng = np.random.default_rng(seed)
                 labelled = np.zeros(len(y), bool)
@@ -157,23 +178,45 @@ def _sweep(workspace, name: str, truth, splits, classes: list[str], targets: lis
                     members = np.flatnonzero(train & (y == k))
                     rng.shuffle(members)
                     labelled[members[: round(len(members) * share)]] = True
-                model = PreLabeller(class_names=tuple(classes), confidence=confidence, random_state=seed)
-                model.fit(X[labelled], y[labelled])
+                Z = inputs[features]
+                model = PreLabeller(EmbeddingClassifier(), class_names=tuple(classes), confidence=confidence,
+                                    method=method, random_state=seed)
+                model.fit(Z[labelled], y[labelled], Z[~labelled])
+                proba = model.pool_proba_
+                right = proba.argmax(axis=1) == y[~labelled]
+                accuracy.append(right.mean())
                 for target in targets:
-                    proba, accepted = model.set_target(target).prelabel(X[~labelled])
-                    chosen = accepted.any(axis=1)
-                    right = proba.argmax(axis=1) == y[~labelled]
+                    chosen = model.set_target(target).accept(proba).any(axis=1)
                     runs[target].append((float(right[chosen].mean()) if chosen.any() else float("nan"),
                                          float(chosen.mean())))
             for target, values in runs.items():
                 precision, coverage = np.array(values).T
-                rows.append({"labelled_share": share, "confidence": confidence, "target": target,
+                some = (coverage > 0).any()
+                rows.append({"labelled_share": share, "labelled": int(labelled.sum()), "features": features,
+                             "method": method, "confidence": confidence, "target": target,
+                             "accuracy_mean": round(float(np.mean(accuracy)), 4),
                              "runs_reaching_target": round(float(np.mean(precision >= target)), 2),
+                             "runs_reaching_target_and_85pct_coverage":
+                                 round(float(np.mean((precision >= target) & (coverage >= 0.85))), 2),
                              "runs_with_prelabels": round(float(np.mean(coverage > 0)), 2),
-                             "precision_mean": round(float(np.nanmean(precision)), 4) if (coverage > 0).any() else None,
-                             "precision_min": round(float(np.nanmin(precision)), 4) if (coverage > 0).any() else None,
-                             "coverage_mean": round(float(coverage.mean()), 4)})
+                             "precision_mean": round(float(np.nanmean(precision)), 4) if some else None,
+                             "precision_min": round(float(np.nanmin(precision)), 4) if some else None,
+                             "coverage_mean": round(float(coverage.mean()), 4),
+                             "coverage_min": round(float(coverage.min()), 4)})
     return rows
+
+
+def print_sweep(rows: list[dict]) -> None:
+    print("| labelled | features | method | target | runs reaching target | and coverage >= 85% | "
+          "mean / min precision | mean / min coverage | accuracy |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        precision = (f"{r['precision_mean']:.3f} / {r['precision_min']:.3f}" if r["precision_mean"] is not None
+                     else "–")
+        print(f"| {r['labelled_share']:.0%} ({r['labelled']}) | {r['features']} | {r['method']} "
+              f"{r['confidence']:g} | {r['target']:g} | {r['runs_reaching_target']:.0%} | "
+              f"{r['runs_reaching_target_and_85pct_coverage']:.0%} | {precision} | {r['coverage_mean']:.0%} / "
+              f"{r['coverage_min']:.0%} | {r['accuracy_mean']:.3f} |", flush=True)
 
 
 def hymenoptera(args, root: Path) -> dict:
@@ -184,7 +227,7 @@ def hymenoptera(args, root: Path) -> dict:
         name = file.relative_to(base).as_posix()
         truth[name], splits[name] = [label], split
     return run("hymenoptera", "classification", truth, splits, base, ["ants", "bees"], args.labelled, args.seed,
-               args.targets, root, "val", sweep=not args.no_sweep)
+               args.targets, root, "val", sweep=0 if args.no_sweep else args.sweep_seeds)
 
 
 def coco128(args, root: Path) -> dict:
@@ -206,13 +249,17 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
     parser.add_argument("--skip-coco", action="store_true")
     parser.add_argument("--skip-hymenoptera", action="store_true")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the 20-seed sweep over labelled shares")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the seeded sweep over labelled shares")
+    parser.add_argument("--sweep-seeds", type=int, default=20, help="labelled subsets per sweep row (default 20)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as folder:
         if not args.skip_hymenoptera:
             results.append(hymenoptera(args, Path(folder)))
+            table = results[-1].pop("sweep", None)
             print(json.dumps(results[-1], indent=2), flush=True)
+            if table:
+                print_sweep(table)
         if not args.skip_coco:
             results.append(coco128(args, Path(folder)))
             print(json.dumps(results[-1], indent=2), flush=True)

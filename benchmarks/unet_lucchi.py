@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-set", choices=("12", "all"), default="12")
     parser.add_argument("--time-budget", default="15m", help="per run, e.g. 15m, 600s (the fit stops there)")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=3, help="runs with seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=3, help="runs with seeds FIRST..FIRST+N-1")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--lr", default="0.002")
     parser.add_argument("--batch-size", default="8")
     parser.add_argument("--patch", type=int, default=256)
@@ -157,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     args.time_budget = seconds(args.time_budget)
     args.speed_tiles = [int(t) for t in args.speed_tiles.split(",") if t.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    results = [run(args, seed) for seed in range(args.seeds)]
+    results = [run(args, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)]
     ious = [r["test_iou_tta"] for r in results]
     report = {"train_set": args.train_set, "time_budget_s": args.time_budget, "python": sys.version.split()[0],
               "machine": platform.node(), "runs": results,
               "test_iou_mean": round(float(np.mean(ious)), 4), "test_iou_std": round(float(np.std(ious)), 4)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"unet_lucchi_{args.train_set}.json").write_text(json.dumps(report, indent=1))
+    seeds = "" if (args.first_seed, args.seeds) == (0, 3) else f"_seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"
+    (args.out / f"unet_lucchi_{args.train_set}{seeds}.json").write_text(json.dumps(report, indent=1))
     for r in results:
         print(f"seed {r['seed']}: {r['train_slices']} slices, {r['device']}, wall {r['wall_s']} s, {r['epochs']} epochs "
               f"({r['stopped']}), val IoU {r['val_iou']}, test IoU {r['test_iou_tta']} (TTA) / "

@@ -7,6 +7,7 @@ import pytest
 from sklearn.base import clone
 
 from labelloop.ml.calibration import (
+    MIN_HELD_OUT,
     calibrate,
     choose_threshold,
     examples_needed,
@@ -108,6 +109,72 @@ def test_calibrate_multiclass_and_multilabel():
     assert multi[2].threshold is None and "too few held-out examples" in multi[2].reason
 
 
+def _two_class_scores(n: int, rng, claimed=None, right_rate=None) -> tuple[np.ndarray, np.ndarray]:
+    """Binary probabilities and truths: the predicted class's score is `claimed` (default uniform 0.5..1) and it
+    is right with probability `right_rate` (default: the score itself, i.e. perfectly calibrated)."""
+    scores = rng.uniform(0.5, 1.0, n) if claimed is None else np.full(n, claimed)
+    predicted = rng.integers(0, 2, n)
+    right = rng.random(n) < (scores if right_rate is None else right_rate)
+    proba = np.where(np.arange(2)[None, :] == predicted[:, None], scores[:, None], 1 - scores[:, None])
+    return proba, np.where(right, predicted, 1 - predicted)
+
+
+def test_estimate_reaches_the_target_where_the_bound_lacks_evidence():
+    """With 50 held-out items (25 a class) the bound rarely certifies 0.9; the estimate, which also reads the
+    unlabelled items' scores, pre-labels more, and its realised precision falls short of the target in at most
+    about (1 - confidence) of the trials."""
+    rng = np.random.default_rng(6)
+    target, confidence, trials, short, coverage, bound_coverage = 0.9, 0.8, 100, 0, [], []
+
+    def covered(chosen, pool):
+        thresholds = np.array([np.inf if c.threshold is None else c.threshold for c in chosen])
+        return pool.max(axis=1) >= thresholds[pool.argmax(axis=1)]
+
+    for _ in range(trials):
+        held, held_y = _two_class_scores(50, rng)
+        pool, pool_y = _two_class_scores(400, rng)
+        chosen = calibrate(held, held_y, ["a", "b"], target=target, confidence=confidence, multilabel=False,
+                           method="estimate", pool=pool)
+        assert all(c.method == "estimate" and (c.threshold is None or c.assurance >= confidence) for c in chosen)
+        accepted = covered(chosen, pool)
+        if accepted.any():
+            short += (pool.argmax(axis=1) == pool_y)[accepted].mean() < target
+        coverage.append(accepted.mean())
+        bound_coverage.append(covered(calibrate(held, held_y, ["a", "b"], target=target, confidence=confidence,
+                                                multilabel=False), pool).mean())
+    assert short / trials <= (1 - confidence) + 0.05
+    # The oracle threshold (score 0.8) would pre-label 40%; the estimate is cautious (the temperature may only
+    # soften), but pre-labels more than the bound does from the same held-out items.
+    assert np.mean(bound_coverage) < np.mean(coverage) <= 0.42
+
+
+def test_estimate_softens_an_overconfident_classifier():
+    """Scores that claim 0.99 but are right 85% of the time: the held-out errors pull the temperature up, so the
+    calibrated chances fall near 0.85 and no class gets pre-labels at 0.95, with a reason."""
+    rng = np.random.default_rng(7)
+    held, held_y = _two_class_scores(100, rng, claimed=0.99, right_rate=0.85)
+    pool, _ = _two_class_scores(400, rng, claimed=0.99, right_rate=0.85)
+    chosen = calibrate(held, held_y, ["a", "b"], target=0.95, confidence=0.8, multilabel=False, method="estimate",
+                       pool=pool)
+    for c in chosen:
+        assert c.threshold is None and c.reason.startswith("no threshold reaches precision 0.95"), c
+        assert c.estimated_precision < 0.92
+
+
+def test_estimate_needs_a_few_held_out_items_of_each_class():
+    rng = np.random.default_rng(8)
+    held, held_y = _two_class_scores(200, rng)
+    rare = np.flatnonzero(held_y == 1)[MIN_HELD_OUT - 1 :]  # keep MIN_HELD_OUT - 1 items of class b
+    keep = np.setdiff1d(np.arange(200), rare)
+    pool, _ = _two_class_scores(300, rng)
+    a, b = calibrate(held[keep], held_y[keep], ["a", "b"], target=0.9, confidence=0.8, multilabel=False,
+                     method="estimate", pool=pool)
+    assert a.threshold is not None
+    assert b.threshold is None and b.reason.startswith(f"too few held-out examples: {MIN_HELD_OUT - 1} held-out")
+    with pytest.raises(ValueError, match="calibration method"):
+        calibrate(held, held_y, ["a", "b"], target=0.9, confidence=0.8, multilabel=False, method="guess")
+
+
 def test_reliability_bins_and_png():
     bins = reliability_bins(np.array([0.55, 0.58, 0.95, 0.97]), np.array([True, False, True, True]))
     assert [(b["count"], b["accuracy"]) for b in bins] == [(2, 0.5), (2, 1.0)]
@@ -126,12 +193,15 @@ def test_prelabeller_follows_the_scikit_learn_contract():
     model = PreLabeller(EmbeddingClassifier(C=0.5), ("a", "b", "c"), target_precision=0.95, confidence=0.8)
     assert clone(model).get_params()["target_precision"] == 0.95
     assert not hasattr(model, "thresholds_")
-    model.fit(X, y)
+    model.fit(X, y, X[:50])
     assert model.held_out_proba_.shape == (300, 3)  # cross-fitted: every labelled item held out once
+    assert model.method == "estimate" and model.pool_proba_.shape == (50, 3)
     proba, accepted = model.prelabel(X)
     assert np.allclose(proba.sum(axis=1), 1) and accepted.sum(axis=1).max() == 1
-    stricter = clone(model).fit(X, y).set_target(0.99)
+    stricter = clone(model).fit(X, y, X[:50]).set_target(0.99)
     assert (stricter.thresholds_ >= model.thresholds_).all()
+    bound = clone(model).set_params(method="bound").fit(X, y)
+    assert bound.pool_proba_ is None and all(c.method == "bound" for c in bound.calibration_)
 
 
 def test_multilabel_classifier_handles_a_class_that_is_always_absent():

@@ -99,6 +99,23 @@ def test_a_class_with_too_few_held_out_examples_gets_no_prelabels_and_a_reason(w
     assert scores == sorted(scores)
 
 
+def test_calibration_method_and_features_are_choices_recorded_with_the_model(workspace, make_project, tmp_path):
+    _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
+    default = _done(workspace, "train", project="syn", model="classifier")["metrics"]
+    # 64-dimensional test embeddings do not fit lite0's ImageNet head: the classifier reads them as they are.
+    assert default["calibration_method"] == "estimate" and default["features"] == "pooled"
+    assert all(c["method"] == "estimate" and c["assurance"] >= 0.8 for c in default["classes"].values())
+    bound = _done(workspace, "train", project="syn", model="classifier", calibration_method="bound")["metrics"]
+    assert bound["calibration_method"] == "bound"
+    assert all(c["method"] == "bound" and c["precision_bound"] >= 0.95 for c in bound["classes"].values())
+    summary = _done(workspace, "predict", project="syn", model="classifier:1", calibration_method="bound")
+    # Model 1 (estimate) re-chooses its thresholds by the bound: those of model 2, trained with the bound.
+    assert summary["thresholds"] == pytest.approx({k: c["threshold"] for k, c in bound["classes"].items()}, abs=1e-4)
+    for params in ({"calibration_method": "guess"}, {"features": "pixels"}):
+        job = _job(workspace, "train", project="syn", model="classifier", **params)
+        assert job.state == "failed" and "choose one of" in job.error
+
+
 def test_export_both_says_who_labelled_what(workspace, make_project, tmp_path):
     _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
     _done(workspace, "train", project="syn", model="classifier")

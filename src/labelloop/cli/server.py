@@ -19,6 +19,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000, "--port"),
     workers: int = typer.Option(1, "--workers", help="Server processes (they share the workspace's database)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per process that run requests' "
+                                          "database work (default 8, or $LABELLOOP_REQUEST_THREADS)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level: info shows every request."),
     data_dir: Optional[Path] = DataDir,
 ) -> None:
@@ -29,6 +31,8 @@ def serve(
 
     workspace = open_workspace(data_dir)  # fails early, with the usual message, when there is no workspace
     os.environ["LABELLOOP_DATA_DIR"] = str(workspace.root)
+    if threads is not None:
+        os.environ["LABELLOOP_REQUEST_THREADS"] = str(threads)  # read by each worker process's app
     workspace.close()
     out.print(f"labelloop server on http://{host}:{port} (API docs at /docs), workspace {workspace.root}")
     uvicorn.run("labelloop.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,

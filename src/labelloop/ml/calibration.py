@@ -1,4 +1,12 @@
-"""Held-out splits and per-class thresholds that reach a target precision, with a confidence bound.
+"""Held-out splits and per-class thresholds that reach a target precision.
+
+Two methods (project setting `calibration_method`):
+- `estimate` (default): a temperature fitted on the cross-fitted held-out scores (a posterior over it, never
+  sharper than the classifier's own probabilities) turns the scores of the *unlabelled* items into calibrated
+  chances of being right; a threshold passes when the chance that the pre-labels above it reach the target
+  precision is at least `confidence`, and the held-out items above it do not contradict the target.
+- `bound`: the held-out precision above the threshold, as a one-sided Clopper-Pearson lower bound at
+  `confidence`, must reach the target (needs ~32 held-out items of a class for 0.95 at 0.8).
 
 Pure numpy/scipy: scores and truths in, thresholds and figures out.
 """
@@ -79,6 +87,9 @@ class ClassCalibration:
     precision_bound: float | None  # its lower confidence bound
     recall: float | None  # held-out items of the class that got a pre-label
     reason: str = ""
+    method: str = "bound"
+    estimated_precision: float | None = None  # `estimate`: mean calibrated chance over unlabelled items above
+    assurance: float | None = None  # `estimate`: chance that their precision reaches the target
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -119,24 +130,147 @@ def choose_threshold(name: str, scores: np.ndarray, correct: np.ndarray, positiv
                             correct_above / positives if positives else None)
 
 
+METHODS = ("estimate", "bound")
+MIN_HELD_OUT = 10  # `estimate`: held-out items a class needs before its calibrated scores are trusted
+LOG_TEMPERATURES = np.linspace(0.0, 3.0, 61)  # T = 1 (the classifier's own probabilities) .. e^3 (much softer)
+PRIOR_SD = 1.0  # of the normal prior on log T
+
+
+def _logits(proba: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Scores on the scale a temperature divides: log-probabilities (softmax) or log-odds (sigmoids)."""
+    p = np.clip(np.asarray(proba, float), 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p)) if multilabel else np.log(p)
+
+
+def _tempered(logits: np.ndarray, temperature: float, multilabel: bool) -> np.ndarray:
+    z = logits / temperature
+    if multilabel:
+        return 1.0 / (1.0 + np.exp(-z))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def temperature_posterior(proba: np.ndarray, y: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(temperatures, weights): a grid posterior over one temperature shared by all classes, from held-out
+    probabilities and truths, with a normal prior on log T truncated at T = 1. Held-out items that happen to be
+    all right cannot make the classifier look surer than it says it is; wrong ones soften it."""
+    logits, y = _logits(proba, multilabel), np.asarray(y)
+    nll = []
+    for log_t in LOG_TEMPERATURES:
+        q = np.clip(_tempered(logits, np.exp(log_t), multilabel), 1e-12, 1 - 1e-12)
+        if multilabel:
+            nll.append(-np.sum(np.where(y > 0, np.log(q), np.log(1 - q))))
+        else:
+            nll.append(-np.sum(np.log(q[np.arange(len(y)), y])) if len(y) else 0.0)
+    log_post = -np.asarray(nll) - 0.5 * (LOG_TEMPERATURES / PRIOR_SD) ** 2
+    weights = np.exp(log_post - log_post.max())
+    keep = weights > 1e-4
+    return np.exp(LOG_TEMPERATURES[keep]), weights[keep] / weights[keep].sum()
+
+
+def _held_out_agrees(scores: np.ndarray, correct: np.ndarray, threshold: float, target: float,
+                     confidence: float) -> bool:
+    """The held-out items above the threshold do not contradict the target: their precision's one-sided upper
+    Clopper-Pearson bound at `confidence` reaches it."""
+    above = scores >= threshold
+    total, right = int(above.sum()), int(correct[above].sum())
+    if right == total:
+        return True
+    from scipy.stats import beta
+
+    return float(beta.ppf(confidence, right + 1, total - right)) >= target
+
+
+def estimate_threshold(name: str, pool_scores: np.ndarray, pool_chances: np.ndarray, weights: np.ndarray,
+                       scores: np.ndarray, correct: np.ndarray, positives: int, *, target: float,
+                       confidence: float) -> ClassCalibration:
+    """The lowest threshold whose pre-labels reach the target precision with chance >= confidence.
+
+    `pool_scores`: the unlabelled items' scores for this class (those it would pre-label with it);
+    `pool_chances`: their calibrated chances of being right, one column per temperature of the posterior whose
+    `weights` are given; `scores`/`correct`: the held-out items predicted as this class. The number of wrong
+    pre-labels among n is taken as binomial with their mean chance of being wrong (wider than the exact
+    Poisson-binomial: a little cautious), so `assurance` = sum over temperatures of weight × P(wrong <= (1 -
+    target) n)."""
+    from scipy.stats import binom
+
+    scores, correct = np.asarray(scores, float), np.asarray(correct, bool)
+    precision, bound = _held_out_figures(scores, correct, confidence)
+    empty = ClassCalibration(name, None, positives, len(scores), 0, precision, bound, None, method="estimate")
+    if positives < MIN_HELD_OUT:
+        empty.reason = (f"too few held-out examples: {positives} held-out items of {name!r}; the estimate needs at "
+                        f"least {MIN_HELD_OUT}; label more {name!r} items")
+        return empty
+    if len(pool_scores) == 0:
+        empty.reason = f"no unlabelled item is predicted as {name!r}"
+        return empty
+    order = np.argsort(-np.asarray(pool_scores, float), kind="stable")
+    sorted_scores, chances = np.asarray(pool_scores, float)[order], np.asarray(pool_chances, float)[order]
+    counts = np.arange(1, len(sorted_scores) + 1)
+    allowed = np.floor((1 - target) * counts + 1e-9)
+    wrong = np.clip(np.cumsum(1 - chances, axis=0) / counts[:, None], 0.0, 1.0)
+    assurance = binom.cdf(allowed[:, None], counts[:, None], wrong) @ weights
+    estimated = (np.cumsum(chances, axis=0) @ weights) / counts
+    valid = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    passing = [n for n in np.flatnonzero(valid & (assurance >= confidence))
+               if _held_out_agrees(scores, correct, sorted_scores[n], target, confidence)]
+    if not passing:
+        top = int(np.argmax(np.where(valid, assurance, -1.0)))
+        empty.reason = (f"no threshold reaches precision {target:g} with {confidence:g} confidence: at best a "
+                        f"{assurance[top]:.2f} chance (estimated precision {estimated[top]:.3f} on the "
+                        f"{top + 1} most confident unlabelled items), or the held-out items contradict it; label "
+                        f"more items or lower the target")
+        empty.estimated_precision, empty.assurance = float(estimated[top]), float(assurance[top])
+        return empty
+    n = int(passing[-1])
+    threshold = float(sorted_scores[n])
+    above = scores >= threshold
+    right = int(correct[above].sum())
+    held_precision, held_bound = _held_out_figures(scores[above], correct[above], confidence)
+    return ClassCalibration(name, threshold, positives, len(scores), int(above.sum()), held_precision, held_bound,
+                            right / positives if positives else None, method="estimate",
+                            estimated_precision=float(estimated[n]), assurance=float(assurance[n]))
+
+
+def _held_out_figures(scores: np.ndarray, correct: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+    if len(scores) == 0:
+        return None, None
+    right = int(np.sum(correct))
+    return right / len(scores), precision_lower_bound(right, len(scores), confidence)
+
+
 def calibrate(proba: np.ndarray, y: np.ndarray, names: list[str], *, target: float, confidence: float,
-              multilabel: bool) -> list[ClassCalibration]:
+              multilabel: bool, method: str = "bound", pool: np.ndarray | None = None) -> list[ClassCalibration]:
     """Per-class thresholds from held-out probabilities (N×K) and truths (class indices, or an N×K 0/1 matrix).
 
     Multi-class: an item is predicted as its most probable class, scored by that probability.
-    Multi-label: each class is its own yes/no decision on its own probability."""
-    proba = np.asarray(proba, float)
+    Multi-label: each class is its own yes/no decision on its own probability.
+    `method="estimate"` also reads `pool`, the unlabelled items' probabilities (M×K; the held-out ones if None)."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method {method!r}: choose one of {', '.join(METHODS)}")
+    proba, y = np.asarray(proba, float), np.asarray(y)
+    if method == "estimate":
+        pool = proba if pool is None else np.asarray(pool, float)
+        temperatures, weights = temperature_posterior(proba, y, multilabel)
+        pool_logits = _logits(pool, multilabel)
+        tempered = [_tempered(pool_logits, t, multilabel) for t in temperatures]
     results = []
-    y = np.asarray(y)
     for k, name in enumerate(names):
         if multilabel:
-            truth = np.asarray(y)[:, k] > 0
-            results.append(choose_threshold(name, proba[:, k], truth, int(truth.sum()), target=target,
-                                            confidence=confidence))
+            chosen, correct = np.ones(len(y), bool), y[:, k] > 0
+            positives = int(correct.sum())
         else:
             chosen = proba.argmax(axis=1) == k
-            results.append(choose_threshold(name, proba[chosen, k], y[chosen] == k, int((y == k).sum()),
-                                            target=target, confidence=confidence))
+            correct, positives = y[chosen] == k, int((y == k).sum())
+        if method == "bound":
+            results.append(choose_threshold(name, proba[chosen, k], correct, positives, target=target,
+                                            confidence=confidence))
+            continue
+        in_pool = np.ones(len(pool), bool) if multilabel else pool.argmax(axis=1) == k
+        chances = np.stack([q[in_pool, k] for q in tempered], axis=1)
+        results.append(estimate_threshold(name, pool[in_pool, k], chances, weights, proba[chosen, k], correct,
+                                          positives, target=target, confidence=confidence))
     return results
 
 

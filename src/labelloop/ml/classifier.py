@@ -74,11 +74,12 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
     y: class indices 0..K-1 (multi-class) or an N×K 0/1 matrix (multi-label); `class_names` names the K columns.
     Held-out scores are cross-fitted: `held_out` = 0.2 deals the labelled items into 5 seeded, stratified folds,
     each held out once (`cross_fit=False`: only the first fold, one fit fewer per remaining fold). The final
-    estimator is fitted on every labelled item."""
+    estimator is fitted on every labelled item. `method` picks the threshold rule (ml.calibration): `estimate`
+    also reads the scores of the unlabelled items passed to `fit` as `unlabelled`."""
 
     def __init__(self, estimator=None, class_names: tuple[str, ...] = (), multilabel: bool = False,
                  target_precision: float = 0.95, confidence: float = 0.8, held_out: float = 0.2,
-                 cross_fit: bool = True, random_state: int = 0):
+                 cross_fit: bool = True, method: str = "estimate", random_state: int = 0):
         self.estimator = estimator
         self.class_names = class_names
         self.multilabel = multilabel
@@ -86,6 +87,7 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         self.confidence = confidence
         self.held_out = held_out
         self.cross_fit = cross_fit
+        self.method = method
         self.random_state = random_state
 
     def _base(self):
@@ -101,7 +103,8 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         full[:, np.asarray(model.classes_, int)] = proba
         return full
 
-    def fit(self, X: Any, y: np.ndarray) -> PreLabeller:
+    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None) -> PreLabeller:
+        """Cross-fit, fit on every labelled item, and score `unlabelled` (the items to pre-label) if given."""
         y = np.asarray(y)
         started = time.perf_counter()
         self.folds_ = held_out_folds(y, self.held_out, self.random_state)
@@ -121,18 +124,27 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         self.estimator_ = self._base().fit(X, y)
         self.training_seconds_ = time.perf_counter() - started
+        # The score distribution of the items to pre-label: what `estimate` turns into expected precision.
+        has_pool = unlabelled is not None and len(unlabelled) > 0
+        self.pool_proba_ = self._full_proba(self.estimator_, unlabelled, y).astype(np.float32) if has_pool else None
         self.classes_ = np.arange(len(self.class_names))
         self.set_target(self.target_precision)
         return self
 
-    def set_target(self, target_precision: float, confidence: float | None = None) -> PreLabeller:
-        """Choose the thresholds again from the stored held-out scores (no refit)."""
+    def set_target(self, target_precision: float, confidence: float | None = None,
+                   method: str | None = None) -> PreLabeller:
+        """Choose the thresholds again from the stored held-out (and unlabelled) scores (no refit)."""
         self.target_precision = target_precision
         if confidence is not None:
             self.confidence = confidence
+        if method is not None or not hasattr(self, "method"):  # models saved before `method` used the bound
+            self.method = method or "bound"
+        started = time.perf_counter()
         self.calibration_: list[ClassCalibration] = calibrate(
             self.held_out_proba_, self.held_out_y_, list(self.class_names), target=target_precision,
-            confidence=self.confidence, multilabel=self.multilabel)
+            confidence=self.confidence, multilabel=self.multilabel, method=self.method,
+            pool=getattr(self, "pool_proba_", None))
+        self.threshold_seconds_ = time.perf_counter() - started
         self.thresholds_ = np.array([np.inf if c.threshold is None else c.threshold for c in self.calibration_])
         return self
 
@@ -147,9 +159,13 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         """(proba N×K, accepted N×K): accepted marks the labels at or above their class's calibrated threshold
         (multi-class: only the most probable class of an item can be accepted)."""
         proba = self.predict_proba(X)
+        return proba, self.accept(proba)
+
+    def accept(self, proba: np.ndarray) -> np.ndarray:
+        """Which labels of these probabilities (N×K) become pre-labels."""
         accepted = proba >= self.thresholds_[None, :]
         if not self.multilabel:
             top = np.zeros_like(accepted)
             top[np.arange(len(proba)), proba.argmax(axis=1)] = True
             accepted &= top
-        return proba, accepted
+        return accepted

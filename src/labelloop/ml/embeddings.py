@@ -5,6 +5,7 @@ Torch is imported when an `Embedder` first runs, never at module import.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,26 @@ def to_batch(crops: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[f
     array = np.stack(crops).astype(np.float32) / 255.0
     array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(array.transpose(0, 3, 1, 2).copy())
+
+
+@functools.lru_cache(maxsize=4)
+def imagenet_head(model_name: str = DEFAULT_MODEL, weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of the network's ImageNet classifier, the linear layer that turns a pooled embedding into the
+    1000 class logits: a fixed projection that carries what the network learnt about ImageNet's classes."""
+    from labelloop.ml.pretrained import create_timm_model
+
+    head = create_timm_model(model_name, weights, num_classes=1000).get_classifier()
+    return head.weight.detach().numpy().astype(np.float32), head.bias.detach().numpy().astype(np.float32)
+
+
+def imagenet_logits(embeddings: np.ndarray, model_name: str = DEFAULT_MODEL,
+                    weights: str | Path | None = None) -> np.ndarray:
+    """N×1000 ImageNet logits from cached pooled embeddings (N×D), without running the network again."""
+    W, b = imagenet_head(model_name, None if weights is None else str(weights))
+    if embeddings.shape[1] != W.shape[1]:
+        raise ValueError(f"embeddings of dimension {embeddings.shape[1]} do not fit {model_name}'s ImageNet head "
+                         f"({W.shape[1]} inputs)")
+    return np.asarray(embeddings, np.float32) @ W.T + b
 
 
 class Embedder:

@@ -7,6 +7,7 @@ import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -41,6 +42,7 @@ def create_app(workspace_or_dir: Workspace | str | Path, *, executor=None, confi
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        to_thread.current_default_thread_limiter().total_tokens = config.request_threads
         if resume_jobs:
             _resume_queued_jobs(app)
         yield

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from labelloop.errors import NotFound
 from labelloop.services import users
@@ -75,11 +75,17 @@ async def credential(request: Request, credentials: HTTPAuthorizationCredentials
     return None
 
 
-def _lookup(request: Request, found: Credential, query=None, params: dict[str, Any] | None = None):
-    """Run `query` (default: just the user) for the credential's user; raises unless it is valid."""
+def _lookup(request: Request, found: Credential, query=None, params: dict[str, Any] | None = None,
+            connection: Connection | None = None):
+    """Run `query` (default: just the user) for the credential's user, on `connection` if given, else on a
+    reader of its own; raises unless the credential is valid."""
     query = query if query is not None else _USER_QUERIES[found.via]
-    with workspace_of(request).reader() as connection:
-        row = connection.execute(query, {"secret": users.digest(found.secret), **(params or {})}).first()
+    values = {"secret": users.digest(found.secret), **(params or {})}
+    if connection is None:
+        with workspace_of(request).reader() as reader:
+            row = reader.execute(query, values).first()
+    else:
+        row = connection.execute(query, values).first()
     if row is None:
         raise NotAuthenticated("the API token is unknown or was revoked; create a new one with POST /api/auth/token"
                                if found.via == "token" else "your session has ended; log in again")
@@ -120,17 +126,25 @@ async def admin_user(principal: Principal = Depends(current_user)) -> Principal:
 
 # The credential's user, a project (or an item and its project) and the user's role there, in one statement of
 # plain columns (no ORM objects: this runs on every request).
-_PROJECT = tuple(c.label(f"p_{c.key}") for c in ProjectRow.__table__.c)
+# Only the columns used: on PostgreSQL the driver builds a description object per column of every result.
+_PROJECT = tuple(ProjectRow.__table__.c[key].label(f"p_{key}") for key in ("id", "name", "kind", "classes", "settings"))
 _ITEM = tuple(c.label("meta") if c.key == "metadata" else c for c in ItemRow.__table__.c)
+_ITEM_KEY = (ItemRow.id, ItemRow.project_id)  # enough for an endpoint that reads the item itself
 _USER_QUERIES = {via: users.principal_query(via) for via in users.CREDENTIALS}
 _MEMBER = (MembershipRow.project_id == ProjectRow.id) & (MembershipRow.user_id == UserRow.id)
 _PROJECT_QUERIES = {via: users.principal_query(via).add_columns(*_PROJECT, MembershipRow.role)
                     .outerjoin(ProjectRow, ProjectRow.id == bindparam("project_id")).outerjoin(MembershipRow, _MEMBER)
                     for via in users.CREDENTIALS}
-_ITEM_QUERIES = {via: users.principal_query(via).add_columns(*_ITEM, *_PROJECT, MembershipRow.role)
-                 .outerjoin(ItemRow, ItemRow.id == bindparam("item_id"))
-                 .outerjoin(ProjectRow, ProjectRow.id == ItemRow.project_id).outerjoin(MembershipRow, _MEMBER)
-                 for via in users.CREDENTIALS}
+
+
+def _item_query(via: str, item_columns):
+    return (users.principal_query(via).add_columns(*item_columns, *_PROJECT, MembershipRow.role)
+            .outerjoin(ItemRow, ItemRow.id == bindparam("item_id"))
+            .outerjoin(ProjectRow, ProjectRow.id == ItemRow.project_id).outerjoin(MembershipRow, _MEMBER))
+
+
+_ITEM_QUERIES = {via: _item_query(via, _ITEM) for via in users.CREDENTIALS}
+_ITEM_KEY_QUERIES = {via: _item_query(via, _ITEM_KEY) for via in users.CREDENTIALS}
 
 
 def _project_info(row) -> ProjectInfo:
@@ -138,8 +152,9 @@ def _project_info(row) -> ProjectInfo:
                                 settings=row.p_settings))
 
 
-def _project_access(request: Request, found: Credential, project_id: int, permission: str) -> Access:
-    row = _lookup(request, found, _PROJECT_QUERIES[found.via], {"project_id": project_id})
+def _project_access(request: Request, found: Credential, project_id: int, permission: str,
+                    connection: Connection | None = None) -> Access:
+    row = _lookup(request, found, _PROJECT_QUERIES[found.via], {"project_id": project_id}, connection)
     user = users.user_from_row(row)
     if row.p_id is None:
         raise NotFound(f"no project {project_id}")
@@ -147,8 +162,9 @@ def _project_access(request: Request, found: Credential, project_id: int, permis
     return Access(user, _project_info(row), row.role)
 
 
-def _item_access(request: Request, found: Credential, item_id: int, permission: str) -> ItemAccess:
-    row = _lookup(request, found, _ITEM_QUERIES[found.via], {"item_id": item_id})
+def _item_access(request: Request, found: Credential, item_id: int, permission: str,
+                 connection: Connection | None = None, queries=_ITEM_QUERIES) -> ItemAccess:
+    row = _lookup(request, found, queries[found.via], {"item_id": item_id}, connection)
     user = users.user_from_row(row)
     if row.id is None:
         raise NotFound(f"no item {item_id}")
@@ -199,5 +215,47 @@ def item_access(permission: str):
 
     def dependency(request: Request, item_id: int = ItemId, found: Credential | None = Depends(credential)) -> ItemAccess:
         return _item_access(request, _required(found), item_id, permission)
+
+    return dependency
+
+
+@dataclass(frozen=True)
+class DeferredAccess:
+    """The credential and the project or item a request names, checked by the endpoint inside its own transaction.
+
+    The labelling loop's endpoints (next, save) use this instead of `project_access` / `item_access`: the check
+    then shares the endpoint's connection and worker thread, where a checking dependency would take a second
+    connection and a second hop through the thread pool for every request."""
+
+    request: Request
+    credential: Credential
+    target_id: int
+    permission: str
+
+    def project(self, connection: Connection) -> Access:
+        return _project_access(self.request, self.credential, self.target_id, self.permission, connection)
+
+    def item(self, connection: Connection) -> ItemAccess:
+        """The item access with only the item's id and project_id (the endpoint reads what else it needs)."""
+        return _item_access(self.request, self.credential, self.target_id, self.permission, connection,
+                            _ITEM_KEY_QUERIES)
+
+
+def deferred_project_access(permission: str):
+    """A dependency (no database work, so no worker thread): `.project(connection)` checks it later."""
+
+    async def dependency(request: Request, project_id: int = ProjectId,
+                         found: Credential | None = Depends(credential)) -> DeferredAccess:
+        return DeferredAccess(request, _required(found), project_id, permission)
+
+    return dependency
+
+
+def deferred_item_access(permission: str):
+    """A dependency (no database work, so no worker thread): `.item(connection)` checks it later."""
+
+    async def dependency(request: Request, item_id: int = ItemId,
+                         found: Credential | None = Depends(credential)) -> DeferredAccess:
+        return DeferredAccess(request, _required(found), item_id, permission)
 
     return dependency

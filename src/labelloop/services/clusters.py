@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +21,9 @@ from labelloop.store.tables import ItemRow
 
 PAGE_SIZES = (4, 6, 9)
 METHODS = ("kmeans", "hdbscan")
+_CACHED = 8  # clusterings kept per process: grid pages ask again after every page of labels
+_cache: OrderedDict[tuple, tuple[np.ndarray, int, float | None]] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 @dataclass
@@ -96,12 +101,22 @@ def cluster_project(workspace, project: ProjectInfo, *, method: str = "kmeans", 
     X = load_embeddings(workspace, ids, encoder)
     if k is not None and k > len(ids):
         raise InvalidInput(f"--k {k}: the project has only {len(ids)} items")
-    silhouette = None
-    if method == "kmeans":
-        assigned, k, silhouette = kmeans_auto(X, k, seed)
-    else:
-        assigned = hdbscan(X, min_cluster_size)
-        k = len(set(assigned.tolist()) - {-1})
+    key = (method, k, seed, min_cluster_size, hashlib.blake2b(X.tobytes(), digest_size=16).digest())
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+    if found is None:
+        if method == "kmeans":
+            found = kmeans_auto(X, k, seed)
+        else:
+            groups = hdbscan(X, min_cluster_size)
+            found = (groups, len(set(groups.tolist()) - {-1}), None)
+        with _cache_lock:  # keyed by the embeddings themselves (in order), so a new item or encoder misses
+            _cache[key] = found
+            while len(_cache) > _CACHED:
+                _cache.popitem(last=False)
+    assigned, k, silhouette = found
     Z = normalise(X)
     result = Clustering(method, int(k), silhouette, encoder, assignment=dict(zip(ids, assigned.tolist())))
     for cluster in sorted(set(assigned.tolist())):

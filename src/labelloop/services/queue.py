@@ -94,6 +94,10 @@ _RENEW_HELD = update(A).where(A.c.id == select(A.c.id).where(
 _EXPIRE = delete(A).where(A.c.project_id == bindparam("b_project"), A.c.state == "leased",
                           A.c.expires_at <= bindparam("now")).returning(A.c.item_id)
 _USED_SLOTS = select(A.c.slot).where(A.c.item_id == bindparam("b_item"), A.c.state.in_(ACTIVE))
+_LEASE = {name: dialect.insert(A).values(
+    project_id=bindparam("b_project"), item_id=bindparam("b_item"), user_id=bindparam("b_user"),
+    slot=bindparam("b_slot"), state="leased", leased_at=bindparam("now"), expires_at=bindparam("expires"),
+).on_conflict_do_nothing().returning(A.c.id) for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _SETTLED = exists().where(AnnotationRow.item_id == ItemRow.id,
                           or_(AnnotationRow.state == "accepted", AnnotationRow.source == "import"))
 
@@ -117,14 +121,14 @@ def claim_next(session: Session, project: ProjectInfo, user_id: int) -> Lease | 
     expired = connection.execute(_EXPIRE, {"b_project": project.id, "now": now}).scalars().all()
     if expired:
         reopen(connection, expired)
-    mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == user_id)
-    head = select(Q.c.item_id).where(Q.c.project_id == project.id, ~mine).order_by(*_order(project)).limit(1)
+    skipping, waiting = _heads(project)
+    values = {"b_project": project.id, "b_user": user_id}
     postgres = connection.dialect.name == "postgresql"
     refilled = False
     for _ in range(ATTEMPTS):
-        item_id = connection.execute(head.with_for_update(skip_locked=True)).scalar()  # SQLite: no lock clause
+        item_id = connection.execute(skipping, values).scalar()  # SQLite: no lock clause
         if item_id is None and postgres:  # every open item is being claimed right now: wait for one to settle
-            item_id = connection.execute(head.with_for_update()).scalar()
+            item_id = connection.execute(waiting, values).scalar()
         if item_id is None:
             if refilled or not refill(connection, project):
                 return None
@@ -135,6 +139,21 @@ def claim_next(session: Session, project: ProjectInfo, user_id: int) -> Lease | 
     return None
 
 
+_HEADS: dict[str, tuple[Any, Any]] = {}
+
+
+def _heads(project: ProjectInfo) -> tuple[Any, Any]:
+    """The head of the project's queue not yet tried by the user, in its order: (skipping rows other claims have
+    locked, waiting for them). Built once per order and reused, so SQLAlchemy need not rebuild its cache key."""
+    name = project.settings.get("sampling", "shuffled")
+    if name not in _HEADS:
+        mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == bindparam("b_user"))
+        head = (select(Q.c.item_id).where(Q.c.project_id == bindparam("b_project"), ~mine)
+                .order_by(*_order(project)).limit(1))
+        _HEADS[name] = (head.with_for_update(skip_locked=True), head.with_for_update())
+    return _HEADS[name]
+
+
 def _take_slot(connection: Connection, project: ProjectInfo, item_id: int, user_id: int, now: datetime,
                expires: datetime) -> bool:
     """Lease a free slot of the item (whose queue row this transaction holds); False when none is left."""
@@ -142,9 +161,9 @@ def _take_slot(connection: Connection, project: ProjectInfo, item_id: int, user_
     used = _used_slots(connection, item_id) if slots > 1 else set()
     free = next((s for s in range(slots) if s not in used), None)
     if free is not None:
-        taken = connection.execute(_insert(connection, A).values(
-            project_id=project.id, item_id=item_id, user_id=user_id, slot=free, state="leased", leased_at=now,
-            expires_at=expires).on_conflict_do_nothing().returning(A.c.id)).first()
+        taken = connection.execute(_LEASE[connection.dialect.name], {
+            "b_project": project.id, "b_item": item_id, "b_user": user_id, "b_slot": free, "now": now,
+            "expires": expires}).first()
         if taken is not None:
             if len(used) + 1 >= slots:
                 close(connection, [item_id])
@@ -159,9 +178,12 @@ def _used_slots(connection: Connection, item_id: int) -> set[int]:
     return set(connection.execute(_USED_SLOTS, {"b_item": item_id}).scalars())
 
 
+_CLOSE = delete(Q).where(Q.c.item_id.in_(bindparam("b_items", expanding=True)))
+
+
 def close(connection: Connection, item_ids: Iterable[int]) -> None:
     """Every slot of these items is taken: the queue stops offering them."""
-    connection.execute(delete(Q).where(Q.c.item_id.in_(list(item_ids))))
+    connection.execute(_CLOSE, {"b_items": list(item_ids)})
 
 
 def reopen(connection: Connection, item_ids: Iterable[int]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +16,10 @@ from labelloop.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+# A pooled PostgreSQL connection unused for this long is pinged before it is handed out. pool_pre_ping would ping
+# on every checkout: one more round trip per request on the server's hot path, for connections used a moment ago.
+IDLE_PING_SECONDS = 10.0
+BUSY_TIMEOUT_S = 30.0  # how long an SQLite writer waits for another one to finish
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -22,7 +27,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes, fast commits
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
 
 
@@ -33,14 +38,39 @@ def make_engine(url: str) -> Engine:
         raise InvalidInput(f"database URL {url!r} is not valid: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed)
+        _ping_when_idle(engine)
+        return engine
     raise InvalidInput(f"database URL {url!r}: only sqlite:/// and postgresql:// are supported")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Hand out only live connections without a round trip per checkout: a connection that sat in the pool for
+    IDLE_PING_SECONDS is pinged first (a restarted database or a dropped idle connection shows there), and one that
+    fails is replaced. A connection that dies while in use fails its request, and SQLAlchemy then invalidates the
+    pool's older connections, as it does for any disconnect."""
+
+    @event.listens_for(engine, "checkin")
+    def _note_checkin(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_stale(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # the ping's SELECT opened a transaction: leave the connection idle
+        except engine.dialect.loaded_dbapi.Error as error:
+            log.info("replacing a pooled database connection that went away: %s", error)
+            raise exc.DisconnectionError(str(error)) from error  # the pool retries with a fresh connection
 
 
 def migrate(engine: Engine) -> None:

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from labelloop.domain import shape_from_dict
-from labelloop.server.auth import Access, ItemAccess, item_access, project_access, workspace_of
+from labelloop.server.auth import (Access, DeferredAccess, ItemAccess, deferred_item_access, item_access,
+                                   project_access, workspace_of)
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.items import independent
 from labelloop.server.schemas import AnnotationIn, AnnotationOut, AnnotationReviewIn, ErrorOut, VerdictOut
@@ -37,10 +38,11 @@ def history(request: Request, target: ItemAccess = Depends(item_access("view")),
 
 @router.post("/api/items/{item_id}/annotations", response_model=AnnotationOut, status_code=201, responses=CONFLICT,
              summary="Save a revision (draft or submitted); committed before the answer")
-def save(body: AnnotationIn, request: Request, target: ItemAccess = Depends(item_access("annotate"))):
-    access, item_id = target.access, target.item.id
+def save(body: AnnotationIn, request: Request, deferred: DeferredAccess = Depends(deferred_item_access("annotate"))):
     shapes = domain_shapes(body.shapes)
     with write_transaction(workspace_of(request)) as session:
+        target = deferred.item(session.connection())
+        access, item_id = target.access, target.item.id
         saved = annotations.save(session, access.project, item_id, shapes, author=access.user.name,
                                  base_version=body.base_version, state=body.state, per_author=independent(access))
         if body.state == "submitted":

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from labelloop.errors import InvalidInput
-from labelloop.server.auth import Access, ItemAccess, item_access, project_access, workspace_of
+from labelloop.server.auth import (Access, DeferredAccess, ItemAccess, deferred_project_access, item_access,
+                                   project_access, workspace_of)
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import ItemDetail, ItemOut, NextOut
 from labelloop.services import annotations, items, queue
@@ -80,8 +81,9 @@ def image(request: Request,
 
 @router.get("/api/projects/{project_id}/next", response_model=NextOut,
             summary="The next item for you, leased to you until lease_expires_at")
-def next_item(request: Request, access: Access = Depends(project_access("annotate"))):
+def next_item(request: Request, deferred: DeferredAccess = Depends(deferred_project_access("annotate"))):
     with write_transaction(workspace_of(request)) as session:
+        access = deferred.project(session.connection())
         lease = queue.claim_next(session, access.project, access.user.id)
         if lease is None:
             return {"item": None, "message": "nothing left to label in this project for you"}

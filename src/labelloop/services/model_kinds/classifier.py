@@ -12,6 +12,7 @@ import numpy as np
 
 from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput
+from labelloop.ml.calibration import METHODS
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.embeddings import embed_items, encoder_key, load_embeddings
 from labelloop.services.model_kinds import register_model_kind
@@ -21,8 +22,9 @@ from labelloop.store.tables import BlobRow, PredictionRow
 
 log = logging.getLogger(__name__)
 HEADS = ("logreg", "finetune")
+FEATURES = ("imagenet", "pooled")  # logreg reads the ImageNet logits of the embeddings, or the embeddings as they are
 CHUNK = 512  # items scored per step when pre-labelling
-DEFAULT_CONFIDENCE = 0.8  # of the lower bound on held-out precision (project setting calibration_confidence)
+DEFAULT_CONFIDENCE = 0.8  # that pre-labels reach the target (project setting calibration_confidence)
 
 
 def training_targets(project, rows) -> np.ndarray:
@@ -77,6 +79,12 @@ class Classifier:
         confidence = float(params.get("confidence") or project.settings.get("calibration_confidence",
                                                                             DEFAULT_CONFIDENCE))
         held_out = float(params.get("held_out") or 0.2)
+        method = params.get("calibration_method") or project.settings.get("calibration_method", "estimate")
+        features = params.get("features") or project.settings.get("classifier_features", "imagenet")
+        if method not in METHODS:
+            raise InvalidInput(f"calibration method {method!r}: choose one of {', '.join(METHODS)}")
+        if features not in FEATURES:
+            raise InvalidInput(f"classifier features {features!r}: choose one of {', '.join(FEATURES)}")
         if not 0.5 <= target < 1:
             raise InvalidInput(f"target precision {target} must lie in [0.5, 1)")
         if not 0 <= confidence < 1:
@@ -85,6 +93,7 @@ class Classifier:
             raise InvalidInput(f"held-out fraction {held_out} must lie in [0.05, 0.5]")
         return {"head": head, "encoder": params.get("encoder") or DEFAULT_MODEL, "weights": params.get("weights"),
                 "target_precision": target, "confidence": confidence, "held_out": held_out,
+                "calibration_method": method, "features": features,
                 "C": float(params.get("C", 1.0)), "seed": int(params.get("seed", 0)),
                 "epochs": int(params.get("epochs") or 5)}
 
@@ -106,7 +115,25 @@ class Classifier:
 
             return np.stack([centre_crop(media.read(workspace.blobs.local_path(r.blob_sha256), r.page, name=r.source))
                              for r in item_rows(workspace, ids)]) if len(ids) else np.zeros((0, 224, 224, 3), np.uint8)
-        return load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"]))
+        X = load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"]))
+        if choice.get("features") == "imagenet" and len(ids):
+            from labelloop.ml.embeddings import imagenet_logits
+
+            X = imagenet_logits(X, choice["encoder"], choice["weights"])
+        return X
+
+    def _resolve_features(self, workspace, ids: Sequence[int], choice: dict[str, Any]) -> None:
+        """Fall back to the embeddings themselves when they do not fit the network's ImageNet head."""
+        if choice["head"] != "logreg" or choice["features"] != "imagenet":
+            return
+        from labelloop.ml.embeddings import imagenet_head
+
+        dim = load_embeddings(workspace, list(ids[:1]), encoder_key(choice["encoder"], choice["weights"])).shape[1]
+        inputs = imagenet_head(choice["encoder"], None if choice["weights"] is None else str(choice["weights"]))[0]
+        if dim != inputs.shape[1]:
+            log.warning("embeddings of dimension %d do not fit the ImageNet head of %s (%d inputs): the classifier "
+                        "reads the embeddings themselves", dim, choice["encoder"], inputs.shape[1])
+            choice["features"] = "pooled"
 
     def _scored(self, workspace, prelabeller, ids: Sequence[int], choice, ctx, what: str) -> Iterator[tuple]:
         for start in range(0, len(ids), CHUNK):
@@ -133,12 +160,17 @@ class Classifier:
         if choice["head"] == "logreg":  # every item: the pool is scored for coverage, and predict reuses them
             embedding = embed_items(workspace, ids + pool, model_name=choice["encoder"], weights=choice["weights"],
                                     progress=ctx.progress)
+            self._resolve_features(workspace, ids, choice)
         ctx.progress(0, None, "training and calibrating")
         prelabeller = PreLabeller(self._estimator(choice, multilabel), tuple(project.class_names()), multilabel,
                                   choice["target_precision"], choice["confidence"], choice["held_out"],
-                                  cross_fit=choice["head"] == "logreg", random_state=choice["seed"])
-        prelabeller.fit(self._inputs(workspace, ids, choice), y)
-        coverage, prelabels = self._coverage(workspace, prelabeller, pool, choice, ctx)
+                                  cross_fit=choice["head"] == "logreg", method=choice["calibration_method"],
+                                  random_state=choice["seed"])
+        # The estimate reads the scores of the items to pre-label; a fine-tuned head would have to decode and
+        # run every one of them, so it falls back to the held-out items' scores.
+        unlabelled = self._inputs(workspace, pool, choice) if choice["head"] == "logreg" and pool else None
+        prelabeller.fit(self._inputs(workspace, ids, choice), y, unlabelled)
+        coverage, prelabels = self._coverage(prelabeller, pool)
         held_proba, held_y = prelabeller.held_out_proba_, prelabeller.held_out_y_
         if multilabel:  # each class decision is its own probability, right when the label is present
             confidence, correct = held_proba.ravel(), held_y.ravel() > 0
@@ -156,6 +188,7 @@ class Classifier:
         metrics = {
             "head": choice["head"], "labelled_items": len(ids), "held_out_items": len(held_y),
             "target_precision": choice["target_precision"], "confidence": choice["confidence"],
+            "calibration_method": choice["calibration_method"], "features": choice["features"],
             "held_out_accuracy": round(float(accuracy.mean()), 4) if accuracy.size else None,
             "expected_calibration_error": expected_calibration_error(bins),
             "classes_with_prelabels": sum(c.threshold is not None for c in prelabeller.calibration_),
@@ -171,16 +204,12 @@ class Classifier:
         return save_model(workspace, project, self.name, prelabeller, params=stored, metrics=metrics, item_ids=ids,
                           curves={"reliability": bins})
 
-    def _coverage(self, workspace, prelabeller, pool: list[int], choice, ctx) -> tuple[float | None, np.ndarray]:
+    def _coverage(self, prelabeller, pool: list[int]) -> tuple[float | None, np.ndarray]:
         """Share of unlabelled items that would get a pre-label now, and pre-labels per class."""
-        per_class = np.zeros(len(prelabeller.class_names), np.int64)
-        if not pool or choice["head"] != "logreg":
-            return None, per_class
-        covered = 0
-        for _, _, accepted in self._scored(workspace, prelabeller, pool, choice, ctx, "scoring unlabelled items"):
-            covered += int(accepted.any(axis=1).sum())
-            per_class += accepted.sum(axis=0)
-        return round(covered / len(pool), 4), per_class
+        if prelabeller.pool_proba_ is None:
+            return None, np.zeros(len(prelabeller.class_names), np.int64)
+        accepted = prelabeller.accept(prelabeller.pool_proba_)
+        return round(float(accepted.any(axis=1).mean()), 4), accepted.sum(axis=0)
 
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
         prelabeller = load_estimator(workspace, model)
@@ -189,10 +218,15 @@ class Classifier:
             raise InvalidInput(f"model {model.ref} was trained on classes {', '.join(prelabeller.class_names)} but the "
                                f"project now has {', '.join(project.class_names())}; train it again")
         target = params.get("target_precision")
+        if params.get("calibration_method") and params["calibration_method"] not in METHODS:
+            raise InvalidInput(f"calibration method {params['calibration_method']!r}: choose one of "
+                               f"{', '.join(METHODS)}")
         if target is not None:
             if not 0.5 <= float(target) < 1:
                 raise InvalidInput(f"--target-precision {target} must lie in [0.5, 1)")
-            prelabeller.set_target(float(target))
+            prelabeller.set_target(float(target), method=params.get("calibration_method"))
+        elif params.get("calibration_method"):
+            prelabeller.set_target(prelabeller.target_precision, method=params["calibration_method"])
         if choice["head"] == "logreg":
             embed_items(workspace, item_ids, model_name=choice["encoder"], weights=choice["weights"],
                         progress=ctx.progress)
