@@ -172,14 +172,21 @@ def _item_access(request: Request, found: Credential, item_id: int, permission: 
     return ItemAccess(Access(user, _project_info(row), row.role), row)
 
 
-def check_project(request: Request, user: UserInfo, project_id: int, permission: str) -> Access:
-    """For a project found on the way (a model's, a job's): its row and the user's role; raises unless allowed."""
+def check_project(request: Request, user: UserInfo, project_id: int, permission: str, *alternatives: str) -> Access:
+    """For a project found on the way (a model's, a job's): its row and the user's role; raises unless the role
+    has `permission` (or one of the `alternatives`; the error names the first)."""
     query = users.with_role(select(ProjectRow).where(ProjectRow.id == project_id), user)
     with workspace_of(request).session() as session:
         found = session.execute(query).first()
     if found is None:
         raise NotFound(f"no project {project_id}")
     project, role = found
+    for other in alternatives:
+        try:
+            users.authorize(user, project_id, role, other)
+            return Access(user, info(project), role)
+        except PermissionDenied:
+            pass
     users.authorize(user, project_id, role, permission)
     return Access(user, info(project), role)
 

@@ -11,7 +11,6 @@ from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.annotations import CONFLICT, domain_shapes
 from labelloop.server.schemas import DismissIn, PredictionOut, ReviewIn, VerdictOut
 from labelloop.services import predictions, review
-from labelloop.services.users import PermissionDenied
 from labelloop.services.predictions import REVIEW_STATES
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import ItemRow, PredictionRow
@@ -45,12 +44,7 @@ def dismiss_prediction(body: DismissIn, request: Request, prediction_id: int = P
                        principal: Principal = Depends(current_user)):
     """Not a verdict: the prediction stays in the review queue; only the listed shapes stop coming back for you."""
     workspace = workspace_of(request)
-    with workspace.session() as session:
-        project_id = review.prediction_project(session, prediction_id)
-    try:
-        access = check_project(request, principal.user, project_id, "annotate")
-    except PermissionDenied:  # a reviewer may hide pre-labels too
-        access = check_project(request, principal.user, project_id, "review")
+    access = _prediction_access(request, principal, prediction_id, "annotate", "review")  # reviewers may hide too
     with write_transaction(workspace) as session:
         hidden = predictions.dismiss(session, prediction_id, body.shapes, access.user.name)
         return {**review.prediction_dict(session.get(PredictionRow, prediction_id)), "dismissed": hidden}
@@ -61,11 +55,17 @@ def dismiss_prediction(body: DismissIn, request: Request, prediction_id: int = P
 def review_prediction(body: ReviewIn, request: Request, prediction_id: int = Path(ge=1, le=MAX_ID),
                       principal: Principal = Depends(current_user)):
     workspace = workspace_of(request)
-    with workspace.session() as session:
-        project_id = review.prediction_project(session, prediction_id)
-    access = check_project(request, principal.user, project_id, "review")
+    access = _prediction_access(request, principal, prediction_id, "review")
     shapes = domain_shapes(body.shapes) if body.shapes is not None else None
     with write_transaction(workspace) as session:
         verdict = review.review_prediction(session, access.project, prediction_id, reviewer=access.user.name,
                                            action=body.action, shapes=shapes, base_version=body.base_version)
     return verdict.to_dict()
+
+
+def _prediction_access(request: Request, principal: Principal, prediction_id: int, permission: str,
+                       *alternatives: str) -> Access:
+    """The project of a prediction and the caller's access to it; raises unless allowed."""
+    with workspace_of(request).session() as session:
+        project_id = review.prediction_project(session, prediction_id)
+    return check_project(request, principal.user, project_id, permission, *alternatives)
