@@ -213,9 +213,10 @@ def estimate_threshold(name: str, pool_scores: np.ndarray, pool_chances: np.ndar
     assurance = binom.cdf(allowed[:, None], counts[:, None], wrong) @ weights
     estimated = (np.cumsum(chances, axis=0) @ weights) / counts
     valid = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    passing = [n for n in np.flatnonzero(valid & (assurance >= confidence))
-               if _held_out_agrees(scores, correct, sorted_scores[n], target, confidence)]
-    if not passing:
+    # The lowest threshold (most pre-labels) first: the first candidate the held-out items agree with wins.
+    passing = next((int(n) for n in np.flatnonzero(valid & (assurance >= confidence))[::-1]
+                    if _held_out_agrees(scores, correct, sorted_scores[n], target, confidence)), None)
+    if passing is None:
         top = int(np.argmax(np.where(valid, assurance, -1.0)))
         empty.reason = (f"no threshold reaches precision {target:g} with {confidence:g} confidence: at best a "
                         f"{assurance[top]:.2f} chance (estimated precision {estimated[top]:.3f} on the "
@@ -223,7 +224,7 @@ def estimate_threshold(name: str, pool_scores: np.ndarray, pool_chances: np.ndar
                         f"more items or lower the target")
         empty.estimated_precision, empty.assurance = float(estimated[top]), float(assurance[top])
         return empty
-    n = int(passing[-1])
+    n = passing
     threshold = float(sorted_scores[n])
     above = scores >= threshold
     right = int(correct[above].sum())
