@@ -4,9 +4,14 @@ Each annotator loops: GET /api/projects/{id}/next, then POST a 3-box annotation 
 annotators at once, each on its own HTTP connection (httpx + asyncio in one client process). Reports annotations/s,
 p50/p95/p99 latency per request, and counts items handed to two annotators (from the clients' view and from the
 database: items with more than one annotation). It also reports the CPU the server processes and the client used
-(in cores: 1.0 is one core busy all the time), which shows which one limits a run on a small machine.
+(in cores: 1.0 is one core busy all the time), and the local PostgreSQL server's, which shows which one limits a
+run on a small machine.
 
-    .venv/bin/python benchmarks/annotators.py                       # the full set (~3-4 min): both databases,
+Each level runs a warm-up first (`--warmup-seconds`, 2 s: the annotators connect, the server's pool and caches fill)
+that is not counted; its p99 is reported on its own ("warm-up p99"), since a freshly started server or a crowd of new
+connections is slower for a second or two.
+
+    .venv/bin/python benchmarks/annotators.py                       # the full set (~3 min): both databases,
                                                                     # 1/8/32 flat out + 32 paced at 100/s, 10 s each
     .venv/bin/python benchmarks/annotators.py --db sqlite --seconds 5 --workers 1
     .venv/bin/python benchmarks/annotators.py --annotators 32 --rate 120   # every level paced: 120/s offered
@@ -98,8 +103,9 @@ BOXES = [{"type": "box", "label": label, "x0": x, "y0": x, "x1": x + 10.5, "y1":
          for label, x in (("cell", 3.0), ("debris", 20.0), ("other", 40.0))]
 
 
-async def annotator(port: int, token: str, project_id: int, stop_at: float, interval: float | None,
-                    results: dict, phase: float = 0.0) -> None:
+async def annotator(port: int, token: str, project_id: int, record_from: float, stop_at: float,
+                    interval: float | None, results: dict, phase: float = 0.0) -> None:
+    """One annotator's loop; only the cycles that start after `record_from` (the end of the warm-up) count."""
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"}
@@ -118,16 +124,18 @@ async def annotator(port: int, token: str, project_id: int, stop_at: float, inte
             if item is None:
                 results["errors"].append(f"next: {got.status_code} {got.text[:200]}")
                 return
-            results["handed"][item["id"]].add(token)
+            results["handed"][item["id"]].add(token)  # warm-up included: a double hand-out counts whenever it is
             saved = await http.post(f"/api/items/{item['id']}/annotations",
                                     json={"shapes": BOXES, "base_version": item["version"]})
             t2 = time.perf_counter()
-            results["next"].append(t1 - t0)
-            results["submit"].append(t2 - t1)
-            if saved.status_code == 201:
+            if saved.status_code != 201:
+                results["errors"].append(f"submit: {saved.status_code} {saved.text[:200]}")
+            elif t0 >= record_from:
+                results["next"].append(t1 - t0)
+                results["submit"].append(t2 - t1)
                 results["done"] += 1
             else:
-                results["errors"].append(f"submit: {saved.status_code} {saved.text[:200]}")
+                results["warmup"] += [t1 - t0, t2 - t1]
 
 
 def group_cpu_seconds(group: int) -> float:
@@ -143,25 +151,58 @@ def group_cpu_seconds(group: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by the local PostgreSQL server: its live processes, plus the backends that have ended
+    (counted on the postmaster). NaN where no local `postgres` process can be read (a remote database)."""
+    processes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:  # the process ended meanwhile
+            continue
+        if head.endswith("(postgres"):
+            fields = tail.split()
+            processes[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]),
+                                               int(fields[13]) + int(fields[14]))
+    if not processes:
+        return float("nan")
+    ticks = sum(own + (reaped if parent not in processes else 0) for parent, own, reaped in processes.values())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rate: float | None,
-              server_group: int | None = None) -> dict:
-    results = {"next": [], "submit": [], "done": 0, "errors": [], "handed": defaultdict(set)}
+              server_group: int | None = None, postgres: bool = False, warmup: float = 2.0) -> dict:
+    """Run the annotators for `warmup` + `seconds`; report the last `seconds` (connections made, server caches
+    and the database pool filled: what a day of labelling looks like, not its first second)."""
+    results = {"next": [], "submit": [], "warmup": [], "done": 0, "errors": [], "handed": defaultdict(set)}
     interval = len(tokens) / rate if rate else None
+    cpu: dict[str, float] = {}
+
+    def snapshot(key: str) -> None:
+        cpu[f"server_{key}"] = group_cpu_seconds(server_group) if server_group else float("nan")
+        cpu[f"database_{key}"] = postgres_cpu_seconds() if postgres else float("nan")
+        cpu[f"client_{key}"] = time.process_time()
+        cpu[f"wall_{key}"] = time.perf_counter()
 
     async def main():
-        stop_at = time.perf_counter() + seconds
-        # Paced annotators start spread over one interval, as people do, not all in the same instant.
-        await asyncio.gather(*(annotator(port, t, project_id, stop_at, interval, results,
-                                         interval * n / len(tokens) if interval else 0.0)
-                               for n, t in enumerate(tokens)))
+        record_from = time.perf_counter() + warmup
+        stop_at = record_from + seconds
 
-    server_cpu = group_cpu_seconds(server_group) if server_group else 0.0
-    client_cpu = time.process_time()
-    started = time.perf_counter()
+        async def measure() -> None:
+            await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+            snapshot("start")
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+
+        # Paced annotators start spread over one interval, as people do, not all in the same instant.
+        await asyncio.gather(measure(), *(
+            annotator(port, t, project_id, record_from, stop_at, interval, results,
+                      interval * n / len(tokens) if interval else 0.0) for n, t in enumerate(tokens)))
+        snapshot("end")  # after the last cycle that started in time has finished
+
     asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    client_cpu = time.process_time() - client_cpu
-    server_cpu = group_cpu_seconds(server_group) - server_cpu if server_group else float("nan")
+    elapsed = cpu["wall_end"] - cpu["wall_start"]
+    server_cpu, database_cpu, client_cpu = (cpu[f"{k}_end"] - cpu[f"{k}_start"]
+                                            for k in ("server", "database", "client"))
     both = np.array(results["next"] + results["submit"]) * 1000
     pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
     nxt, sub = np.array(results["next"]) * 1000, np.array(results["submit"]) * 1000
@@ -170,9 +211,11 @@ def run_level(port: int, tokens: list[str], project_id: int, seconds: float, rat
         "annotations_per_s": round(results["done"] / elapsed, 1),
         "p50_ms": round(pct(both, 50), 1), "p95_ms": round(pct(both, 95), 1), "p99_ms": round(pct(both, 99), 1),
         "next_p99_ms": round(pct(nxt, 99), 1), "submit_p99_ms": round(pct(sub, 99), 1),
+        "warmup_p99_ms": round(pct(np.array(results["warmup"]) * 1000, 99), 1),
         "handed_twice": sum(1 for holders in results["handed"].values() if len(holders) > 1),
         # Cores busy on average (1.0 = one core all the time): is the client, not the server, the limit?
         "client_cores": round(client_cpu / elapsed, 2), "server_cores": round(server_cpu / elapsed, 2),
+        "database_cores": round(database_cpu / elapsed, 2),
         "server_cpu_ms_per_annotation": round(server_cpu / max(results["done"], 1) * 1000, 2),
         "errors": len(results["errors"]), "first_error": results["errors"][0] if results["errors"] else None,
         "handed": {k: list(v) for k, v in results["handed"].items()},
@@ -305,7 +348,8 @@ def bench(db: str, args) -> list[dict]:
         server = start_server(work / "ws", port, args.workers, env, args.threads)
         try:
             for count, rate in levels:
-                row = run_level(port, tokens[:count], project_id, args.seconds, rate, server.pid)
+                row = run_level(port, tokens[:count], project_id, args.seconds, rate, server.pid, db == "postgresql",
+                                args.warmup_seconds)
                 row.pop("handed")
                 row.update(db=db, workers=args.workers, rate=rate, load_average=round(os.getloadavg()[0], 1))
                 rows.append(row)
@@ -326,7 +370,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--annotators", default="1,8,32")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per level")
+    parser.add_argument("--warmup-seconds", type=float, default=2.0,
+                        help="seconds each level runs first, not measured (connections, caches, pool)")
     parser.add_argument("--items", type=int, default=16000, help="enough for every level at ~400 annotations/s")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--threads", type=int, default=None, help="request threads per server process")
@@ -352,14 +398,16 @@ def main() -> None:
     print(f"\n{os.cpu_count()} cores, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end, "
           f"{args.workers} server process(es), {time.perf_counter() - started:.0f} s in all")
     print("\n| db | annotators | offered | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 "
-          "| handed twice | twice in db | errors | server cores | server CPU ms/annotation | client cores | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+           "| handed twice | twice in db | errors | server cores | server CPU ms/annotation | database cores "
+          "| client cores | load |")
+    print("|" + " --- |" * 18)
     for r in rows:
         offered = f"{r['rate']:g}/s" if r["rate"] else "flat out"
         print(f"| {r['db']} | {r['annotators']} | {offered} | {r['annotations_per_s']} | {r['p50_ms']} | "
-              f"{r['p95_ms']} | {r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['handed_twice']} | "
+              f"{r['p95_ms']} | {r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['warmup_p99_ms']} | {r['handed_twice']} | "
               f"{r['items_with_two_annotations_in_db']} | {r['errors']} | {r['server_cores']} | "
-              f"{r['server_cpu_ms_per_annotation']} | {r['client_cores']} | {r['load_average']} |")
+              f"{r['server_cpu_ms_per_annotation']} | {r['database_cores']} | {r['client_cores']} | "
+              f"{r['load_average']} |")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,27 @@ def test_an_sqlite_writer_gets_the_lock_soon_after_another_process_releases_it(w
     holder.join()
     other.close()
     assert acquired - released[0] < 0.03, f"the lock came {1000 * (acquired - released[0]):.0f} ms after its release"
+
+
+def test_as_many_requests_as_the_server_runs_at_once_reuse_their_connections(workspace, monkeypatch):
+    """Each of the server's request threads may hold a connection at once; after such a burst the connections go
+    back to the pool instead of being closed, so the next burst opens none (a new PostgreSQL backend costs tens of
+    milliseconds under load)."""
+    from sqlalchemy import event
+
+    monkeypatch.setenv("LABELLOOP_REQUEST_THREADS", "8")
+    engine = db.make_engine(workspace.engine.url.render_as_string(hide_password=False))
+    opened = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    try:
+        for burst in range(2):
+            connections = [engine.connect() for _ in range(8)]
+            for connection in connections:
+                assert connection.execute(text("SELECT 1")).scalar() == 1
+            for connection in connections:
+                connection.close()
+            if burst == 0:
+                assert len(opened) == 8
+        assert len(opened) == 8, f"the second burst opened {len(opened) - 8} new connections"
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,15 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # on every checkout: one more round trip per request on the server's hot path, for connections used a moment ago.
 IDLE_PING_SECONDS = 10.0
 BUSY_TIMEOUT_S = 30.0  # how long an SQLite writer waits for another one to finish
+# Connections kept open per process beyond SQLAlchemy's default of 5: the server runs up to 8 request threads (or
+# $LABELLOOP_REQUEST_THREADS) plus job and background threads. With too small a pool, every request past the 5th
+# at once opened a connection and closed it afterwards (a new PostgreSQL backend each time: tens of ms under load).
+POOL_EXTRA = 4
+MAX_OVERFLOW = 16
+
+
+def pool_size() -> int:
+    return max(5, int(os.environ.get("LABELLOOP_REQUEST_THREADS", "8")) + POOL_EXTRA)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -38,13 +48,14 @@ def make_engine(url: str) -> Engine:
         raise InvalidInput(f"database URL {url!r} is not valid: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S}, pool_size=pool_size(),
+                               max_overflow=MAX_OVERFLOW)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, pool_size=pool_size(), max_overflow=MAX_OVERFLOW)
         _ping_when_idle(engine)
         return engine
     raise InvalidInput(f"database URL {url!r}: only sqlite:/// and postgresql:// are supported")
