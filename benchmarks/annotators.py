@@ -398,13 +398,14 @@ def main() -> None:
     print(f"\n{os.cpu_count()} cores, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end, "
           f"{args.workers} server process(es), {time.perf_counter() - started:.0f} s in all")
     print("\n| db | annotators | offered | annotations/s | p50 ms | p95 ms | p99 ms | next p99 | submit p99 "
-           "| handed twice | twice in db | errors | server cores | server CPU ms/annotation | database cores "
+          "| warm-up p99 | handed twice | twice in db | errors | server cores | server CPU ms/annotation | database cores "
           "| client cores | load |")
-    print("|" + " --- |" * 18)
+    print("|" + " --- |" * 19)
     for r in rows:
         offered = f"{r['rate']:g}/s" if r["rate"] else "flat out"
         print(f"| {r['db']} | {r['annotators']} | {offered} | {r['annotations_per_s']} | {r['p50_ms']} | "
-              f"{r['p95_ms']} | {r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['warmup_p99_ms']} | {r['handed_twice']} | "
+              f"{r['p95_ms']} | {r['p99_ms']} | {r['next_p99_ms']} | {r['submit_p99_ms']} | {r['warmup_p99_ms']} | "
+              f"{r['handed_twice']} | "
               f"{r['items_with_two_annotations_in_db']} | {r['errors']} | {r['server_cores']} | "
               f"{r['server_cpu_ms_per_annotation']} | {r['database_cores']} | {r['client_cores']} | "
               f"{r['load_average']} |")
