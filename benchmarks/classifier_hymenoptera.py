@@ -153,8 +153,8 @@ def _sweep(workspace, name: str, truth, splits, classes: list[str], targets: lis
 
 
 # (features, calibration method, confidence): the default first; pooled + bound was the default before.
-SETTINGS = (("imagenet", "estimate", 0.8), ("pooled", "estimate", 0.8), ("imagenet", "bound", 0.8),
-            ("pooled", "bound", 0.8))
+SETTINGS = (("imagenet", "estimate", 0.8), ("imagenet", "auto", 0.8), ("pooled", "estimate", 0.8),
+            ("imagenet", "bound", 0.8), ("pooled", "bound", 0.8))
 
 
 def sweep_subsets(X: np.ndarray, y: np.ndarray, train: np.ndarray, classes: list[str], targets: list[float],

@@ -69,7 +69,7 @@ def run(args, seed: int) -> dict:
     segmenter = UNetSegmenter(patch=args.patch, batch_size=batch, lr=lr, time_budget=args.time_budget,
                               epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
                               max_tile=args.max_tile, patience=args.patience, threads=args.threads,
-                              precision=args.precision)
+                              precision=args.precision, val_fraction=args.val_fraction)
     last = [0.0]
 
     def progress(done, total, message):
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", type=int, default=4)
     parser.add_argument("--max-tile", type=int, default=1024)
     parser.add_argument("--patience", type=int, default=1000)
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="training slices held out for validation (0: train on all, validate on them)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--test-slices", type=int, default=None, help="only the first N test slices (a quick look)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),

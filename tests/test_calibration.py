@@ -175,6 +175,41 @@ def test_estimate_needs_a_few_held_out_items_of_each_class():
         calibrate(held, held_y, ["a", "b"], target=0.9, confidence=0.8, multilabel=False, method="guess")
 
 
+def test_auto_keeps_the_stricter_threshold_and_falls_back_to_the_estimate():
+    """`auto`: where the bound has evidence (many held-out items) its threshold guards against over-confidence, so
+    each class gets the higher of the two thresholds; with few held-out items the bound certifies nothing and the
+    estimate decides alone; where neither has a threshold there are no pre-labels."""
+    rng = np.random.default_rng(9)
+    kwargs = dict(target=0.9, confidence=0.8, multilabel=False)
+    held, held_y = _two_class_scores(1000, rng)
+    pool, _ = _two_class_scores(400, rng)
+    estimate = calibrate(held, held_y, ["a", "b"], method="estimate", pool=pool, **kwargs)
+    bound = calibrate(held, held_y, ["a", "b"], method="bound", **kwargs)
+    auto = calibrate(held, held_y, ["a", "b"], method="auto", pool=pool, **kwargs)
+    for e, b, a in zip(estimate, bound, auto):
+        assert e.threshold is not None and b.threshold is not None
+        assert a.threshold == max(e.threshold, b.threshold) and a.reason.startswith("auto: ")
+        assert a.method == ("bound" if b.threshold > e.threshold else "estimate")
+    # 24 held-out items: too few for the bound to certify 0.9 (at 0.8 it needs 16 correct of a class), enough for
+    # the estimate.
+    decided = 0
+    for _ in range(20):
+        held, held_y = _two_class_scores(24, rng)
+        pool, _ = _two_class_scores(400, rng)
+        estimate = calibrate(held, held_y, ["a", "b"], method="estimate", pool=pool, **kwargs)
+        bound = calibrate(held, held_y, ["a", "b"], method="bound", **kwargs)
+        auto = calibrate(held, held_y, ["a", "b"], method="auto", pool=pool, **kwargs)
+        for e, b, a in zip(estimate, bound, auto):
+            assert b.threshold is None
+            assert a.threshold == e.threshold and a.method == "estimate"
+            decided += e.threshold is not None
+    assert decided > 0
+    # Neither rule has a threshold (over-confident scores): no pre-labels, and a reason.
+    held, held_y = _two_class_scores(400, rng, claimed=0.99, right_rate=0.85)
+    for c in calibrate(held, held_y, ["a", "b"], method="auto", target=0.95, confidence=0.8, multilabel=False):
+        assert c.threshold is None and c.reason.startswith("no threshold reaches precision 0.95"), c
+
+
 def test_reliability_bins_and_png():
     bins = reliability_bins(np.array([0.55, 0.58, 0.95, 0.97]), np.array([True, False, True, True]))
     assert [(b["count"], b["accuracy"]) for b in bins] == [(2, 0.5), (2, 1.0)]

@@ -103,17 +103,53 @@ def test_calibration_method_and_features_are_choices_recorded_with_the_model(wor
     _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
     default = _done(workspace, "train", project="syn", model="classifier")["metrics"]
     # 64-dimensional test embeddings do not fit lite0's ImageNet head: the classifier reads them as they are.
-    assert default["calibration_method"] == "estimate" and default["features"] == "pooled"
-    assert all(c["method"] == "estimate" and c["assurance"] >= 0.8 for c in default["classes"].values())
+    assert default["calibration_method"] == "auto" and default["features"] == "pooled"
+    for c in default["classes"].values():  # each class: the stricter of the two rules' thresholds
+        assert c["method"] in ("estimate", "bound") and c["reason"].startswith("auto: ")
+        assert c["assurance"] >= 0.8 if c["method"] == "estimate" else c["precision_bound"] >= 0.95
+    estimate = _done(workspace, "train", project="syn", model="classifier", calibration_method="estimate")["metrics"]
+    assert all(c["method"] == "estimate" and c["assurance"] >= 0.8 for c in estimate["classes"].values())
     bound = _done(workspace, "train", project="syn", model="classifier", calibration_method="bound")["metrics"]
     assert bound["calibration_method"] == "bound"
+    for name, c in default["classes"].items():
+        assert c["threshold"] == max(c["threshold"], bound["classes"][name]["threshold"],
+                                     estimate["classes"][name]["threshold"])
     assert all(c["method"] == "bound" and c["precision_bound"] >= 0.95 for c in bound["classes"].values())
     summary = _done(workspace, "predict", project="syn", model="classifier:1", calibration_method="bound")
-    # Model 1 (estimate) re-chooses its thresholds by the bound: those of model 2, trained with the bound.
+    # Model 1 (auto) re-chooses its thresholds by the bound: those of model 3, trained with the bound.
     assert summary["thresholds"] == pytest.approx({k: c["threshold"] for k, c in bound["classes"].items()}, abs=1e-4)
     for params in ({"calibration_method": "guess"}, {"features": "pixels"}):
         job = _job(workspace, "train", project="syn", model="classifier", **params)
         assert job.state == "failed" and "choose one of" in job.error
+
+
+def test_calibration_settings_are_checked_and_read_by_training(workspace, make_project, tmp_path):
+    """The classification settings are project settings like any other: checked when set (a typo changes nothing),
+    spelled as the model kind and the calibration accept them, and used by the next training."""
+    from labelloop.ml.calibration import METHODS
+    from labelloop.services.model_kinds.classifier import FEATURES
+    from labelloop.services.projects import get_row, update_settings
+
+    _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
+    for key, value in (("calibration_method", "guess"), ("classifier_features", "pixels"),
+                       ("calibration_confidence", 1.5), ("retrain_every", -1)):
+        with pytest.raises(InvalidInput, match=key), workspace.session() as session:
+            update_settings(session, get_row(session, "syn"), {key: value})
+    with workspace.session() as session:
+        settings = dict(get_row(session, "syn").settings)
+    assert not {"calibration_method", "classifier_features", "calibration_confidence", "retrain_every"} & set(settings)
+    with workspace.session() as session:
+        for method in METHODS:
+            update_settings(session, get_row(session, "syn"), {"calibration_method": method})
+        for features in FEATURES:
+            update_settings(session, get_row(session, "syn"), {"classifier_features": features})
+        update_settings(session, get_row(session, "syn"), {"calibration_method": "auto",
+                                                          "classifier_features": "pooled",
+                                                          "calibration_confidence": 0.9})
+    metrics = _done(workspace, "train", project="syn", model="classifier")["metrics"]
+    assert metrics["calibration_method"] == "auto" and metrics["confidence"] == 0.9
+    assert all(c["method"] in ("estimate", "bound") and c["reason"].startswith("auto: ")
+               for c in metrics["classes"].values())
 
 
 def test_export_both_says_who_labelled_what(workspace, make_project, tmp_path):

@@ -58,6 +58,26 @@ def test_contract_commands_end_to_end(capsys, tmp_path, database_url):
     assert code == 1 and "exists and is not empty" in err
 
 
+def test_project_set_changes_checked_settings_only(capsys, tmp_path):
+    data = str(tmp_path / "ws")
+    assert run(capsys, "init", "--data-dir", data)[0] == 0
+    assert run(capsys, "project", "create", "pets", "--kind", "classification", "--classes", "cat,dog",
+               "--data-dir", data)[0] == 0
+    code, out, _ = run(capsys, "project", "set", "pets", "target_precision=0.98", "calibration_method=auto",
+                       "--json", "--data-dir", data)
+    assert code == 0 and json.loads(out) == {**json.loads(out), "target_precision": 0.98,
+                                             "calibration_method": "auto"}
+    for bad, message in (("calibration_method=guess", "choose one of estimate, bound, auto"),
+                         ("target_precision=2", "must lie between"), ("taget_precision=0.9", "unknown project"),
+                         ("target_precision", "give key=value")):
+        code, _, err = run(capsys, "project", "set", "pets", "sampling=clustered", bad, "--data-dir", data)
+        assert code != 0 and message in err, (bad, err)
+    code, out, _ = run(capsys, "project", "show", "pets", "--json", "--data-dir", data)
+    settings = json.loads(out)["settings"]
+    assert settings["target_precision"] == 0.98 and settings["calibration_method"] == "auto"
+    assert settings["sampling"] == "shuffled"  # the refused commands changed nothing, not even their good pairs
+
+
 def test_errors_are_one_line_with_non_zero_exit(capsys, tmp_path):
     data = str(tmp_path / "ws")
     code, _, err = run(capsys, "project", "list", "--data-dir", data)

@@ -110,11 +110,14 @@ def calibration(
     out.print(f"{found.ref}: {metrics['labelled_items']} labelled items, {metrics['held_out_items']} held out; target "
               f"precision {metrics['target_precision']} at {metrics['confidence']} confidence; coverage "
               f"{metrics['coverage']}", highlight=False)
-    table = Table("class", "threshold", "precision", "lower bound", "recall", "held-out", "coverage", "why none")
+    # precision / lower bound: on the held-out items above the threshold; estimated: over the unlabelled items
+    # it pre-labels (the `estimate` rule's calibrated chances), with the chance that they reach the target.
+    table = Table("class", "rule", "threshold", "precision", "lower bound", "estimated", "assurance", "recall",
+                  "held-out", "coverage", "note")
     for cls, row in metrics["classes"].items():
-        table.add_row(cls, *("" if row[key] is None else str(row[key]) for key in
-                             ("threshold", "precision", "precision_bound", "recall", "held_out", "coverage")),
-                      row["reason"])
+        table.add_row(cls, row.get("method", "bound"), *("" if row.get(key) is None else str(row[key]) for key in
+                      ("threshold", "precision", "precision_bound", "estimated_precision", "assurance", "recall",
+                       "held_out", "coverage")), row["reason"])
     out.print(table)
     out.print(f"reliability plot: {metrics['reliability_plot']}", highlight=False)
 

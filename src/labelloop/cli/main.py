@@ -86,6 +86,28 @@ def project_show(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = 
     out.print("settings: " + ", ".join(f"{k}={v}" for k, v in project.settings.items()))
 
 
+@project_app.command("set")
+def project_set(
+    name: str,
+    pairs: list[str] = typer.Argument(..., metavar="KEY=VALUE...",
+                                      help="Settings to change, e.g. target_precision=0.98 calibration_method=auto"),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = JsonFlag,
+) -> None:
+    """Change project settings (checked: an unknown key or a bad value changes nothing)."""
+    from labelloop.cli.modelling import parse_pairs
+    from labelloop.services.projects import get_row, update_settings
+
+    changes = parse_pairs(pairs, option="")
+    workspace = open_workspace(data_dir)
+    with workspace.session() as session:
+        settings = update_settings(session, get_row(session, name), changes)
+    if as_json:
+        print_json(settings)
+    else:
+        out.print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in settings.items()), highlight=False)
+
+
 @app.command("import")
 def import_command(
     name: str,

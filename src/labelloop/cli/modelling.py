@@ -20,6 +20,11 @@ def _project(workspace, name: str):
 
 def _extra(values: list[str]) -> dict[str, object]:
     """`--set key=value` pairs; values parsed as JSON where they can be (numbers, true/false), else strings."""
+    return parse_pairs(values)
+
+
+def parse_pairs(values: list[str], option: str = "--set ") -> dict[str, object]:
+    """key=value pairs; values parsed as JSON where they can be (numbers, true/false), else strings."""
     import json
 
     from labelloop.errors import InvalidInput
@@ -28,7 +33,7 @@ def _extra(values: list[str]) -> dict[str, object]:
     for pair in values:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise InvalidInput(f"--set {pair!r}: give key=value, e.g. --set min_size=30")
+            raise InvalidInput(f"{option}{pair!r}: give key=value, e.g. {option}min_size=30")
         try:
             params[key.strip()] = json.loads(value)
         except ValueError:

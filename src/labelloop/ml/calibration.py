@@ -1,12 +1,16 @@
 """Held-out splits and per-class thresholds that reach a target precision.
 
-Two methods (project setting `calibration_method`):
-- `estimate` (default): a temperature fitted on the cross-fitted held-out scores (a posterior over it, never
+Three methods (project setting `calibration_method`):
+- `estimate`: a temperature fitted on the cross-fitted held-out scores (a posterior over it, never
   sharper than the classifier's own probabilities) turns the scores of the *unlabelled* items into calibrated
   chances of being right; a threshold passes when the chance that the pre-labels above it reach the target
   precision is at least `confidence`, and the held-out items above it do not contradict the target.
 - `bound`: the held-out precision above the threshold, as a one-sided Clopper-Pearson lower bound at
   `confidence`, must reach the target (needs ~32 held-out items of a class for 0.95 at 0.8).
+- `auto` (default): both; per class the higher of the two thresholds where both exist, else the one that exists
+  (the bound certifies, it never refutes). With few labels the bound certifies nothing and the estimate
+  decides; with many, the bound's evidence guards against a classifier over-confident on the unlabelled items
+  (which the estimate cannot see).
 
 Pure numpy/scipy: scores and truths in, thresholds and figures out.
 """
@@ -130,7 +134,7 @@ def choose_threshold(name: str, scores: np.ndarray, correct: np.ndarray, positiv
                             correct_above / positives if positives else None)
 
 
-METHODS = ("estimate", "bound")
+METHODS = ("estimate", "bound", "auto")
 MIN_HELD_OUT = 10  # `estimate`: held-out items a class needs before its calibrated scores are trusted
 LOG_TEMPERATURES = np.linspace(0.0, 3.0, 61)  # T = 1 (the classifier's own probabilities) .. e^3 (much softer)
 PRIOR_SD = 1.0  # of the normal prior on log T
@@ -250,6 +254,11 @@ def calibrate(proba: np.ndarray, y: np.ndarray, names: list[str], *, target: flo
     `method="estimate"` also reads `pool`, the unlabelled items' probabilities (M×K; the held-out ones if None)."""
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "auto":
+        kwargs = dict(target=target, confidence=confidence, multilabel=multilabel)
+        estimated = calibrate(proba, y, names, method="estimate", pool=pool, **kwargs)
+        bounded = calibrate(proba, y, names, method="bound", **kwargs)
+        return [_stricter(e, b) for e, b in zip(estimated, bounded)]
     proba, y = np.asarray(proba, float), np.asarray(y)
     if method == "estimate":
         pool = proba if pool is None else np.asarray(pool, float)
@@ -273,6 +282,24 @@ def calibrate(proba: np.ndarray, y: np.ndarray, names: list[str], *, target: flo
         results.append(estimate_threshold(name, pool[in_pool, k], chances, weights, proba[chosen, k], correct,
                                           positives, target=target, confidence=confidence))
     return results
+
+
+def _stricter(estimated: ClassCalibration, bounded: ClassCalibration) -> ClassCalibration:
+    """`auto`: the higher threshold of the two where both exist, else the one that exists. The bound's lack of a
+    threshold is a lack of evidence (it certifies, it never refutes: with 16 held-out predictions even one error
+    keeps 0.9 out of reach), so it never takes away the estimate's; the estimate already refuses thresholds that
+    the held-out items contradict. `method` names the rule whose threshold was kept and `reason` says why."""
+    if bounded.threshold is None:
+        if estimated.threshold is None:
+            return estimated  # neither: the estimate's reason says what is missing
+        chosen, why = estimated, "the bound certifies no threshold yet"
+    elif estimated.threshold is None or bounded.threshold > estimated.threshold:
+        chosen = bounded
+        why = ("the estimate has no threshold" if estimated.threshold is None
+               else f"the bound's threshold is the stricter (estimate: {estimated.threshold:.4f})")
+    else:
+        chosen, why = estimated, f"the estimate's threshold is the stricter (bound: {bounded.threshold:.4f})"
+    return ClassCalibration(**{**asdict(chosen), "reason": f"auto: {why}"})
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:

@@ -75,11 +75,12 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
     Held-out scores are cross-fitted: `held_out` = 0.2 deals the labelled items into 5 seeded, stratified folds,
     each held out once (`cross_fit=False`: only the first fold, one fit fewer per remaining fold). The final
     estimator is fitted on every labelled item. `method` picks the threshold rule (ml.calibration): `estimate`
-    also reads the scores of the unlabelled items passed to `fit` as `unlabelled`."""
+    (and `auto`, the default, which also applies the bound) reads the scores of the unlabelled items passed to
+    `fit` as `unlabelled`."""
 
     def __init__(self, estimator=None, class_names: tuple[str, ...] = (), multilabel: bool = False,
                  target_precision: float = 0.95, confidence: float = 0.8, held_out: float = 0.2,
-                 cross_fit: bool = True, method: str = "estimate", random_state: int = 0):
+                 cross_fit: bool = True, method: str = "auto", random_state: int = 0):
         self.estimator = estimator
         self.class_names = class_names
         self.multilabel = multilabel

@@ -31,12 +31,25 @@ def _number_between(low: float, high: float, integer: bool = False):
     return check
 
 
+def _one_of(*choices: str):
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"choose one of {', '.join(choices)}"
+
+    return check
+
+
 # Settings a client may change, each with a check that returns a problem or None.
 SETTING_CHECKS: dict[str, Any] = {
     "target_precision": _number_between(0.5, 1.0),
     "sampling": lambda v: None if isinstance(v, str) and 0 < len(v) <= 64 else "must be a strategy name",
     "overlap": _number_between(1, 10, integer=True),  # independent annotators per item (agreement needs 2)
     "lease_seconds": _number_between(10, 7 * 24 * 3600, integer=True),  # how long `next` reserves an item
+    # Classification (services/model_kinds/classifier.py, ml/calibration.py; the choices are spelled out here so
+    # that this module does not import numpy: a test checks they match).
+    "calibration_method": _one_of("estimate", "bound", "auto"),
+    "calibration_confidence": _number_between(0.0, 0.999),
+    "classifier_features": _one_of("imagenet", "pooled"),
+    "retrain_every": _number_between(0, 1_000_000, integer=True),  # new labels between retrainings; 0 = off
 }
 
 

@@ -79,7 +79,7 @@ class Classifier:
         confidence = float(params.get("confidence") or project.settings.get("calibration_confidence",
                                                                             DEFAULT_CONFIDENCE))
         held_out = float(params.get("held_out") or 0.2)
-        method = params.get("calibration_method") or project.settings.get("calibration_method", "estimate")
+        method = params.get("calibration_method") or project.settings.get("calibration_method", "auto")
         features = params.get("features") or project.settings.get("classifier_features", "imagenet")
         if method not in METHODS:
             raise InvalidInput(f"calibration method {method!r}: choose one of {', '.join(METHODS)}")
