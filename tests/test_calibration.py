@@ -230,7 +230,7 @@ def test_prelabeller_follows_the_scikit_learn_contract():
     assert not hasattr(model, "thresholds_")
     model.fit(X, y, X[:50])
     assert model.held_out_proba_.shape == (300, 3)  # cross-fitted: every labelled item held out once
-    assert model.method == "estimate" and model.pool_proba_.shape == (50, 3)
+    assert model.method == "auto" and model.pool_proba_.shape == (50, 3)
     proba, accepted = model.prelabel(X)
     assert np.allclose(proba.sum(axis=1), 1) and accepted.sum(axis=1).max() == 1
     stricter = clone(model).fit(X, y, X[:50]).set_target(0.99)
