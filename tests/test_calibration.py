@@ -181,12 +181,14 @@ def test_auto_keeps_the_stricter_threshold_and_falls_back_to_the_estimate():
     estimate decides alone; where neither has a threshold there are no pre-labels."""
     rng = np.random.default_rng(9)
     kwargs = dict(target=0.9, confidence=0.8, multilabel=False)
-    held, held_y = _two_class_scores(1000, rng)
-    pool, _ = _two_class_scores(400, rng)
-    estimate = calibrate(held, held_y, ["a", "b"], method="estimate", pool=pool, **kwargs)
-    bound = calibrate(held, held_y, ["a", "b"], method="bound", **kwargs)
-    auto = calibrate(held, held_y, ["a", "b"], method="auto", pool=pool, **kwargs)
-    for e, b, a in zip(estimate, bound, auto):
+
+    def three_rules(n: int):
+        held, held_y = _two_class_scores(n, rng)
+        pool, _ = _two_class_scores(400, rng)
+        return zip(*(calibrate(held, held_y, ["a", "b"], method=method, pool=pool, **kwargs)
+                     for method in ("estimate", "bound", "auto")))
+
+    for e, b, a in three_rules(1000):
         assert e.threshold is not None and b.threshold is not None
         assert a.threshold == max(e.threshold, b.threshold) and a.reason.startswith("auto: ")
         assert a.method == ("bound" if b.threshold > e.threshold else "estimate")
@@ -194,12 +196,7 @@ def test_auto_keeps_the_stricter_threshold_and_falls_back_to_the_estimate():
     # the estimate.
     decided = 0
     for _ in range(20):
-        held, held_y = _two_class_scores(24, rng)
-        pool, _ = _two_class_scores(400, rng)
-        estimate = calibrate(held, held_y, ["a", "b"], method="estimate", pool=pool, **kwargs)
-        bound = calibrate(held, held_y, ["a", "b"], method="bound", **kwargs)
-        auto = calibrate(held, held_y, ["a", "b"], method="auto", pool=pool, **kwargs)
-        for e, b, a in zip(estimate, bound, auto):
+        for e, b, a in three_rules(24):
             assert b.threshold is None
             assert a.threshold == e.threshold and a.method == "estimate"
             decided += e.threshold is not None

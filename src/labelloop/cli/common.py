@@ -24,6 +24,23 @@ def open_workspace(data_dir: Optional[Path], *, create: bool = False):
     return Workspace.open(data_dir or os.environ.get("LABELLOOP_DATA_DIR"), create=create)
 
 
+def parse_pairs(values: list[str], option: str = "--set ") -> dict[str, object]:
+    """key=value pairs (`--set` of train/predict, `project set`); values parsed as JSON where they can be (numbers,
+    true/false), else strings."""
+    from labelloop.errors import InvalidInput
+
+    params: dict[str, object] = {}
+    for pair in values:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{option}{pair!r}: give key=value, e.g. {option}min_size=30")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -15,7 +15,7 @@ project_app = typer.Typer(no_args_is_help=True, help="Create, list and show proj
 jobs_app = typer.Typer(no_args_is_help=True, help="List, show and cancel background jobs.")
 app.add_typer(project_app, name="project")
 app.add_typer(jobs_app, name="jobs")
-from labelloop.cli.common import DataDir, JsonFlag, err, open_workspace, out, print_json, run_job_here  # noqa: E402
+from labelloop.cli.common import DataDir, JsonFlag, err, open_workspace, out, parse_pairs, print_json, run_job_here  # noqa: E402
 
 @app.command()
 def init(data_dir: Optional[Path] = DataDir) -> None:
@@ -95,7 +95,6 @@ def project_set(
     as_json: bool = JsonFlag,
 ) -> None:
     """Change project settings (checked: an unknown key or a bad value changes nothing)."""
-    from labelloop.cli.modelling import parse_pairs
     from labelloop.services.projects import get_row, update_settings
 
     changes = parse_pairs(pairs, option="")

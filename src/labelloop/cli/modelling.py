@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from labelloop.cli.common import DataDir, JsonFlag, open_workspace, out, print_json, run_job_here
+from labelloop.cli.common import DataDir, JsonFlag, open_workspace, out, parse_pairs, print_json, run_job_here
 
 
 def _project(workspace, name: str):
@@ -16,29 +16,6 @@ def _project(workspace, name: str):
 
     with workspace.session() as session:
         return get_project(session, name)
-
-
-def _extra(values: list[str]) -> dict[str, object]:
-    """`--set key=value` pairs; values parsed as JSON where they can be (numbers, true/false), else strings."""
-    return parse_pairs(values)
-
-
-def parse_pairs(values: list[str], option: str = "--set ") -> dict[str, object]:
-    """key=value pairs; values parsed as JSON where they can be (numbers, true/false), else strings."""
-    import json
-
-    from labelloop.errors import InvalidInput
-
-    params: dict[str, object] = {}
-    for pair in values:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"{option}{pair!r}: give key=value, e.g. {option}min_size=30")
-        try:
-            params[key.strip()] = json.loads(value)
-        except ValueError:
-            params[key.strip()] = value
-    return params
 
 
 def _given(**options) -> dict[str, object]:
@@ -71,7 +48,7 @@ def train(
 
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
-    params = {"project": name, "model": model, "seed": seed, **_extra(extra),
+    params = {"project": name, "model": model, "seed": seed, **parse_pairs(extra),
               **_given(trees=trees, encoder=encoder, weights=str(weights.resolve()) if weights else None,
                        epochs=epochs, time_budget=time_budget, lr=lr, batch_size=batch_size, patch=patch, loss=loss,
                        resume=resume, head=head)}
@@ -111,7 +88,7 @@ def predict(
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
     params = {"project": name, "model": model, "split": split, "all": everything, "instances": instances,
-              **_extra(extra), **_given(target_precision=target_precision)}
+              **parse_pairs(extra), **_given(target_precision=target_precision)}
     job = run_job_here(workspace, "predict", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})
