@@ -78,12 +78,19 @@ def run(args, seed: int) -> dict:
             logging.info("%s/%s %s", done, total, message)
 
     start = time.perf_counter()
-    segmenter.fit(images, masks, on_progress=progress)
-    wall = time.perf_counter() - start
+    if args.from_checkpoint:  # evaluate a saved run again (another --tta, say): no training
+        segmenter = UNetSegmenter.from_checkpoint(args.from_checkpoint, device=args.device)
+        segmenter.threads, segmenter.precision = args.threads, args.precision
+    else:
+        segmenter.fit(images, masks, on_progress=progress)
+    wall = segmenter.summary_["training_seconds"] if args.from_checkpoint else time.perf_counter() - start
     name = f"unet_lucchi_{args.train_set}_seed{seed}"
     if args.curves_dir:
         args.curves_dir.mkdir(parents=True, exist_ok=True)
         (args.curves_dir / f"{name}.png").write_bytes(curves_png(segmenter.history_, title=name))
+    if args.save_checkpoint and not args.from_checkpoint:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}.ckpt").write_bytes(segmenter.checkpoint())
     test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
     with_tta = evaluate(segmenter, test_images, test_masks, args.tta)
     without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
@@ -156,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--curves-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--from-checkpoint", type=Path, default=None,
+                        help="skip training: evaluate this saved run (from --save-checkpoint) on the test slices")
+    parser.add_argument("--save-checkpoint", action="store_true",
+                        help="also write each run's trained model to --out (UNetSegmenter.from_checkpoint reads it)")
     args = parser.parse_args(argv)
     args.time_budget = seconds(args.time_budget)
     args.speed_tiles = [int(t) for t in args.speed_tiles.split(",") if t.strip()]

@@ -147,12 +147,22 @@ def test_sliding_window_on_1000_by_700_has_no_seams():
         assert max(steps[e] for e in edges) < 2 * np.median(steps) + 1e-6
 
 
-def test_flip_tta_averages_views():
-    segmenter = UNetSegmenter(epochs=1, **TINY).fit(*pairs(2))
-    image = blobs(7)[0]
-    plain, flipped = segmenter.predict_proba(image, tta=0), segmenter.predict_proba(image, tta=4)
-    assert plain.shape == flipped.shape == (96, 128, 2) and np.allclose(flipped.sum(axis=2), 1, atol=1e-5)
-    assert not np.allclose(plain, flipped)
+def test_tta_views_are_mapped_back_so_a_flipped_or_transposed_image_gives_the_same_answer_flipped():
+    segmenter = UNetSegmenter(epochs=1, precision="fp32", **TINY).fit(*pairs(2))
+    image = blobs(7, 96, 96)[0]  # square, one tile: the views see exactly the same pixels
+    plain = segmenter.predict_proba(image, tta=0)
+    assert not np.allclose(plain, segmenter.predict_proba(image.T, tta=0).transpose(1, 0, 2), atol=1e-4)
+    for tta, moves in ((4, (np.fliplr, np.flipud)), (8, (np.fliplr, np.flipud, np.transpose, np.rot90))):
+        averaged = segmenter.predict_proba(image, tta=tta)
+        assert averaged.shape == (96, 96, 2) and np.allclose(averaged.sum(axis=2), 1, atol=1e-5)
+        assert not np.allclose(averaged, plain, atol=1e-4)
+        for move in moves:
+            moved = segmenter.predict_proba(np.ascontiguousarray(move(image)), tta=tta)
+            back = np.stack([move(moved[:, :, c]) if move is not np.rot90 else np.rot90(moved[:, :, c], -1)
+                             for c in range(2)], axis=2)
+            assert np.allclose(back, averaged, atol=1e-4), (tta, move.__name__)
+    with pytest.raises(ValueError, match="0, 2, 4 or 8"):
+        segmenter.predict_proba(image, tta=3)
 
 
 def test_lr_and_batch_size_search_is_recorded():

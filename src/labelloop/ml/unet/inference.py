@@ -1,5 +1,5 @@
 """Whole images of any size through a fully convolutional network: overlapping tiles blended with a cosine
-taper (no seams), optional flip test-time augmentation."""
+taper (no seams), optional test-time augmentation over flips and transposes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import numpy as np
 import torch
 
 ALIGN = 32  # the U-Net halves its input five times
-FLIPS = {0: ((),), 2: ((), (3,)), 4: ((), (3,), (2,), (2, 3))}  # tensor dims flipped per TTA view
+FLIPS = ((), (3,), (2,), (2, 3))  # tensor dims flipped: none, horizontal, vertical, both
+# TTA views: (transpose height and width first?, dims flipped). 8 = all of the square's symmetries.
+VIEWS = {0: ((False, ()),), 2: ((False, ()), (False, (3,))), 4: tuple((False, f) for f in FLIPS),
+         8: tuple((t, f) for t in (False, True) for f in FLIPS)}
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -50,10 +53,11 @@ def taper(length: int, overlap: int, *, start_inside: bool, end_inside: bool) ->
 def sliding_window(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, n_outputs: int, *,
                    max_tile: int = 512, overlap: int = 64, batch_size: int = 4, tta: int = 0) -> torch.Tensor:
     """Blended logits (n_outputs×H×W, float32, CPU) of a 1×3×H×W input: tiles of at most `max_tile` px (aligned to 32)
-    overlapping by `overlap`, each weighted by a cosine taper; `tta` = 0, 2 (+ horizontal flip) or 4 (+ vertical
-    flips) views averaged. Inputs smaller than a tile are padded by reflection."""
-    if tta not in FLIPS:
-        raise ValueError(f"tta must be 0, 2 or 4 flipped views, got {tta}")
+    overlapping by `overlap`, each weighted by a cosine taper; `tta` = 0, 2 (+ horizontal flip), 4 (+ vertical
+    flips) or 8 (each of those also transposed) views averaged, each mapped back before averaging. Inputs smaller
+    than a tile are padded by reflection."""
+    if tta not in VIEWS:
+        raise ValueError(f"tta must be 0, 2, 4 or 8 views, got {tta}")
     _, _, height, width = image.shape
     tile_h, tile_w = tile_size(height, max_tile, overlap), tile_size(width, max_tile, overlap)
     pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
@@ -68,7 +72,7 @@ def sliding_window(forward: Callable[[torch.Tensor], torch.Tensor], image: torch
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start:start + batch_size]
         tiles = torch.cat([image[:, :, y:y + tile_h, x:x + tile_w] for y, x in chunk])
-        logits = sum(_flip(forward(_flip(tiles, dims)), dims) for dims in FLIPS[tta]) / len(FLIPS[tta])
+        logits = sum(_unview(forward(_view(tiles, view)), view) for view in VIEWS[tta]) / len(VIEWS[tta])
         logits = logits.float().cpu()
         for (y, x), tile_logits in zip(chunk, logits):
             wy = taper(tile_h, overlap, start_inside=y > 0, end_inside=y + tile_h < full_h)
@@ -79,5 +83,13 @@ def sliding_window(forward: Callable[[torch.Tensor], torch.Tensor], image: torch
     return (total / weight_sum)[:, :height, :width]
 
 
-def _flip(tensor: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+def _view(tensor: torch.Tensor, view: tuple[bool, tuple[int, ...]]) -> torch.Tensor:
+    transpose, dims = view
+    tensor = tensor.transpose(2, 3) if transpose else tensor
     return torch.flip(tensor, dims) if dims else tensor
+
+
+def _unview(tensor: torch.Tensor, view: tuple[bool, tuple[int, ...]]) -> torch.Tensor:
+    transpose, dims = view
+    tensor = torch.flip(tensor, dims) if dims else tensor
+    return tensor.transpose(2, 3) if transpose else tensor

@@ -22,6 +22,7 @@ import torch
 
 from labelloop.ml.dataset_generator import AugmentSpec
 from labelloop.ml.unet import search
+from labelloop.ml.unet.inference import VIEWS
 from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
 from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
                                        scale_image)
@@ -396,8 +397,8 @@ class UNetSegmenter:
             raise ValueError(f"foreground_bias is a probability (0..1), got {self.foreground_bias}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.tta not in (0, 2, 4):
-            raise ValueError(f"tta must be 0, 2 or 4 flipped views, got {self.tta}")
+        if self.tta not in VIEWS:
+            raise ValueError(f"tta must be 0, 2, 4 or 8 views (flips, then transposes too), got {self.tta}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.time_budget is not None and self.time_budget <= 0:
