@@ -61,6 +61,7 @@ def run(args, seed: int) -> dict:
 
     from labelloop.ml.unet import UNetSegmenter
     from labelloop.ml.unet.curves import curves_png
+    from labelloop.ml.unet.training import pick_device
 
     train_indices = TWELVE if args.train_set == "12" else available(args.data, "train")
     images, masks = load(args.data, "train", train_indices)
@@ -96,13 +97,14 @@ def run(args, seed: int) -> dict:
     without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
     inference = speed_sweep(segmenter, test_images[:args.speed_slices], args.speed_tiles)
     summary = segmenter.summary_
+    device = summary["device"] or str(pick_device(args.device))  # a model from --from-checkpoint: where it ran now
     return {"inference_sweep": inference, "seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
             "test_iou_tta": with_tta["iou"], "test_iou_no_tta": without["iou"],
             "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
             "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
             "val_iou": summary["val_iou"], "lr": summary["lr"], "batch_size": summary["batch_size"],
             "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
-            "device": torch.cuda.get_device_name(0) if summary["device"].startswith("cuda") else summary["device"],
+            "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
             "history": segmenter.history_}
 
 
