@@ -176,6 +176,33 @@ def test_lr_and_batch_size_search_is_recorded():
     assert search["chosen"] == {"lr": segmenter.summary_["lr"], "batch_size": segmenter.summary_["batch_size"]}
 
 
+def test_a_timed_search_plans_for_its_validation_passes_and_keeps_to_its_seconds(monkeypatch):
+    """On a fake clock: 10 ms a training patch, 5 s a validation pass (whole images); 120 s for the search."""
+    from types import SimpleNamespace
+
+    from labelloop.ml.unet import search
+
+    clock = [0.0]
+    monkeypatch.setattr(search.time, "perf_counter", lambda: clock[0])
+    state = SimpleNamespace(state_dict=dict, load_state_dict=lambda _: None)
+
+    class Timed:
+        network = optimizer = state
+
+        def step(self, batch, lr):
+            clock[0] += 0.01 * len(batch)
+            return 1.0, None
+
+    def evaluate(trainer):
+        clock[0] += 5.0
+        return {"loss": 0.5, "iou": 0.5}
+
+    sampler = SimpleNamespace(sample=lambda count, rng: [None] * count)
+    record = search.choose(Timed, evaluate, sampler, np.random.default_rng(0), None, None, seconds=120)
+    assert len(record["trials"]) == 12  # 9 configurations, then the best 3
+    assert 100 <= record["seconds"] <= 126, record["seconds"]  # uses its time, and 12 x 5 s did not push it over
+
+
 def test_settings_from_job_params_are_checked():
     from labelloop.services.model_kinds.unet import parse_duration, settings
 

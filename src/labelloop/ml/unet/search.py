@@ -98,14 +98,15 @@ def candidates(lr: float | None, batch_size: int | None, suggested_lr: float | N
     return [(float(r), int(b)) for r in rates for b in sizes]
 
 
-def search_cost(configs: int) -> int:
-    """Patches trained in all, in units of the first rung's per-trial budget."""
-    cost, alive, factor = 0, configs, 1
+def search_plan(configs: int) -> tuple[int, int]:
+    """(patches trained in all, in units of the first rung's per-trial budget; trials, each ending in a validation
+    pass) of successive halving over `configs` configurations."""
+    cost, trials, alive, factor = 0, 0, configs, 1
     while True:
-        cost += alive * factor
+        cost, trials = cost + alive * factor, trials + alive
         alive //= ETA
         if alive <= 1:
-            return cost
+            return cost, trials
         factor *= ETA
 
 
@@ -123,17 +124,23 @@ def choose(make_trainer: Callable[[], Trainer], evaluate: Callable[[Trainer], di
     tick = time.perf_counter()
     suggested = None
     if lr is None:
-        record["lr_range_test"] = lr_range_test(make_trainer(), sampler, rng, batch_size or 8, steps=range_test_steps,
+        tested_trainer = make_trainer()
+        record["lr_range_test"] = lr_range_test(tested_trainer, sampler, rng, batch_size or 8, steps=range_test_steps,
                                                 on_step=on_step)
         suggested = record["lr_range_test"]["suggested"]
     configs = candidates(lr, batch_size, suggested)
     if patches is None:
         patches = DEFAULT_PATCHES
         tested = len(record["lr_range_test"]["lrs"]) if lr is None else 0
-        if seconds and tested:
+        if seconds and tested and len(configs) > 1:
             per_patch = (time.perf_counter() - tick) / (tested * (batch_size or 8))
-            spare = seconds - (time.perf_counter() - tick)
-            patches = max(16, int(spare / per_patch / search_cost(len(configs))))
+            # Every trial ends in a validation pass over whole images: time one, so the plan counts them too.
+            started = time.perf_counter()
+            evaluate(tested_trainer)
+            per_trial = time.perf_counter() - started
+            cost, trials = search_plan(len(configs))
+            spare = seconds - (time.perf_counter() - tick) - trials * per_trial
+            patches = max(16, int(spare / per_patch / cost))
     if len(configs) > 1:
         chosen, trials = successive_halving(make_trainer, configs, sampler, rng, evaluate, patches, on_step=on_step)
         record["trials"] = trials_record(trials)
