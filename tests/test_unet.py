@@ -203,6 +203,18 @@ def test_a_timed_search_plans_for_its_validation_passes_and_keeps_to_its_seconds
     assert 100 <= record["seconds"] <= 126, record["seconds"]  # uses its time, and 12 x 5 s did not push it over
 
 
+def test_search_trials_validate_on_a_bounded_spread_of_crops():
+    from labelloop.ml.unet.segmenter import search_subset
+
+    images = [np.full((768, 1024), i, np.uint8) for i in range(12)]
+    masks = [np.indices((768, 1024)).sum(axis=0) % 2 for _ in range(12)]
+    crops, crop_masks = search_subset(images, masks)
+    assert [c.shape for c in crops] == [(512, 512)] * 4 and [int(c[0, 0]) for c in crops] == [0, 4, 7, 11]
+    assert all(np.array_equal(m, masks[0][128:640, 256:768]) for m in crop_masks)  # the same centre window
+    small, _ = search_subset(*pairs(3))  # small images: every one, whole
+    assert [s.shape for s in small] == [(96, 128)] * 3
+
+
 def test_settings_from_job_params_are_checked():
     from labelloop.services.model_kinds.unet import parse_duration, settings
 

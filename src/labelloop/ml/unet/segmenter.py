@@ -61,6 +61,29 @@ class RunState:
                                                                  for m in METRICS}})
 
 
+SEARCH_VAL_PIXELS = 1 << 20  # what each search trial is ranked on: 12 trials must fit in the search's time share
+SEARCH_VAL_CROP = 512
+
+
+def search_subset(images: list[np.ndarray], masks: list[np.ndarray], pixels: int = SEARCH_VAL_PIXELS,
+                  crop: int = SEARCH_VAL_CROP) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Centre crops (at most `crop` px a side) of validation images spread evenly over the list, about `pixels` in
+    all: a search trial's validation pass. Measured on 12 Lucchi slices (1 thread, float32), validating each trial on
+    every whole image took 40 s and pushed a 135 s search to 334 s."""
+    per_image = [min(crop, image.shape[0]) * min(crop, image.shape[1]) for image in images]
+    count = len(images)
+    while count > 1 and sum(sorted(per_image)[:count]) > pixels:
+        count -= 1
+    chosen = sorted({round(i * (len(images) - 1) / max(count - 1, 1)) for i in range(count)})
+    crops, crop_masks = [], []
+    for i in chosen:
+        height, width = images[i].shape[:2]
+        top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+        crops.append(images[i][top:top + crop, left:left + crop])
+        crop_masks.append(masks[i][top:top + crop, left:left + crop])
+    return crops, crop_masks
+
+
 class UNetSegmenter:
     """Semantic segmentation by a U-Net (segmentation-models-pytorch) over a timm encoder.
 
@@ -193,7 +216,8 @@ class UNetSegmenter:
         state = self._state
         lr = None if self.lr == "auto" else float(self.lr)
         batch = None if self.batch_size == "auto" else int(self.batch_size)
-        evaluate = lambda t: t.evaluate(*val, max_tile=self.max_tile, overlap=self.overlap)  # noqa: E731
+        trial_val = search_subset(*val)
+        evaluate = lambda t: t.evaluate(*trial_val, max_tile=self.max_tile, overlap=self.overlap)  # noqa: E731
 
         def fresh() -> Trainer:
             self.network_.load_state_dict(self._initial_state)
