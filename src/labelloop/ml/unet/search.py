@@ -134,7 +134,7 @@ def choose(make_trainer: Callable[[], Trainer], evaluate: Callable[[Trainer], di
         tested = len(record["lr_range_test"]["lrs"]) if lr is None else 0
         if seconds and tested and len(configs) > 1:
             per_patch = (time.perf_counter() - tick) / (tested * (batch_size or 8))
-            # Every trial ends in a validation pass over whole images: time one, so the plan counts them too.
+            # Every trial ends in a validation pass: time one, so the plan counts them too.
             started = time.perf_counter()
             evaluate(tested_trainer)
             per_trial = time.perf_counter() - started
