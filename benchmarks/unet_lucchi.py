@@ -56,14 +56,11 @@ def evaluate(segmenter, images, masks, tta: int) -> dict:
     return {"iou": round(inter / union, 4), "mp_per_s": round(pixels / 1e6 / seconds, 2)}
 
 
-def run(args, seed: int) -> dict:
-    import torch
-
+def fit(args, seed: int, train_indices) -> tuple:
+    """Train one run; (segmenter, wall seconds). Writes its curves PNG and, if asked, its checkpoint."""
     from labelloop.ml.unet import UNetSegmenter
     from labelloop.ml.unet.curves import curves_png
-    from labelloop.ml.unet.training import pick_device
 
-    train_indices = TWELVE if args.train_set == "12" else available(args.data, "train")
     images, masks = load(args.data, "train", train_indices)
     lr = args.lr if args.lr == "auto" else float(args.lr)
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -79,19 +76,31 @@ def run(args, seed: int) -> dict:
             logging.info("%s/%s %s", done, total, message)
 
     start = time.perf_counter()
-    if args.from_checkpoint:  # evaluate a saved run again (another --tta, say): no training
-        segmenter = UNetSegmenter.from_checkpoint(args.from_checkpoint, device=args.device)
-        segmenter.threads, segmenter.precision = args.threads, args.precision
-    else:
-        segmenter.fit(images, masks, on_progress=progress)
-    wall = segmenter.summary_["training_seconds"] if args.from_checkpoint else time.perf_counter() - start
+    segmenter.fit(images, masks, on_progress=progress)
+    wall = time.perf_counter() - start
     name = f"unet_lucchi_{args.train_set}_seed{seed}"
     if args.curves_dir:
         args.curves_dir.mkdir(parents=True, exist_ok=True)
         (args.curves_dir / f"{name}.png").write_bytes(curves_png(segmenter.history_, title=name))
-    if args.save_checkpoint and not args.from_checkpoint:
+    if args.save_checkpoint:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{name}.ckpt").write_bytes(segmenter.checkpoint())
+    return segmenter, wall
+
+
+def run(args, seed: int) -> dict:
+    import torch
+
+    from labelloop.ml.unet import UNetSegmenter
+    from labelloop.ml.unet.training import pick_device
+
+    train_indices = TWELVE if args.train_set == "12" else available(args.data, "train")
+    if args.from_checkpoint:  # evaluate a saved run again (another --tta, say): no training
+        segmenter = UNetSegmenter.from_checkpoint(args.from_checkpoint, device=args.device)
+        segmenter.threads, segmenter.precision = args.threads, args.precision
+        wall = segmenter.summary_["training_seconds"]
+    else:
+        segmenter, wall = fit(args, seed, train_indices)
     test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
     with_tta = evaluate(segmenter, test_images, test_masks, args.tta)
     without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
