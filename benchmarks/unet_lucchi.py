@@ -8,7 +8,7 @@ Training slices: the 12 named by issue 4 (000, 015, ..., 150, 160) or all 33; 20
 for validation, early stopping and the choice of the best epoch. Test: foreground IoU pooled over all pixels of the
 33 test slices (1024×768, Lucchi++ masks), predicted whole by the sliding window with flip TTA; inference speed is
 measured over the same 33 slices without and with TTA (megapixels per second, image scaling included, PNG decoding
-excluded). Wall time counts the whole fit (search, training, validation, checkpoints). The curves PNG of each run
+excluded). The same predictions are also scored cleaned (--min-size/--max-hole: specks dropped, pinholes filled). Wall time counts the whole fit (search, training, validation, checkpoints). The curves PNG of each run
 goes to --curves-dir; a JSON summary to benchmarks/out/.
 """
 
@@ -43,17 +43,25 @@ def available(data: Path, split: str) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (data / split / "images").glob("slice_*.png"))
 
 
-def evaluate(segmenter, images, masks, tta: int) -> dict:
-    inter = union = 0
+def evaluate(segmenter, images, masks, tta: int, clean: dict | None = None) -> dict:
+    """Pooled foreground IoU and speed; with `clean` (min_size, max_hole) also the IoU of the same predictions
+    cleaned as `labelloop predict --set min_size=.. --set max_hole=..` does (not timed)."""
+    from labelloop.ml.postprocess import clean_classes
+
+    counts = np.zeros((2, 2), np.int64)  # rows: raw, cleaned; columns: intersection, union
     seconds = 0.0
     for image, mask in zip(images, masks):
         start = time.perf_counter()
-        foreground = segmenter.predict(image, tta=tta) == 1
+        predicted = segmenter.predict(image, tta=tta)
         seconds += time.perf_counter() - start
-        inter += int(np.count_nonzero(foreground & (mask > 0)))
-        union += int(np.count_nonzero(foreground | (mask > 0)))
+        for row, classes in enumerate([predicted, clean_classes(predicted, **clean)] if clean else [predicted]):
+            foreground = classes == 1
+            counts[row] += (np.count_nonzero(foreground & (mask > 0)), np.count_nonzero(foreground | (mask > 0)))
     pixels = sum(m.size for m in masks)
-    return {"iou": round(inter / union, 4), "mp_per_s": round(pixels / 1e6 / seconds, 2)}
+    result = {"iou": round(counts[0, 0] / counts[0, 1], 4), "mp_per_s": round(pixels / 1e6 / seconds, 2)}
+    if clean:
+        result["iou_cleaned"] = round(counts[1, 0] / counts[1, 1], 4)
+    return result
 
 
 def fit(args, seed: int, train_indices) -> tuple:
@@ -102,14 +110,16 @@ def run(args, seed: int) -> dict:
     else:
         segmenter, wall = fit(args, seed, train_indices)
     test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
-    with_tta = evaluate(segmenter, test_images, test_masks, args.tta)
-    without = evaluate(segmenter, test_images, test_masks, 0) if args.tta else with_tta
+    clean = {"min_size": args.min_size, "max_hole": args.max_hole} if args.min_size or args.max_hole else None
+    with_tta = evaluate(segmenter, test_images, test_masks, args.tta, clean)
+    without = evaluate(segmenter, test_images, test_masks, 0, clean) if args.tta else with_tta
     inference = speed_sweep(segmenter, test_images[:args.speed_slices], args.speed_tiles)
     summary = segmenter.summary_
     device = summary["device"] or str(pick_device(args.device))  # a model from --from-checkpoint: where it ran now
     return {"inference_sweep": inference, "seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
             "test_iou_tta": with_tta["iou"], "test_iou_no_tta": without["iou"],
-            "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
+            "test_iou_tta_cleaned": with_tta.get("iou_cleaned"), "test_iou_no_tta_cleaned": without.get("iou_cleaned"),
+            "clean": clean, "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
             "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
             "val_iou": summary["val_iou"], "lr": summary["lr"], "batch_size": summary["batch_size"],
             "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
@@ -160,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--tta", type=int, default=4)
     parser.add_argument("--max-tile", type=int, default=1024)
+    parser.add_argument("--min-size", type=int, default=100,
+                        help="also report the IoU with pieces under N px dropped (0: off; 1 %% of the training "
+                             "mitochondria are under 150 px)")
+    parser.add_argument("--max-hole", type=int, default=100, help="... and holes under N px filled (0: off)")
     parser.add_argument("--patience", type=int, default=1000)
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="training slices held out for validation (0: train on all, validate on them)")
@@ -193,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"seed {r['seed']}: {r['train_slices']} slices, {r['device']}, wall {r['wall_s']} s, {r['epochs']} epochs "
               f"({r['stopped']}), val IoU {r['val_iou']}, test IoU {r['test_iou_tta']} (TTA) / "
-              f"{r['test_iou_no_tta']} (none), inference {r['mp_per_s_no_tta']} MP/s ({r['mp_per_s_tta']} with TTA)")
+              f"{r['test_iou_no_tta']} (none), cleaned {r['test_iou_tta_cleaned']} / {r['test_iou_no_tta_cleaned']}, "
+              f"inference {r['mp_per_s_no_tta']} MP/s ({r['mp_per_s_tta']} with TTA)")
         for row in r["inference_sweep"]:
             print(f"  inference, tiles <= {row['max_tile']}: {row['mp_per_s_auto']} MP/s ({args.precision}) vs "
                   f"{row['mp_per_s_fp32']} MP/s (fp32)")

@@ -16,7 +16,7 @@ from labelloop.errors import Cancelled, InvalidInput
 from labelloop.ml.unet import UNetSegmenter, build_network
 from labelloop.ml.unet.inference import sliding_window, tile_size, tile_starts
 from labelloop.ml.unet.losses import SegmentationLoss
-from labelloop.ml.unet.network import InputNormaliser
+from labelloop.ml.unet.network import InputNormaliser, fold_batch_norms
 from labelloop.ml.unet.sampling import PatchSampler
 from labelloop.ml.unet.training import Trainer, autocast_dtype, cpu_threads, image_logits
 
@@ -147,6 +147,34 @@ def test_sliding_window_on_1000_by_700_has_no_seams():
         assert max(steps[e] for e in edges) < 2 * np.median(steps) + 1e-6
 
 
+def test_folded_batch_norms_predict_like_the_network_they_came_from():
+    network, _ = build_network(pretrained=False)
+    generator = torch.Generator().manual_seed(0)
+    for module in network.modules():  # statistics far from the 0/1 defaults, so a wrong fold shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+    folded = fold_batch_norms(network)
+    assert folded is not network and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()) == 58  # the original is untouched
+    tiles = torch.rand(2, 3, 96, 128, generator=generator)
+    with torch.inference_mode():
+        expected, got = network(tiles), folded(tiles)
+    assert (got - expected).abs().max() < 1e-4 * expected.abs().max()
+
+    class OutOfOrder(torch.nn.Module):  # registered conv, bn but run bn first: folding would change the answer
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(2.0)
+
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    odd = OutOfOrder().eval()
+    assert fold_batch_norms(odd) is odd
+
+
 def test_tta_views_are_mapped_back_so_a_flipped_or_transposed_image_gives_the_same_answer_flipped():
     segmenter = UNetSegmenter(epochs=1, precision="fp32", **TINY).fit(*pairs(2))
     image = blobs(7, 96, 96)[0]  # square, one tile: the views see exactly the same pixels
@@ -201,6 +229,19 @@ def test_a_timed_search_plans_for_its_validation_passes_and_keeps_to_its_seconds
     record = search.choose(Timed, evaluate, sampler, np.random.default_rng(0), None, None, seconds=120)
     assert len(record["trials"]) == 12  # 9 configurations, then the best 3
     assert 100 <= record["seconds"] <= 126, record["seconds"]  # uses its time, and 12 x 5 s did not push it over
+    assert len(record["lr_range_test"]["lrs"]) == 30  # 30 steps of 0.08 s fit well within its share
+
+    # Slow steps (1 s a patch, 8 s a step): the range test shrinks to fit its 30 % of the seconds, but still sweeps
+    # the whole range in at least 10 steps.
+    class Slow(Timed):
+        def step(self, batch, lr):
+            clock[0] += 1.0 * len(batch)
+            return 1.0, None
+
+    slow = search.lr_range_test(Slow(), sampler, np.random.default_rng(0), 8, steps=30, seconds=0.3 * 120)
+    assert len(slow["lrs"]) == 10 and slow["lrs"][0] == 1e-5 and slow["lrs"][-1] == pytest.approx(0.1)
+    unbounded = search.lr_range_test(Slow(), sampler, np.random.default_rng(0), 8, steps=30)
+    assert len(unbounded["lrs"]) == 30
 
 
 def test_search_trials_validate_on_a_bounded_spread_of_crops():
@@ -291,13 +332,14 @@ def test_bad_input_is_refused_before_training(workspace, make_project, tmp_path,
 
 
 def test_cancelled_job_keeps_a_usable_model_that_resumes(workspace, make_project, tmp_path):
+    from sqlalchemy import func, select
+
     from labelloop.services.importing import import_path
-    from labelloop.services.jobs import cancel_job
+    from labelloop.services.jobs import cancel_job, create_job, run_job
+    from labelloop.store.tables import PredictionRow
 
     make_project("p", "semantic", ["cell"])
     import_path(workspace, "p", _masks_project(tmp_path / "m"), format="masks")
-
-    from labelloop.services.jobs import create_job, run_job
 
     job_id = create_job(workspace, "train", dict(TRAIN, project="p", epochs=6))
 
@@ -312,6 +354,10 @@ def test_cancelled_job_keeps_a_usable_model_that_resumes(workspace, make_project
     assert model.curves["png"] and len(model.curves["val_iou"]) == model.metrics["epochs"]
     predicted = _job(workspace, "predict", project="p", model="unet", all=True)
     assert predicted.state == "done" and predicted.result["predictions"] == 3
+    refused = _job(workspace, "predict", project="p", model="unet", all=True, max_hole=-1)
+    assert refused.state == "failed" and "max_hole are pixel counts" in refused.error
+    with workspace.session() as session:
+        assert session.scalar(select(func.count()).select_from(PredictionRow)) == 3  # the refused run wrote nothing
 
     resumed = _job(workspace, "train", project="p", model="unet", resume="1", epochs=model.metrics["epochs"] + 1)
     assert resumed.state == "done", resumed.error

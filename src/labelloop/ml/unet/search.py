@@ -17,6 +17,8 @@ from labelloop.ml.unet.training import Trainer
 ETA = 3
 BATCH_SIZES = (4, 8, 16)
 DEFAULT_PATCHES = 128  # first-rung patches per trial when no time budget sizes them
+MIN_RANGE_STEPS = 10  # a range test shortened to fit a time budget still sweeps four decades in these
+RANGE_TEST_SHARE = 0.3  # of a timed search's seconds, at most, for the range test
 Step = Callable[[str], None]  # called after every trial step (progress, cancel point)
 
 
@@ -31,14 +33,20 @@ class Trial:
 
 
 def lr_range_test(trainer: Trainer, sampler: PatchSampler, rng: np.random.Generator, batch_size: int, *,
-                  steps: int = 30, low: float = 1e-5, high: float = 1e-1, on_step: Step | None = None) -> dict:
+                  steps: int = 30, low: float = 1e-5, high: float = 1e-1, seconds: float | None = None,
+                  on_step: Step | None = None) -> dict:
     """Raise the learning rate exponentially from `low` to `high` over `steps` steps (fastai/Smith); the suggestion
-    is a tenth of the rate at the lowest smoothed loss. The trainer's weights are left trained: use a copy."""
+    is a tenth of the rate at the lowest smoothed loss. With `seconds`, the first step's time sets how many steps
+    fit (never fewer than MIN_RANGE_STEPS). The trainer's weights are left trained: use a copy."""
     rates, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
-    for step in range(steps):
+    step = 0
+    while step < steps:
         lr = low * (high / low) ** (step / max(steps - 1, 1))
+        started = time.perf_counter()
         loss, _ = trainer.step(sampler.sample(batch_size, rng), lr)
+        if seconds and step == 0:  # the first step ran at `low` whatever the count: the sweep can still shrink
+            steps = min(steps, max(MIN_RANGE_STEPS, int(seconds / max(time.perf_counter() - started, 1e-9))))
         average = 0.7 * average + 0.3 * loss
         value = average / (1 - 0.7 ** (step + 1))
         rates.append(lr)
@@ -49,6 +57,7 @@ def lr_range_test(trainer: Trainer, sampler: PatchSampler, rng: np.random.Genera
             on_step(f"learning-rate range test: lr {lr:.1e}, loss {loss:.3f}")
         if not math.isfinite(loss) or (step > steps // 3 and value > 4 * best):
             break
+        step += 1
     suggested = rates[int(np.argmin(smoothed))] / 10
     suggested = float(min(max(suggested, low * 10), high / 10))
     return {"suggested": suggested, "lrs": [round(r, 8) for r in rates], "losses": [round(v, 5) for v in smoothed]}
@@ -126,7 +135,7 @@ def choose(make_trainer: Callable[[], Trainer], evaluate: Callable[[Trainer], di
     if lr is None:
         tested_trainer = make_trainer()
         record["lr_range_test"] = lr_range_test(tested_trainer, sampler, rng, batch_size or 8, steps=range_test_steps,
-                                                on_step=on_step)
+                                                seconds=seconds and RANGE_TEST_SHARE * seconds, on_step=on_step)
         suggested = record["lr_range_test"]["suggested"]
     configs = candidates(lr, batch_size, suggested)
     if patches is None:

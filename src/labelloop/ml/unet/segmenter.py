@@ -25,7 +25,7 @@ from labelloop.ml.unet import search
 from labelloop.ml.unet.inference import VIEWS
 from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
 from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
-                                       scale_image)
+                                       fold_batch_norms, scale_image)
 from labelloop.ml.unet.sampling import TRAINING_AUGMENT, PatchSampler
 from labelloop.ml.unet.training import (PRECISIONS, Trainer, autocast_dtype, cpu_threads, image_logits, one_cycle,
                                         pick_device, split_items)
@@ -382,11 +382,19 @@ class UNetSegmenter:
 
     def predict_logits(self, image: np.ndarray, *, tta: int | None = None) -> torch.Tensor:
         device = pick_device(self.device)
-        network = self.network_.to(device, memory_format=torch.channels_last)
+        network = self._inference_network().to(device, memory_format=torch.channels_last)
         with cpu_threads(device, self.threads):
             return image_logits(network, InputNormaliser(self.encoder), device, scale_image(image), self.n_outputs_,
                                 max_tile=self.max_tile, overlap=self.overlap, tta=self.tta if tta is None else tta,
                                 autocast=autocast_dtype(device, self.precision))
+
+    def _inference_network(self) -> torch.nn.Module:
+        """The network with its batch norms folded, built once per set of weights (they change only as a run
+        goes on, so the run's step and state name them)."""
+        key = (id(self.network_), self._state.step, self._state.stopped)
+        if getattr(self, "_folded", (None, None))[0] != key:
+            self._folded = (key, fold_batch_norms(self.network_))
+        return self._folded[1]
 
     def predict_proba(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
         """H×W×n_classes probabilities of an image of any size (grey, RGB; 8 or 16 bit)."""

@@ -228,6 +228,7 @@ class UNet:
         return update_model(workspace, model, status=status, metrics=metrics, curves={**curves, "png": png})
 
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
+        from labelloop.ml.postprocess import clean_classes
         from labelloop.ml.unet import UNetSegmenter
         from labelloop.ml.watershed import instances_to_polygons, split_instances
 
@@ -236,11 +237,14 @@ class UNet:
         names = {c.index: c.name for c in project.classes}
         tta = _number("tta", params["tta"], int) if params.get("tta") is not None else None
         min_size = _number("min_size", params.get("min_size", 20), int)
+        max_hole = _number("max_hole", params.get("max_hole", 0), int)
+        if min(min_size, max_hole) < 0:
+            raise InvalidInput(f"min_size and max_hole are pixel counts (0 turns them off), got {min_size}, {max_hole}")
         written = 0
         for n, item in enumerate(item_rows(workspace, item_ids), 1):
             image = media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
             proba = segmenter.predict_proba(image, tta=tta)
-            best = proba.argmax(axis=2)
+            best = clean_classes(proba.argmax(axis=2), min_size=min_size, max_hole=max_hole)
             confidence = proba.max(axis=2)
             shapes: list = []
             for index in range(1, proba.shape[2]):
