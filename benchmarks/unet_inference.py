@@ -26,8 +26,8 @@ DATA = ROOT.parent / "shared" / "data" / "lucchi_mito"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="a saved UNetSegmenter (benchmarks/unet_lucchi.py "
-                                                                      "--save-checkpoint)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a saved UNetSegmenter (benchmarks/unet_lucchi.py --save-checkpoint)")
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               "pixels_changing_class": int(((plain_p > 0.5) != (folded_p > 0.5)).sum()), "pixels": plain_p.numel()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(f"{len(images)} slices of 1024×768, {threads} threads, {report['precision']}, median of {args.rounds} rounds:")
+    print(f"{len(images)} slices of 1024×768, {threads} threads, {report['precision']}, "
+          f"median of {args.rounds} rounds:")
     for name in variants:
         print(f"  {name:>6}: {median[name]} MP/s   (rounds: {report['mp_per_s_all'][name]})")
     print(f"  folded / plain: {report['ratio_folded_over_plain']}×; probabilities differ by at most "

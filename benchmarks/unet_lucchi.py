@@ -8,8 +8,9 @@ Training slices: the 12 named by issue 4 (000, 015, ..., 150, 160) or all 33; 20
 for validation, early stopping and the choice of the best epoch. Test: foreground IoU pooled over all pixels of the
 33 test slices (1024×768, Lucchi++ masks), predicted whole by the sliding window with flip TTA; inference speed is
 measured over the same 33 slices without and with TTA (megapixels per second, image scaling included, PNG decoding
-excluded). The same predictions are also scored cleaned (--min-size/--max-hole: specks dropped, pinholes filled). Wall time counts the whole fit (search, training, validation, checkpoints). The curves PNG of each run
-goes to --curves-dir; a JSON summary to benchmarks/out/.
+excluded). The same predictions are also scored cleaned (--min-size/--max-hole: specks dropped, pinholes filled).
+Wall time counts the whole fit (search, training, validation, checkpoints). The curves PNG of each run goes to
+--curves-dir; a JSON summary to benchmarks/out/.
 """
 
 from __future__ import annotations

@@ -382,18 +382,18 @@ class UNetSegmenter:
 
     def predict_logits(self, image: np.ndarray, *, tta: int | None = None) -> torch.Tensor:
         device = pick_device(self.device)
-        network = self._inference_network().to(device, memory_format=torch.channels_last)
+        network = self._inference_network().to(device)
         with cpu_threads(device, self.threads):
             return image_logits(network, InputNormaliser(self.encoder), device, scale_image(image), self.n_outputs_,
                                 max_tile=self.max_tile, overlap=self.overlap, tta=self.tta if tta is None else tta,
                                 autocast=autocast_dtype(device, self.precision))
 
     def _inference_network(self) -> torch.nn.Module:
-        """The network with its batch norms folded, built once per set of weights (they change only as a run
-        goes on, so the run's step and state name them)."""
+        """The network with its batch norms folded, channels-last, built once per set of weights (they change only
+        as a run goes on, so the run's step and state name them)."""
         key = (id(self.network_), self._state.step, self._state.stopped)
         if getattr(self, "_folded", (None, None))[0] != key:
-            self._folded = (key, fold_batch_norms(self.network_))
+            self._folded = (key, fold_batch_norms(self.network_).to(memory_format=torch.channels_last))
         return self._folded[1]
 
     def predict_proba(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
