@@ -76,7 +76,8 @@ def fit(args, seed: int, train_indices) -> tuple:
     segmenter = UNetSegmenter(patch=args.patch, batch_size=batch, lr=lr, time_budget=args.time_budget,
                               epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
                               max_tile=args.max_tile, patience=args.patience, threads=args.threads,
-                              precision=args.precision, val_fraction=args.val_fraction)
+                              precision=args.precision, val_fraction=args.val_fraction, ema_decay=args.ema_decay,
+                              steps_per_epoch=args.steps_per_epoch)
     last = [0.0]
 
     def progress(done, total, message):
@@ -115,12 +116,19 @@ def run(args, seed: int) -> dict:
     with_tta = evaluate(segmenter, test_images, test_masks, args.tta, clean)
     without = evaluate(segmenter, test_images, test_masks, 0, clean) if args.tta else with_tta
     inference = speed_sweep(segmenter, test_images[:args.speed_slices], args.speed_tiles)
+    raw = None
+    if segmenter.ema_decay:  # the same run's last raw weights side by side: what the moving average adds
+        plain = UNetSegmenter.from_checkpoint(segmenter.checkpoint(), device=args.device)
+        plain.threads, plain.precision = args.threads, args.precision
+        plain.network_.load_state_dict(plain._last_state)  # the weights the optimiser left (resume starts there)
+        raw = evaluate(plain, test_images, test_masks, args.tta, clean)
     summary = segmenter.summary_
     device = summary["device"] or str(pick_device(args.device))  # a model from --from-checkpoint: where it ran now
     return {"inference_sweep": inference, "seed": seed, "train_slices": len(train_indices), "wall_s": round(wall, 1),
             "test_iou_tta": with_tta["iou"], "test_iou_no_tta": without["iou"],
             "test_iou_tta_cleaned": with_tta.get("iou_cleaned"), "test_iou_no_tta_cleaned": without.get("iou_cleaned"),
-            "clean": clean, "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
+            "clean": clean, "ema_decay": segmenter.ema_decay,
+            "test_iou_tta_raw_weights": raw and raw["iou"], "mp_per_s_no_tta": without["mp_per_s"], "mp_per_s_tta": with_tta["mp_per_s"],
             "epochs": summary["epochs"], "steps": summary["steps"], "best_epoch": summary["best_epoch"],
             "val_iou": summary["val_iou"], "lr": summary["lr"], "batch_size": summary["batch_size"],
             "stopped": summary["stopped"], "search": segmenter.search_.get("chosen"),
@@ -176,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                              "mitochondria are under 150 px)")
     parser.add_argument("--max-hole", type=int, default=100, help="... and holes under N px filled (0: off)")
     parser.add_argument("--patience", type=int, default=1000)
+    parser.add_argument("--ema-decay", type=float, default=0.0,
+                        help="predict with a moving average of the weights (e.g. 0.999; 0: off); the test IoU of "
+                             "the same run's last raw weights is reported beside it")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="steps between evaluations (default: patches covering the training slices twice)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="training slices held out for validation (0: train on all, validate on them)")
     parser.add_argument("--threads", type=int, default=None)
@@ -210,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['stopped']}), val IoU {r['val_iou']}, test IoU {r['test_iou_tta']} (TTA) / "
               f"{r['test_iou_no_tta']} (none), cleaned {r['test_iou_tta_cleaned']} / {r['test_iou_no_tta_cleaned']}, "
               f"inference {r['mp_per_s_no_tta']} MP/s ({r['mp_per_s_tta']} with TTA)")
+        if r["test_iou_tta_raw_weights"] is not None:
+            print(f"  moving average (decay {r['ema_decay']}) {r['test_iou_tta']} vs the last raw weights "
+                  f"{r['test_iou_tta_raw_weights']} (TTA)")
         for row in r["inference_sweep"]:
             print(f"  inference, tiles <= {row['max_tile']}: {row['mp_per_s_auto']} MP/s ({args.precision}) vs "
                   f"{row['mp_per_s_fp32']} MP/s (fp32)")

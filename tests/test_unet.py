@@ -95,16 +95,17 @@ def test_bfloat16_autocast_trains_and_predicts_like_float32():
     assert agree > 0.98, agree
 
 
-def test_cancel_keeps_the_last_checkpoint_and_resume_gives_the_same_weights():
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_cancel_keeps_the_last_checkpoint_and_resume_gives_the_same_weights(ema_decay):
     images, masks = pairs()
-    straight = UNetSegmenter(epochs=2, restore_best=False, **TINY).fit(images, masks)
+    straight = UNetSegmenter(epochs=2, restore_best=False, ema_decay=ema_decay, **TINY).fit(images, masks)
     saved: list[bytes] = []
 
     def stop_in_epoch_two(done, total, message):
         if saved and done > TINY["steps_per_epoch"]:
             raise Cancelled("stop")
 
-    stopped = UNetSegmenter(epochs=2, restore_best=False, **TINY)
+    stopped = UNetSegmenter(epochs=2, restore_best=False, ema_decay=ema_decay, **TINY)
     with pytest.raises(Cancelled):
         stopped.fit(images, masks, on_progress=stop_in_epoch_two, on_checkpoint=lambda s: saved.append(s.checkpoint()))
     assert len(saved) == 1 and stopped.summary_["epochs"] == 1 and stopped.summary_["stopped"] == "interrupted"
@@ -115,6 +116,32 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_gives_the_same_weights():
     mine, theirs = resumed.network_.state_dict(), straight.network_.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert resumed.history_["val_loss"] == straight.history_["val_loss"]
+
+
+def test_moving_average_of_weights_warms_up_then_follows_slowly():
+    from labelloop.ml.unet.training import ema_with_warmup
+
+    update = ema_with_warmup(0.99)
+    early, late, counter = [torch.zeros(2)], [torch.zeros(2)], [torch.tensor([3])]
+    update(early, [torch.ones(2)], torch.tensor(0))  # first steps: decay (1 + 0) / (10 + 0) = 0.1
+    update(late, [torch.ones(2)], torch.tensor(1000))  # later: the asked 0.99
+    update(counter, [torch.tensor([7])], torch.tensor(5))  # batch norms' step counters are copied
+    assert torch.allclose(early[0], torch.full((2,), 0.9)) and torch.allclose(late[0], torch.full((2,), 0.01))
+    assert counter[0].item() == 7
+
+
+def test_a_run_with_a_moving_average_predicts_with_it_and_checkpoints_both():
+    images, masks = pairs()
+    segmenter = UNetSegmenter(epochs=2, restore_best=False, ema_decay=0.9, **TINY).fit(images, masks)
+    weights, raw = segmenter.network_.state_dict(), segmenter._last_state
+    averaged = {k.removeprefix("module."): v for k, v in segmenter._average_state.items() if k != "n_averaged"}
+    assert all(torch.equal(weights[k], averaged[k]) for k in weights)  # predicts with the average ...
+    assert not all(torch.equal(weights[k], raw[k]) for k in weights)  # ... not with the optimiser's last weights
+    assert int(segmenter._average_state["n_averaged"]) == 2 * TINY["steps_per_epoch"]
+    loaded = UNetSegmenter.from_checkpoint(segmenter.checkpoint())
+    assert np.array_equal(loaded.predict_proba(images[0]), segmenter.predict_proba(images[0]))
+    with pytest.raises(ValueError, match="ema_decay must be at least 0"):
+        UNetSegmenter(ema_decay=1.0).validate_params()
 
 
 def test_sliding_window_on_1000_by_700_has_no_seams():

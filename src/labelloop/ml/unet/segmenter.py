@@ -102,7 +102,7 @@ class UNetSegmenter:
                  val_fraction: float = 0.2, patience: int = 8, restore_best: bool = True, seed: int = 0,
                  device: str | None = None, threads: int | None = None, max_tile: int = 1024, overlap: int = 64,
                  tta: int = 4, search_fraction: float = 0.15, search_patches: int | None = None,
-                 range_test_steps: int = 30, precision: str = "auto"):
+                 range_test_steps: int = 30, precision: str = "auto", ema_decay: float = 0.0):
         self.encoder, self.weights, self.pretrained = encoder, weights, pretrained
         self.decoder_channels, self.n_classes, self.patch = tuple(decoder_channels), n_classes, patch
         self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
@@ -112,7 +112,7 @@ class UNetSegmenter:
         self.patience, self.restore_best, self.seed = patience, restore_best, seed
         self.device, self.threads, self.max_tile, self.overlap, self.tta = device, threads, max_tile, overlap, tta
         self.search_fraction, self.search_patches = search_fraction, search_patches
-        self.range_test_steps, self.precision = range_test_steps, precision
+        self.range_test_steps, self.precision, self.ema_decay = range_test_steps, precision, ema_decay
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, JSON-friendly (the augmentation spec as a dict)."""
@@ -136,7 +136,7 @@ class UNetSegmenter:
                                                           decoder_channels=self.decoder_channels,
                                                           pretrained=self.pretrained)
         self._initial_state = copy.deepcopy(self.network_.state_dict())
-        self._last_state = self._best_state = self._optimizer_state = self._evaluated = None
+        self._last_state = self._best_state = self._optimizer_state = self._evaluated = self._average_state = None
         train_items, val_items = split_items(len(images), self.val_fraction, self.seed)
         pixels = sum(masks[i].size for i in train_items)
         batch_guess = self.batch_size if isinstance(self.batch_size, int) else 8
@@ -196,20 +196,25 @@ class UNetSegmenter:
                 state.schedule_start = time.perf_counter() - started
             if self._last_state is not None:  # resuming: continue from the last evaluated weights
                 self.network_.load_state_dict(self._last_state)
-            trainer = self._trainer(device)
+            trainer = self._trainer(device, average=True)
             if self._optimizer_state is not None:
                 trainer.optimizer.load_state_dict(self._optimizer_state)
+            if self._average_state is not None and trainer.average is not None:
+                trainer.average.load_state_dict(self._average_state)
             try:
                 self._epochs(trainer, sampler, val, rng, report, on_checkpoint, started)
             finally:
                 self._finish(trainer)
         return self
 
-    def _trainer(self, device: torch.device) -> Trainer:
+    def _trainer(self, device: torch.device, *, average: bool = False) -> Trainer:
+        """A trainer over `network_`; `average`: with the run's moving average of weights (not for search trials,
+        whose few steps would be judged on a lagging average)."""
         loss = SegmentationLoss(self.n_outputs_, parse_loss(self.loss), focal_weight=self.focal_weight,
                                 dice_weight=self.dice_weight)
         return Trainer(self.network_, loss, InputNormaliser(self.encoder), self.n_classes_, device,
-                       weight_decay=self.weight_decay, autocast=autocast_dtype(device, self.precision))
+                       weight_decay=self.weight_decay, autocast=autocast_dtype(device, self.precision),
+                       ema_decay=self.ema_decay if average else 0.0)
 
     def _search(self, device: torch.device, sampler: PatchSampler, val, rng, report: Progress) -> None:
         """Choose lr and/or batch size by short trials from the pretrained weights; the run starts afresh after."""
@@ -273,6 +278,7 @@ class UNetSegmenter:
             elif state.since_best >= self.patience:
                 state.stopped = "early stopping"
             self._last_state = _cpu(trainer.network.state_dict())
+            self._average_state = _cpu(trainer.average.state_dict()) if trainer.average is not None else None
             self._optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
             self._evaluated = copy.deepcopy(state)
             if on_checkpoint:
@@ -296,7 +302,7 @@ class UNetSegmenter:
             history[f"val_{name}"].append(round(measured[name], 5))
         if measured["iou"] > state.best_iou + 1e-4:
             state.best_iou, state.best_epoch, state.since_best = measured["iou"], state.epoch, 0
-            self._best_state = _cpu(trainer.network.state_dict())
+            self._best_state = _cpu(trainer.evaluated.state_dict())
         else:
             state.since_best += 1
         log.info("epoch %d: train loss %.4f, val loss %.4f, val IoU %.4f", state.epoch, train["loss"],
@@ -316,7 +322,12 @@ class UNetSegmenter:
         self.network_.to("cpu")
 
     def _prediction_state(self) -> dict[str, torch.Tensor]:
-        return self._best_state if self.restore_best and self._best_state is not None else self._last_state
+        """The best evaluated weights (restore_best), else the last evaluated ones: the moving average if any."""
+        if self.restore_best and self._best_state is not None:
+            return self._best_state
+        if self._average_state is not None:
+            return {k.removeprefix("module."): v for k, v in self._average_state.items() if k.startswith("module.")}
+        return self._last_state
 
     # -- results ----------------------------------------------------------------------------------------------
 
@@ -347,7 +358,8 @@ class UNetSegmenter:
         payload = {
             "format": FORMAT, "params": self.get_params(), "n_classes": self.n_classes_, "network": predict_with,
             "training": {"state": asdict(self._state), "optimizer": self._optimizer_state,
-                         "network": None if predict_with is self._last_state else self._last_state},
+                         "network": None if predict_with is self._last_state else self._last_state,
+                         "average": self._average_state},
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -374,6 +386,7 @@ class UNetSegmenter:
         segmenter._last_state = training["network"] if training["network"] is not None else payload["network"]
         segmenter._best_state = payload["network"] if segmenter.restore_best else None
         segmenter._optimizer_state = training["optimizer"]
+        segmenter._average_state = training.get("average")  # absent from checkpoints before ema_decay
         segmenter._state = RunState(**training["state"])
         segmenter._evaluated = copy.deepcopy(segmenter._state)
         return segmenter
@@ -431,6 +444,8 @@ class UNetSegmenter:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.tta not in VIEWS:
             raise ValueError(f"tta must be 0, 2, 4 or 8 views (flips, then transposes too), got {self.tta}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be at least 0 (off) and below 1, got {self.ema_decay}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.time_budget is not None and self.time_budget <= 0:

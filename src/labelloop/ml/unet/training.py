@@ -115,16 +115,41 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def ema_with_warmup(decay: float):
+    """An AveragedModel `multi_avg_fn`: exponential moving average whose decay ramps up as (1 + n) / (10 + n) toward
+    `decay` (timm's ModelEmaV2 warm-up), so a short run is not dragged back to its starting weights. Integer buffers
+    (batch norms' counters) are copied."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        rate = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - rate)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
 class Trainer:
-    """AdamW over a network, channels_last, optional bfloat16 autocast (`autocast_dtype`)."""
+    """AdamW over a network, channels_last, optional bfloat16 autocast (`autocast_dtype`); with `ema_decay` > 0 an
+    exponential moving average of the weights (and batch-norm statistics) follows every step, and evaluation uses
+    it (`evaluated`)."""
 
     def __init__(self, network: torch.nn.Module, loss: SegmentationLoss, normaliser: InputNormaliser,
                  n_classes: int, device: torch.device, *, weight_decay: float = 1e-4,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, ema_decay: float = 0.0):
         self.network = network.to(device, memory_format=torch.channels_last)
         self.loss, self.normaliser, self.n_classes, self.device = loss, normaliser, n_classes, device
         self.autocast = autocast
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3, weight_decay=weight_decay)
+        self.average = (torch.optim.swa_utils.AveragedModel(self.network, multi_avg_fn=ema_with_warmup(ema_decay),
+                                                            use_buffers=True) if ema_decay > 0 else None)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network that is evaluated and kept: the moving average when there is one."""
+        return self.average.module if self.average is not None else self.network
 
     def step(self, batch: Batch, lr: float) -> tuple[float, np.ndarray]:
         """One optimiser step; returns (loss, confusion of the batch's predictions)."""
@@ -139,10 +164,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.network)
         return float(loss.detach()), confusion(predicted_classes(logits.detach()), target, self.n_classes)
 
     def logits(self, image: np.ndarray, *, max_tile: int, overlap: int, tta: int = 0) -> torch.Tensor:
-        return image_logits(self.network, self.normaliser, self.device, image, self.loss_outputs,
+        return image_logits(self.evaluated, self.normaliser, self.device, image, self.loss_outputs,
                             max_tile=max_tile, overlap=overlap, tta=tta, autocast=self.autocast)
 
     @property
