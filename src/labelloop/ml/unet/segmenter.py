@@ -91,7 +91,10 @@ class UNetSegmenter:
     epochs / time_budget (seconds): stop after whichever comes first (default: DEFAULT_EPOCHS epochs).
     An epoch is `steps_per_epoch` batches (default: enough patches to cover the training images twice), then an
     evaluation on the validation items, a checkpoint and the early-stopping check (`patience` epochs without a
-    better validation IoU)."""
+    better validation IoU).
+    ema_decay: 0 (off) or e.g. 0.999: an exponential moving average of the weights follows every step; validation,
+    the best epoch and prediction use it (the curves' training line stays the optimiser's own weights), and a
+    checkpoint keeps both so `resume()` continues exactly."""
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, *, weights: str | Path | None = None, pretrained: bool = True,
                  decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS, n_classes: int | None = None,

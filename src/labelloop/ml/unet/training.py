@@ -117,8 +117,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def ema_with_warmup(decay: float):
     """An AveragedModel `multi_avg_fn`: exponential moving average whose decay ramps up as (1 + n) / (10 + n) toward
-    `decay` (timm's ModelEmaV2 warm-up), so a short run is not dragged back to its starting weights. Integer buffers
-    (batch norms' counters) are copied."""
+    `decay` (the num_updates rule of TensorFlow's ExponentialMovingAverage), so a short run is not dragged back to its
+    starting weights. Integer buffers (batch norms' counters) are copied."""
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
