@@ -18,7 +18,7 @@ from labelloop.ml.unet.inference import sliding_window, tile_size, tile_starts
 from labelloop.ml.unet.losses import SegmentationLoss
 from labelloop.ml.unet.network import InputNormaliser, fold_batch_norms
 from labelloop.ml.unet.sampling import PatchSampler
-from labelloop.ml.unet.training import Trainer, autocast_dtype, cpu_threads, image_logits
+from labelloop.ml.unet.training import Trainer, autocast_dtype, averaged_weights, cpu_threads, image_logits
 
 TINY = dict(patch=64, batch_size=2, steps_per_epoch=3, max_tile=128, overlap=32, tta=0, threads=1, augment=None)
 
@@ -134,7 +134,7 @@ def test_a_run_with_a_moving_average_predicts_with_it_and_checkpoints_both():
     images, masks = pairs()
     segmenter = UNetSegmenter(epochs=2, restore_best=False, ema_decay=0.9, **TINY).fit(images, masks)
     weights, raw = segmenter.network_.state_dict(), segmenter._last_state
-    averaged = {k.removeprefix("module."): v for k, v in segmenter._average_state.items() if k != "n_averaged"}
+    averaged = averaged_weights(segmenter._average_state)
     assert all(torch.equal(weights[k], averaged[k]) for k in weights)  # predicts with the average ...
     assert not all(torch.equal(weights[k], raw[k]) for k in weights)  # ... not with the optimiser's last weights
     assert int(segmenter._average_state["n_averaged"]) == 2 * TINY["steps_per_epoch"]

@@ -27,8 +27,8 @@ from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
 from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
                                        fold_batch_norms, scale_image)
 from labelloop.ml.unet.sampling import TRAINING_AUGMENT, PatchSampler
-from labelloop.ml.unet.training import (PRECISIONS, Trainer, autocast_dtype, cpu_threads, image_logits, one_cycle,
-                                        pick_device, split_items)
+from labelloop.ml.unet.training import (PRECISIONS, Trainer, autocast_dtype, averaged_weights, cpu_threads,
+                                        image_logits, one_cycle, pick_device, split_items)
 
 log = logging.getLogger(__name__)
 FORMAT = "labelloop-unet/1"
@@ -329,7 +329,7 @@ class UNetSegmenter:
         if self.restore_best and self._best_state is not None:
             return self._best_state
         if self._average_state is not None:
-            return {k.removeprefix("module."): v for k, v in self._average_state.items() if k.startswith("module.")}
+            return averaged_weights(self._average_state)
         return self._last_state
 
     # -- results ----------------------------------------------------------------------------------------------

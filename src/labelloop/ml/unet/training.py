@@ -131,6 +131,11 @@ def ema_with_warmup(decay: float):
     return update
 
 
+def averaged_weights(average_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's own state dict inside an AveragedModel's (its keys without "module.", less the counter)."""
+    return {k.removeprefix("module."): v for k, v in average_state.items() if k.startswith("module.")}
+
+
 class Trainer:
     """AdamW over a network, channels_last, optional bfloat16 autocast (`autocast_dtype`); with `ema_decay` > 0 an
     exponential moving average of the weights (and batch-norm statistics) follows every step, and evaluation uses

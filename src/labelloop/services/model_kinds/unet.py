@@ -25,8 +25,7 @@ _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:
 # Settings a user may give with --set key=value, and how to read them.
 _NUMBERS = {"focal_weight": float, "dice_weight": float, "val_fraction": float, "foreground_bias": float,
             "weight_decay": float, "patience": int, "steps_per_epoch": int, "max_tile": int, "overlap": int,
-            "tta": int, "threads": int, "search_patches": int, "search_fraction": float,
-            "ema_decay": float}
+            "tta": int, "threads": int, "search_patches": int, "search_fraction": float, "ema_decay": float}
 
 
 def parse_duration(value: Any) -> float:
