@@ -47,11 +47,16 @@ def test_contract_commands_end_to_end(capsys, tmp_path, database_url):
     code, out, _ = run(capsys, "jobs", "list", "--json", "--data-dir", data)
     jobs = json.loads(out)
     assert [(j["kind"], j["state"]) for j in jobs] == [("import", "done")]
-    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "csv"), "--format", "csv", "--data-dir", data, "--json")
+    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "none"), "--format", "csv", "--data-dir", data, "--json")
+    assert code == 0 and json.loads(out)["items"] == 0 and json.loads(out)["left_out"] == {"not labelled": 4}
+    # a CSV to fill in by hand: every item, labels empty
+    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "csv"), "--format", "csv", "--include-unlabelled",
+                       "--data-dir", data, "--json")
     assert code == 0 and json.loads(out)["items"] == 4
     assert (tmp_path / "csv" / "labels.csv").is_file()
     assert len(list((tmp_path / "csv" / "images").iterdir())) == 4
-    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "labels-only"), "--format", "csv", "--no-images", "--data-dir", data)
+    code, out, _ = run(capsys, "export", "cells", str(tmp_path / "labels-only"), "--format", "csv", "--no-images",
+                       "--include-unlabelled", "--data-dir", data)
     assert code == 0 and not (tmp_path / "labels-only" / "images").exists()
     assert len((tmp_path / "labels-only" / "labels.csv").read_text().splitlines()) == 5
     code, _, err = run(capsys, "export", "cells", str(tmp_path / "csv"), "--format", "csv", "--data-dir", data)

@@ -449,8 +449,14 @@ def test_export_is_a_streamed_zip(client, team):
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     names = archive.namelist()
-    assert "annotations.json" in names and sum(n.endswith(".png") for n in names) == len(team.item_ids)
+    assert "annotations.json" in names and sum(n.endswith(".png") for n in names) == 1  # the one labelled item
     assert b'"cat"' in archive.read("annotations.json")
+    assert response.headers["x-labelloop-exported-items"] == "1"
+    assert response.headers["x-labelloop-left-out"] == f"{len(team.item_ids) - 1} not labelled"
+    everything = client.get(url + "&images=true&unlabelled=true", headers=team.auth("manager"))
+    names = zipfile.ZipFile(io.BytesIO(everything.content)).namelist()
+    assert sum(n.endswith(".png") for n in names) == len(team.item_ids)
+    assert everything.headers["x-labelloop-left-out"] == ""
 
 
 def test_overlap_gives_each_item_to_two_annotators_and_measures_agreement(client, team):

@@ -34,8 +34,10 @@ class ProjectHandle:
     def import_(self, path: str | Path, *, format: str = "auto", split: str | None = None, skip_bad: bool = False) -> ImportReport:
         return import_path(self.workspace, self.name, path, format=format, split=split, skip_bad=skip_bad)
 
-    def export(self, out: str | Path, *, format: str, include: str = "annotations") -> ExportSummary:
-        return export_project(self.workspace, self.name, out, format=format, include=include)
+    def export(self, out: str | Path, *, format: str, include: str = "annotations",
+               unlabelled: bool = False) -> ExportSummary:
+        """Labelled items only, unless `unlabelled`; `ExportSummary.left_out` counts the others by reason."""
+        return export_project(self.workspace, self.name, out, format=format, include=include, unlabelled=unlabelled)
 
     def stats(self) -> dict[str, Any]:
         return project_stats(self.workspace, self.name)

@@ -148,16 +148,20 @@ def export_command(
     format: str = typer.Option(..., "--format", help="coco, yolo, voc, masks, instances, scribbles, folders, csv"),
     include: str = typer.Option("annotations", "--include", help="annotations, predictions or both"),
     images: bool = typer.Option(True, "--images/--no-images", help="Write the image files beside the labels."),
+    include_unlabelled: bool = typer.Option(
+        False, "--include-unlabelled",
+        help="Also export items nobody labelled (with empty labels); by default only labelled items are written."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
-    """Export a project's labels (and images) in a standard format, streamed."""
+    """Export a project's labelled items (and images) in a standard format, streamed."""
     from labelloop.services.projects import get_project
 
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
-    params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images}
+    params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images,
+              "unlabelled": include_unlabelled}
     job = run_job_here(workspace, "export", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})

@@ -82,6 +82,7 @@ class ExportSummary:
     shapes: int = 0
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # items not exported, by reason (unlabelled ones)
 
 
 class Format(Protocol):

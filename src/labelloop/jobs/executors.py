@@ -46,12 +46,17 @@ def _run_in_worker(data_dir: str, database_url: str, blob_url: str, job_id: int)
 
 
 class LocalProcessExecutor:
-    """A pool of worker processes on this machine (spawned, so no state leaks from the parent)."""
+    """A pool of worker processes on this machine (spawned, so no state leaks from the parent); each worker ends
+    itself when this process dies (jobs/worker_watch.py)."""
 
     def __init__(self, workspace, max_workers: int | None = None):
         self.workspace = workspace
+        from labelloop.jobs.worker_watch import start_time, watch_parent
+
         workers = max_workers or max(1, (os.cpu_count() or 2) - 1)
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        me = os.getpid()
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=watch_parent, initargs=(str(workspace.root), me, start_time(me)))
 
     def submit(self, job_id: int) -> Future:
         ws = self.workspace

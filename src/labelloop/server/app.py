@@ -11,6 +11,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from labelloop.jobs.worker_watch import end_orphan_workers
 from labelloop.server import errors, live_router
 from labelloop.server.background import LazyProcessExecutor
 from labelloop.server.config import ServerConfig
@@ -43,6 +44,9 @@ def create_app(workspace_or_dir: Workspace | str | Path, *, executor=None, confi
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         to_thread.current_default_thread_limiter().total_tokens = config.request_threads
+        ended = end_orphan_workers(workspace.root)  # workers of a server that was killed, before any job starts
+        if ended:
+            log.warning("ended %d job worker(s) left running by a server that is gone: %s", len(ended), ended)
         if resume_jobs:
             _resume_queued_jobs(app)
         yield

@@ -11,14 +11,14 @@ from pathlib import Path, PurePosixPath
 
 
 from labelloop import media
-from labelloop.domain import Shape, Split, shape_from_dict
+from labelloop.domain import ProjectKind, Shape, Split, shape_from_dict
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportItem, ExportRecord, ExportSummary
 from labelloop.formats.registry import format_names, get_format
 from labelloop.services.annotations import latest_for_items
 from labelloop.services.predictions import latest_predictions_for_items
 from labelloop.services.project_data import item_pages
-from labelloop.services.projects import get_project
+from labelloop.services.projects import ProjectInfo, get_project
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import ItemRow
 
@@ -79,24 +79,80 @@ class _ImageSaver:
         return filename
 
 
-def _records(workspace: Workspace, project_id: int, include: str, saver: _ImageSaver) -> Iterator[ExportRecord]:
-    """Items in id order, a page at a time (keyset pagination), each with the shapes asked for."""
-    for rows in item_pages(workspace, project_id, PAGE):
+# Why an item is left out of an export (without --include-unlabelled): an empty file for it would teach a model
+# "nothing here" when nobody said so.
+NOT_LABELLED = "not labelled"
+SCRIBBLES_ONLY = "scribbles only"
+NO_CLASS = "no class label"
+EMPTY_PREDICTION = "prediction with no shape"
+NO_SCRIBBLES = "no scribbles"
+CLASS_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
+
+
+def missing_label(kind: ProjectKind, shapes: list[dict] | None, *, scribbles_are_labels: bool = False,
+                  prediction: bool = False) -> str | None:
+    """None when `shapes` (an annotation's or a prediction's, None for neither) label the item, else why not.
+
+    Scribbles are partial labels: they label an item only for the scribbles format. A class label is the only
+    answer for classification; for the other kinds an explicit revision with no shape says "nothing here"."""
+    if shapes is None:
+        return NOT_LABELLED
+    if scribbles_are_labels:
+        return None if any(s.get("type") == "scribble" for s in shapes) else NO_SCRIBBLES
+    labels = [s for s in shapes if s.get("type") != "scribble"]
+    if kind in CLASS_KINDS and not any(s.get("type") == "class" for s in labels):
+        return EMPTY_PREDICTION if prediction else NO_CLASS
+    if labels or not shapes:
+        return None
+    return SCRIBBLES_ONLY
+
+
+def _left_out_reason(kind: ProjectKind, fmt: str, annotation, prediction) -> str | None:
+    """None when the item has a label to export (a person's, or a prediction asked for), else why it has none."""
+    scribbles = fmt == "scribbles"
+    reasons = [missing_label(kind, annotation.shapes if annotation is not None else None,
+                             scribbles_are_labels=scribbles)]
+    if prediction is not None:
+        reasons.append(missing_label(kind, prediction.shapes, scribbles_are_labels=scribbles, prediction=True))
+    if None in reasons:
+        return None
+    return next((r for r in reasons if r != NOT_LABELLED), NOT_LABELLED)
+
+
+def _records(workspace: Workspace, project: ProjectInfo, fmt: str, include: str, unlabelled: bool,
+             saver: _ImageSaver, summary: ExportSummary, skipped: Callable[[int], None]) -> Iterator[ExportRecord]:
+    """Items in id order, a page at a time (keyset pagination), each with the shapes asked for; items without a
+    label are counted in `summary.left_out` unless `unlabelled` asks for them."""
+    for rows in item_pages(workspace, project.id, PAGE):
         with workspace.session() as session:
             ids = [r.id for r in rows]
             annotations = latest_for_items(session, ids) if include in ("annotations", "both") else {}
             predictions = latest_predictions_for_items(session, ids) if include in ("predictions", "both") else {}
         for row in rows:
+            annotation, prediction = annotations.get(row.id), predictions.get(row.id)
+            if not unlabelled:
+                reason = _left_out_reason(project.kind, fmt, annotation, prediction)
+                if reason is not None:
+                    summary.left_out[reason] = summary.left_out.get(reason, 0) + 1
+                    skipped(1)
+                    continue
             saver.remember(row)
             shapes: list[Shape] = []
-            if row.id in annotations:
-                shapes.extend(shape_from_dict(s) for s in annotations[row.id].shapes)
-            if row.id in predictions:
+            if annotation is not None:
+                shapes.extend(shape_from_dict(s) for s in annotation.shapes)
+            if prediction is not None:
                 shapes.extend(shape_from_dict({**s, "attributes": {**s.get("attributes", {}), "source": "model"}})
-                              for s in predictions[row.id].shapes)
+                              for s in prediction.shapes)
             item = ExportItem(row.id, row.source, row.page, row.width, row.height, Split(row.split),
                               row.channels, row.dtype, dict(row.meta))
             yield ExportRecord(item, shapes)
+
+
+def left_out_message(left_out: dict[str, int]) -> str:
+    """One line for the summary: how many items were not exported, and why."""
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(left_out.items(), key=lambda kv: -kv[1]))
+    return (f"{sum(left_out.values())} item(s) left out ({reasons}): they have no label to export; "
+            f"--include-unlabelled exports them too, with empty labels")
 
 
 def export_project(
@@ -108,6 +164,7 @@ def export_project(
     include: str = "annotations",
     overwrite: bool = False,
     images: bool = True,
+    unlabelled: bool = False,
     progress: Callable[[int, int | None, str], None] = lambda d, t, m: None,
 ) -> ExportSummary:
     out = Path(out).resolve()
@@ -134,8 +191,12 @@ def export_project(
 
     ctx = ExportContext(out=staging, kind=project.kind, classes=project.classes, save_image=saver, progress=advance,
                         include=include)
+    left = ExportSummary()
     try:
-        summary = fmt.write(_records(workspace, project.id, include, saver), ctx)
+        summary = fmt.write(_records(workspace, project, format, include, unlabelled, saver, left, advance), ctx)
+        summary.left_out = left.left_out
+        if left.left_out:
+            summary.warnings.append(left_out_message(left.left_out))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)

@@ -252,6 +252,8 @@ def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],
                              include=p.get("include", "annotations"), images=p.get("images", True),
-                             progress=ctx.progress)
+                             unlabelled=p.get("unlabelled", False), progress=ctx.progress)
     ctx.log(f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}")
+    if summary.left_out:
+        ctx.log(f"left out (no label): {', '.join(f'{n} {why}' for why, n in summary.left_out.items())}")
     return {"out": p["out"], "format": p["format"], **asdict(summary)}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,30 @@ def latest_predictions_for_items(session: Session, item_ids: Iterable[int]) -> d
     )
     rows = session.scalars(select(PredictionRow).join(newest, PredictionRow.id == newest.c.id))
     return {row.item_id: row for row in rows}
+
+
+def save_predictions(session: Session, rows: Sequence[PredictionRow]) -> int:
+    """Add a model's predictions. Each replaces the pending prediction of the same model version on its item, so
+    pre-labelling twice never queues an item twice; reviewed predictions stay as history. A prediction that comes
+    out the same keeps its row (and the shapes users dismissed from it). Returns how many pending ones were
+    replaced."""
+    fresh = {(r.item_id, r.model_id): r for r in rows if r.model_id is not None}
+    replaced, unchanged = [], set()
+    for model_id in {m for _, m in fresh}:
+        items = [i for i, m in fresh if m == model_id]
+        for start in range(0, len(items), 500):
+            pending = session.execute(select(PredictionRow.id, PredictionRow.item_id, PredictionRow.shapes).where(
+                PredictionRow.model_id == model_id, PredictionRow.review_state == "pending",
+                PredictionRow.item_id.in_(items[start:start + 500])))
+            for old_id, item_id, shapes in pending:
+                if shapes == fresh[(item_id, model_id)].shapes and (item_id, model_id) not in unchanged:
+                    unchanged.add((item_id, model_id))
+                else:
+                    replaced.append(old_id)
+    for start in range(0, len(replaced), 500):
+        session.execute(delete(PredictionRow).where(PredictionRow.id.in_(replaced[start:start + 500])))
+    session.add_all([r for r in rows if (r.item_id, r.model_id) not in unchanged])
+    return len(replaced)
 
 
 def dismiss(session: Session, prediction_id: int, shape_indexes: Iterable[int], user: str) -> list[int]:

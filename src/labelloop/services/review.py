@@ -13,7 +13,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from labelloop.domain import Shape, shape_from_dict
+from labelloop.domain import ProjectKind, Shape, shape_from_dict, shape_to_dict
 from labelloop.errors import Conflict, InvalidInput, NotFound
 from labelloop.services import annotations, queue
 from labelloop.services.annotations import AnnotationInfo
@@ -21,6 +21,7 @@ from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import AnnotationRow, ItemRow, PredictionRow, ReviewRow, utcnow
 
 ACTIONS = ("accept", "edit", "reject")
+CLASS_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
 _VERDICT = {"accept": "accepted", "edit": "edited", "reject": "rejected"}
 
 
@@ -67,6 +68,12 @@ def review_prediction(session: Session, project: ProjectInfo, prediction_id: int
     row = session.get(PredictionRow, prediction_id)
     if row is None:
         raise NotFound(f"no prediction {prediction_id}")
+    if project.kind in CLASS_KINDS and action != "reject":
+        given = row.shapes if action == "accept" else [shape_to_dict(s) for s in shapes or []]
+        if not any(s.get("type") == "class" for s in given):
+            raise InvalidInput(
+                f"prediction {prediction_id} names no class (no class reached its threshold), so it is not an "
+                f"answer to accept; choose the class yourself ('edit' with a class) or reject it")
     now = utcnow()
     claimed = session.execute(update(PredictionRow).where(
         PredictionRow.id == prediction_id, PredictionRow.review_state == "pending",

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from labelloop.domain import ProjectKind
 from labelloop.services.annotations import latest_for_items
 from labelloop.services.project_data import item_pages
 from labelloop.services.projects import get_project
@@ -20,9 +21,11 @@ def project_stats(workspace, name: str) -> dict[str, Any]:
         project = get_project(session, name)
         splits = dict(session.execute(
             select(ItemRow.split, func.count()).where(ItemRow.project_id == project.id).group_by(ItemRow.split)).all())
+        counted = select(PredictionRow.review_state, func.count()).join(ItemRow, ItemRow.id == PredictionRow.item_id)
+        if project.kind in (ProjectKind.classification, ProjectKind.multilabel):
+            counted = counted.where(PredictionRow.shape_count > 0)  # no class: a ranking score, not a pre-label
         predictions = dict(session.execute(
-            select(PredictionRow.review_state, func.count()).join(ItemRow, ItemRow.id == PredictionRow.item_id)
-            .where(ItemRow.project_id == project.id).group_by(PredictionRow.review_state)).all())
+            counted.where(ItemRow.project_id == project.id).group_by(PredictionRow.review_state)).all())
         models = session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.project_id == project.id))
     per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})
     items_per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})

@@ -104,6 +104,10 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def _shape_count(context) -> int:
+    return len(context.get_current_parameters().get("shapes") or [])
+
+
 class PredictionRow(Base):
     __tablename__ = "predictions"
     __table_args__ = (Index("ix_predictions_review", "item_id", "review_state"),)
@@ -112,6 +116,8 @@ class PredictionRow(Base):
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
     model_version: Mapped[str] = mapped_column(String(100))
     shapes: Mapped[list[Any]] = mapped_column()  # each shape carries its own score
+    # len(shapes), so lists can leave out empty predictions (a classifier's "no class reached its threshold")
+    shape_count: Mapped[int] = mapped_column(Integer, default=_shape_count, server_default="0")
     score: Mapped[float | None] = mapped_column(Float, nullable=True)  # item-level confidence
     review_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|accepted|edited|rejected
     reviewer: Mapped[str | None] = mapped_column(String(200), nullable=True)

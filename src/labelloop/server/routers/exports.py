@@ -64,18 +64,22 @@ def _zip_stream(folder: Path, cleanup: Path) -> Iterator[bytes]:
 def export(request: Request, format: str = Query(..., min_length=1, max_length=32, description="coco, yolo, voc, ..."),
            include: str = Query("annotations", description=", ".join(INCLUDE)),
            images: bool = Query(False, description="Include the image files (labels only by default)"),
+           unlabelled: bool = Query(False, description="Also items nobody labelled, with empty labels"),
            access: Access = Depends(project_access("manage"))):
     workspace = workspace_of(request)
     staging = Path(tempfile.mkdtemp(prefix="export-", dir=_tmp(workspace)))
     try:
-        export_project(workspace, access.project.name, staging / "export", format=format, include=include,
-                       images=images)
+        summary = export_project(workspace, access.project.name, staging / "export", format=format,
+                                 include=include, images=images, unlabelled=unlabelled)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     name = f"{access.project.name}-{format}.zip"
-    return StreamingResponse(_zip_stream(staging / "export", staging), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    # The zip streams, so what the export left out travels in headers (the UI shows them).
+    headers = {"Content-Disposition": f'attachment; filename="{name}"',
+               "X-Labelloop-Exported-Items": str(summary.items),
+               "X-Labelloop-Left-Out": ", ".join(f"{n} {why}" for why, n in summary.left_out.items())}
+    return StreamingResponse(_zip_stream(staging / "export", staging), media_type="application/zip", headers=headers)
 
 
 def _tmp(workspace) -> Path:

@@ -19,7 +19,8 @@ router = APIRouter(tags=["predictions"])
 
 
 @router.get("/api/projects/{project_id}/predictions", response_model=Page[PredictionOut],
-            summary="Predictions, by id; ?state=pending is the review queue, ?item= one item's")
+            summary="Predictions, by id; ?state=pending is the review queue (in classification projects only those "
+                    "naming a class), ?item= one item's")
 def list_predictions(request: Request, state: str | None = Query(None, description=", ".join(REVIEW_STATES)),
                      item: int | None = Query(None, ge=1, le=MAX_ID, description="Only this item's predictions."),
                      access: Access = Depends(project_access("view")), params: PageParams = Depends()):
@@ -29,6 +30,9 @@ def list_predictions(request: Request, state: str | None = Query(None, descripti
              .where(ItemRow.project_id == access.project.id, PredictionRow.id > params.after))
     if state:
         query = query.where(PredictionRow.review_state == state)
+    if state == "pending" and access.project.kind in review.CLASS_KINDS:
+        # a classifier's prediction with no class only ranks the item for labelling: it is no pre-label to review
+        query = query.where(PredictionRow.shape_count > 0)
     if item is not None:
         query = query.where(PredictionRow.item_id == item)
     with workspace_of(request).session() as session:

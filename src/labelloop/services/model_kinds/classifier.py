@@ -18,6 +18,7 @@ from labelloop.services.embeddings import embed_items, encoder_key, load_embeddi
 from labelloop.services.model_kinds import register_model_kind
 from labelloop.services.models import load_estimator, save_model
 from labelloop.services.project_data import item_pages, item_rows, labelled_items
+from labelloop.services.predictions import save_predictions
 from labelloop.store.tables import BlobRow, PredictionRow
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class Classifier:
                                           shapes=[shape_to_dict(s) for s in shapes],
                                           score=round(float(certainty), 4), review_state="pending"))
             with workspace.session() as session:
-                session.add_all(rows)
+                save_predictions(session, rows)
             written += len(rows)
         return {
             "model": model.ref, "predictions": written, "prelabelled": prelabelled,

@@ -14,6 +14,7 @@ from labelloop.geometry import rle
 from labelloop.services.model_kinds import register_model_kind
 from labelloop.services.models import save_model
 from labelloop.services.project_data import background_index, item_rows, labelled_items
+from labelloop.services.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,10 @@ class PixelRF:
             if instances == "watershed":
                 shapes = self._instances(values, proba, classifier, background, names, params) or shapes
             with workspace.session() as session:
-                session.add(PredictionRow(item_id=item.id, model_id=model.id, model_version=model.ref,
-                                          shapes=[shape_to_dict(s) for s in shapes],
-                                          score=round(float(confidence.mean()), 4), review_state="pending"))
+                save_predictions(session, [PredictionRow(
+                    item_id=item.id, model_id=model.id, model_version=model.ref,
+                    shapes=[shape_to_dict(s) for s in shapes], score=round(float(confidence.mean()), 4),
+                    review_state="pending")])
             written += 1
             ctx.progress(n, len(item_ids), "segmenting")
         return {"model": model.ref, "predictions": written}

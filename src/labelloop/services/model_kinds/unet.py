@@ -19,6 +19,7 @@ from labelloop.services.model_kinds import register_model_kind
 from labelloop.services.models import (ModelInfo, delete_model, get_model, read_checkpoint, start_model,
                                        store_file, update_model)
 from labelloop.services.project_data import background_index, item_rows, labelled_items
+from labelloop.services.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
@@ -264,9 +265,10 @@ class UNet:
                     size, counts = rle.encode(region)
                     shapes.append(Mask(names[value], size, counts, score=round(float(confidence[region].mean()), 4)))
             with workspace.session() as session:
-                session.add(PredictionRow(item_id=item.id, model_id=model.id, model_version=model.ref,
-                                          shapes=[shape_to_dict(s) for s in shapes],
-                                          score=round(float(confidence.mean()), 4), review_state="pending"))
+                save_predictions(session, [PredictionRow(
+                    item_id=item.id, model_id=model.id, model_version=model.ref,
+                    shapes=[shape_to_dict(s) for s in shapes], score=round(float(confidence.mean()), 4),
+                    review_state="pending")])
             written += 1
             ctx.progress(n, len(item_ids), "segmenting")
         return {"model": model.ref, "predictions": written}
