@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from pycocotools import mask as cocomask
 from ui_support import browser, drag, open_item, page, screen, screenshot, ui_server, wait_saved, write_images  # noqa: F401
@@ -139,6 +141,42 @@ def test_accept_and_edit_prelabels(page, ui_server):
     assert [(b["label"], b["x0"], b["y0"]) for b in boxes][0] == ("cat", 20, 20)
     assert boxes[1]["label"] == "dog" and abs(boxes[1]["x0"] - 160) < 2 and abs(boxes[1]["y1"] - 210) < 2
     assert all("score" not in b for b in boxes)
+
+
+def test_editing_a_mask_prelabel_is_recorded_as_an_edit_with_provenance(page, ui_server):
+    """A semantic pre-label taken and then painted on: the prediction is 'edited' (not 'rejected') and the saved
+    mask still names the prediction it came from."""
+    pid, (item,) = ui_server.project("mask-suggested", "semantic", ["background", "cell"])
+    region = np.zeros((240, 320), np.uint8, order="F")
+    region[80:160, 40:140] = 1
+    encoded = cocomask.encode(region)
+    with ui_server.workspace.session() as session:
+        row = PredictionRow(item_id=item, model_version="test:1", score=0.8, shapes=[
+            {"type": "mask", "label": "cell", "size": [240, 320], "counts": encoded["counts"].decode(), "score": 0.8}])
+        session.add(row)
+        session.flush()
+        prediction_id = row.id
+    open_item(page, pid, item)
+    page.locator("[data-testid=prelabels] li").first.click()
+    page.click("[data-testid=edit-prelabel]")
+    page.keyboard.press("2")
+    page.keyboard.press("b")
+    page.locator("[data-testid=brush-size]").fill("20")
+    drag(page, (140, 120), (260, 120), steps=12)  # grow the predicted region to the right
+    wait_saved(page)
+    page.wait_for_function("!document.querySelector('[data-testid=prelabels]')")
+    with ui_server.api() as http:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            state = http.get(f"/api/projects/{pid}/predictions").json()["items"][0]["review_state"]
+            if state != "pending":
+                break
+            time.sleep(0.1)
+    assert state == "edited"
+    (mask,) = latest(ui_server, item)["shapes"]
+    assert mask["attributes"]["prediction"] == f"{prediction_id}:0"
+    pixels = cocomask.decode({"size": mask["size"], "counts": mask["counts"].encode()}).astype(bool)
+    assert pixels[120, 60] and pixels[120, 240] and not pixels[20, 60]  # the prediction, plus the stroke
 
 
 def test_stale_edit_shows_the_conflict_dialog(page, ui_server):

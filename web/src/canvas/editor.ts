@@ -16,6 +16,17 @@ import { isVector, shapeOf, ShapeLayer, type Entry } from "./vectors";
 
 export type Key = number | string; // number: a shape of the document; string: a pre-label ("prediction:index")
 
+/**
+ * A mask rebuilt from the raster (a brush stroke, or a pre-label merged into its class's mask) keeps the pre-label
+ * it came from: the prediction is then recorded as edited, with provenance, not as rejected.
+ */
+function keepOrigin(shape: MaskShape, before: Entry[]): MaskShape {
+  const from = before.find((e) => e.shape.type === shape.type && e.shape.label === shape.label
+    && typeof e.shape.attributes?.["prediction"] === "string");
+  if (!from) return shape;
+  return { ...shape, attributes: { ...(shape.attributes ?? {}), prediction: from.shape.attributes!["prediction"] } };
+}
+
 const sameList = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class Editor {
@@ -274,11 +285,11 @@ export class Editor {
       fresh = [];
       this.instanceValues.forEach((uid, n) => {
         const shape = raster.shapeFor(n + 1);
-        if (shape) fresh.push({ uid, shape });
+        if (shape) fresh.push({ uid, shape: keepOrigin(shape, this.entries.filter((e) => e.uid === uid)) });
       });
     } else {
       fresh = raster.toShapes().map((shape) => ({ uid: this.entries.find((e) => e.shape.type === type
-        && e.shape.label === shape.label)?.uid ?? this.nextUid++, shape }));
+        && e.shape.label === shape.label)?.uid ?? this.nextUid++, shape: keepOrigin(shape, this.entries) }));
     }
     this.rasterShown.set(type, fresh.map((e) => e.shape));
     this.commit([...others, ...fresh], type);
@@ -305,7 +316,7 @@ export class Editor {
       // one mask per class: merge an accepted region into the class's mask
       const index = (m: MaskShape) => this.project.classes.find((c) => c.name === m.label)?.index ?? 0;
       this.masks.load(next.filter((e) => e.shape.type === "mask").map((e) => e.shape as MaskShape), index);
-      const merged = this.masks.toShapes().map((shape) => ({ uid: this.nextUid++, shape }));
+      const merged = this.masks.toShapes().map((shape) => ({ uid: this.nextUid++, shape: keepOrigin(shape, next) }));
       next = [...next.filter((e) => e.shape.type !== "mask"), ...merged];
       this.rasterShown.set("mask", merged.map((e) => e.shape));
     }
