@@ -186,3 +186,36 @@ def test_missing_path_and_unknown_format(seeded, tmp_path):
         import_path(seeded, "p", tmp_path / "nope")
     with pytest.raises(InvalidInput, match="unknown format 'pascal'"):
         import_path(seeded, "p", tmp_path, format="pascal")
+
+
+def test_an_unreadable_upload_is_named_in_words_and_can_be_skipped(workspace, tmp_path):
+    """The browser's upload: the message says what the file holds (no Python byte dump) and how to skip it."""
+    from fastapi.testclient import TestClient
+    from server_support import build_team, write_images
+
+    from labelloop.server import create_app
+    from labelloop.server.background import ThreadExecutor
+
+    team = build_team(workspace, tmp_path / "images", items=1)
+    good = write_images(tmp_path / "more", 1, start=50) / "img0050.png"
+    files = [("files", ("notes.png", b"my notes, not a picture", "image/png")),
+             ("files", ("good.png", good.read_bytes(), "image/png"))]
+    with TestClient(create_app(workspace, executor=ThreadExecutor(workspace))) as client:
+        url = f"/api/projects/{team.project_id}/items"
+        refused = client.post(url, files=files, headers=team.auth("manager"))
+        assert refused.status_code == 400
+        detail = refused.json()["detail"]
+        assert 'notes.png: is not a valid PNG file (it holds text: "my notes, not a picture' in detail
+        assert "b'" not in detail and '"skip unreadable files" in the browser' in detail
+        assert len(client.get(url, headers=team.auth("manager")).json()["items"]) == 1  # nothing imported
+        skipped = client.post(url, files=files, data={"skip_bad": "true"}, headers=team.auth("manager"))
+        assert skipped.status_code in (200, 201), skipped.json()
+        assert skipped.json()["items_added"] == 1 and skipped.json()["skipped"][0].startswith("notes.png:")
+
+
+def test_a_binary_file_that_is_no_image_is_described_by_its_first_bytes():
+    from labelloop.media.formats import describe_start
+
+    assert describe_start(b"") == "the file is empty"
+    assert describe_start(b"\x00\x01\x02\xff" * 4) == "it does not start like any image file (first bytes 00 01 02 ff 00 01 02 ff)"
+    assert describe_start(b"<html><body>Not found") == 'it holds text: "<html><body>Not found…"'

@@ -133,3 +133,16 @@ def test_help_lists_the_contract_commands():
     assert result.returncode == 0
     for command in ("init", "project", "import", "export", "stats", "jobs"):
         assert command in result.stdout
+
+
+def test_user_create_on_a_fresh_folder_makes_the_workspace(capsys, tmp_path, monkeypatch):
+    """The README's `labelloop user create alice && labelloop serve` works on a machine with no workspace yet."""
+    import io
+
+    folder = tmp_path / "fresh"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    code, out, err = run(capsys, "user", "create", "alice", "--password-stdin", "--data-dir", str(folder))
+    assert code == 0, err
+    assert f"created a labelloop workspace at {folder}" in " ".join(out.split()) and "user alice created" in out
+    code, out, _ = run(capsys, "user", "list", "--data-dir", str(folder))
+    assert code == 0 and "alice" in out

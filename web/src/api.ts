@@ -78,14 +78,17 @@ export const api = {
   patchProject: (id: number, body: { add_classes?: string[]; class_colours?: Record<string, string>;
     rename_classes?: Record<string, string>; remove_classes?: string[]; settings?: Record<string, unknown> }) =>
     request<Project>("PATCH", `/api/projects/${id}`, body),
-  upload: (id: number, files: File[]) => {
+  upload: (id: number, files: File[], skipBad = false) => {
     const form = new FormData();
     for (const f of files) form.append("files", f, f.name);
+    if (skipBad) form.append("skip_bad", "true");
     return request<Record<string, unknown>>("POST", `/api/projects/${id}/items`, form);
   },
   items: (id: number, cursor = "", state = "", limit = 100) =>
     request<Page<Item>>("GET", `/api/projects/${id}/items?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}${state ? `&state=${state}` : ""}`),
   item: (id: number) => request<ItemDetail>("GET", `/api/items/${id}`),
+  exportPreview: (id: number, query: string) =>
+    request<{ items: number; left_out: Record<string, number> }>("GET", `/api/projects/${id}/export/preview?${query}`),
   similar: (projectId: number, size: number) =>
     request<{ similar: boolean; item_ids: number[]; reason: string }>("GET", `/api/projects/${projectId}/similar?size=${size}`),
   next: (projectId: number) => request<NextOut>("GET", `/api/projects/${projectId}/next`),

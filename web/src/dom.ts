@@ -66,3 +66,13 @@ export function dialog<T>(title: string, body: Child | Child[], buttons: { label
 export function formatError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** Whether a key press goes to a text field (where shortcuts must not act); checkboxes, buttons, sliders and
+ * selects do not count, so shortcuts keep working after a click on a sidebar control. */
+export function isTyping(target: EventTarget | null): boolean {
+  const el = target as HTMLElement | null;
+  if (!el || !el.tagName) return false;
+  if (el.tagName === "TEXTAREA" || el.isContentEditable) return true;
+  return el.tagName === "INPUT" && !["checkbox", "radio", "range", "color", "button", "submit", "file"]
+    .includes((el as HTMLInputElement).type);
+}

@@ -10,6 +10,7 @@ import { settingsPage } from "./pages/settings";
 import { labelPage } from "./pages/label";
 import { gridPage } from "./pages/grid";
 import { reviewPage } from "./pages/review";
+import { installShortcutHelp } from "./shortcuts";
 
 const main = h("main", { id: "page" });
 document.body.append(header, main);
@@ -28,5 +29,6 @@ route("/projects/:id/items/:item", labelPage);
 route("/projects/:id/grid", gridPage);
 route("/projects/:id/review", reviewPage);
 
+installShortcutHelp();
 void renderHeader();
 start(main);

@@ -38,8 +38,12 @@ async function show(): Promise<void> {
     if (!match) continue;
     const params: Record<string, string> = Object.fromEntries(keys.map((k, i) => [k, decodeURIComponent(match[i + 1])]));
     for (const [k, v] of new URLSearchParams(location.search)) params[k] ??= v;
-    root.replaceChildren();
-    current = await render(root, params);
+    // Each page renders into its own box: a page still loading when the user is sent elsewhere (a 401 sends
+    // everyone to /login) writes its late error into a detached box, not onto the next page.
+    const box = document.createElement("div");
+    box.style.display = "contents";
+    root.replaceChildren(box);
+    current = await render(box, params);
     return;
   }
   navigate("/projects", true);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { area, bbox, bitmapToCounts, countsToString, decode, encode, stringToCounts } from "../src/lib/rle";
+import { area, bbox, bitmapToCounts, contains, countsToString, decode, encode, stringToCounts } from "../src/lib/rle";
 import fixtures from "./rle_fixtures.json";
 
 // The fixtures were made by pycocotools (the server's encoder): the strings must match byte for byte.
@@ -11,6 +11,17 @@ describe("COCO RLE matches pycocotools", () => {
     });
     it(`decodes ${f.name}`, () => {
       expect(Array.from(decode({ size: [f.height, f.width], counts: f.counts }))).toEqual(Array.from(bitmap));
+    });
+    it(`finds each pixel of ${f.name}`, () => {
+      const rle = { size: [f.height, f.width] as [number, number], counts: f.counts };
+      const wrong: number[][] = [];
+      const step = f.height * f.width > 5000 ? 7 : 1; // every 7th pixel of the large ones
+      for (let n = 0; n < f.height * f.width; n += step) {
+        const x = n % f.width, y = Math.floor(n / f.width);
+        if (contains(rle, x, y) !== (bitmap[n] === 1)) wrong.push([x, y]);
+      }
+      expect(wrong).toEqual([]);
+      expect(contains(rle, -1, 0) || contains(rle, f.width, 0)).toBe(false);
     });
     it(`measures ${f.name}`, () => {
       expect(area({ size: [f.height, f.width], counts: f.counts })).toBe(bitmap.reduce((n, v) => n + v, 0));

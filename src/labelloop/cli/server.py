@@ -57,12 +57,18 @@ def user_create(
     from labelloop.services.users import create_user
 
     password = _read_password(password_stdin)
-    workspace = open_workspace(data_dir)
+    from labelloop.services.workspace import MARKER, resolve_data_dir
+
+    # the first step on a fresh folder: a workspace is made here rather than failing with "run init first"
+    new = not (resolve_data_dir(data_dir or os.environ.get("LABELLOOP_DATA_DIR")) / MARKER).exists()
+    workspace = open_workspace(data_dir, create=True)
     with workspace.session() as session:
         user = create_user(session, name, password, admin=admin)
     if as_json:
-        print_json(user.to_dict())
+        print_json({**user.to_dict(), "workspace_created": new})
     else:
+        if new:
+            out.print(f"created a labelloop workspace at {workspace.root}", highlight=False)
         out.print(f"user {user.name} created{' (admin)' if user.is_admin else ''}")
 
 

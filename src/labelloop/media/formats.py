@@ -58,11 +58,21 @@ def detect_format(name: str, head: bytes) -> str:
         return found
     if claimed == "dicom":
         return "dicom"  # DICOM written without the 128-byte preamble has no magic; let pydicom try
-    start = head[:16]
     if claimed is not None:
-        raise MediaError(name, f"is not a valid {claimed.upper()} file (its content starts with {start!r})")
+        raise MediaError(name, f"is not a valid {claimed.upper()} file ({describe_start(head)})")
     known = ", ".join(sorted({fmt.upper() for fmt in FORMAT_BY_SUFFIX.values()}))
-    raise MediaError(name, f"is not a recognised image format (expected one of {known}; content starts with {start!r})")
+    raise MediaError(name, f"is not a recognised image format (expected one of {known}; {describe_start(head)})")
+
+
+def describe_start(head: bytes) -> str:
+    """What a file that is no image holds, in words a person can act on (text, an empty file, or its first bytes)."""
+    if not head:
+        return "the file is empty"
+    start = head[:24].decode("utf-8", "replace")
+    if "\ufffd" not in start and all(ch.isprintable() or ch in "\r\n\t" for ch in start):
+        words = " ".join(start.split())
+        return f'it holds text: "{words}…"' if words else "it holds only white space"
+    return f"it does not start like any image file (first bytes {head[:8].hex(' ')})"
 
 
 def is_image_file(path: str | Path) -> bool:

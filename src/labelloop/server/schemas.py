@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+# Class names in project requests: the service checks them (limit 100) and says what is wrong in words
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Version = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Rle = Annotated[str, StringConstraints(pattern=r"^[0-o]*$", max_length=20_000_000)]  # COCO's compressed RLE alphabet
@@ -122,7 +124,7 @@ class ClassOut(BaseModel):
 class ProjectIn(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     kind: ProjectKindName
-    classes: list[Label] = Field(default_factory=list, max_length=1000)
+    classes: list[ClassName] = Field(default_factory=list, max_length=1000)
     colours: list[Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]] = Field(default_factory=list, max_length=1000)
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -131,9 +133,9 @@ Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
 
 
 class ProjectPatch(Strict):
-    add_classes: list[Label] = Field(default_factory=list, max_length=1000, description="Classes appended to the schema.")
+    add_classes: list[ClassName] = Field(default_factory=list, max_length=1000, description="Classes appended to the schema.")
     class_colours: dict[Label, Colour] = Field(default_factory=dict, description="New #RRGGBB colours by class name.")
-    rename_classes: dict[Label, Label] = Field(default_factory=dict, description=(
+    rename_classes: dict[Label, ClassName] = Field(default_factory=dict, description=(
         "Old name -> new name; refused (409) for a class that an annotation or prediction uses."))
     remove_classes: list[Label] = Field(default_factory=list, max_length=1000, description=(
         "Classes dropped from the schema; refused (409) when used, or once the project has a model."))

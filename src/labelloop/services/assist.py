@@ -6,6 +6,7 @@ from typing import Any
 
 from labelloop.errors import InvalidInput
 from labelloop.jobs.registry import JobContext, job_kind
+from labelloop.services.model_cards import model_card
 from labelloop.services.model_kinds import get_model_kind
 from labelloop.services.models import get_model, parse_ref
 from labelloop.services.project_data import select_items
@@ -28,7 +29,10 @@ def train_job(workspace, ctx: JobContext) -> dict[str, Any]:
     project, kind = _project_and_kind(workspace, ctx.params)
     model = kind.train(workspace, project, ctx.params, ctx)
     ctx.log(f"trained {model.ref}: {model.metrics}")
-    return model.to_dict()
+    card = model_card(model)
+    figures = ", ".join(f"{f['name']} {f['value']}" for f in card["figures"][:3])
+    missing = [f"{c['class']}: {c['reason']}" for c in card["classes"] if c["reason"]]
+    return {**model.to_dict(), "summary": "; ".join([f"{model.ref} {model.status}: {figures}", *missing])}
 
 
 @job_kind("predict")
@@ -38,4 +42,5 @@ def predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
     item_ids = select_items(workspace, project, split=ctx.params.get("split"), everything=ctx.params.get("all", False))
     summary = kind.predict(workspace, project, model, item_ids, ctx.params, ctx)
     ctx.log(f"{model.ref} predicted {summary.get('predictions', 0)} items")
+    summary.setdefault("summary", f"{model.ref} predicted {summary.get('predictions', 0)} item(s)")
     return summary

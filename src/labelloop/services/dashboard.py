@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from labelloop.errors import NotFound
 from labelloop.services import queue, review
+from labelloop.services.model_cards import model_card
 from labelloop.services.models import list_models
 from labelloop.services.projects import ProjectInfo
 from labelloop.services.stats import project_stats
@@ -18,9 +19,16 @@ from labelloop.store.tables import AssignmentRow, JobRow, ModelRow, UserRow
 RECENT_JOBS = 20
 
 
+def _stored_picture(curves: dict[str, Any], params: dict[str, Any]) -> str | None:
+    """The blob of a picture the model kind drew itself: U-Net curves, a classifier's reliability plot."""
+    return curves.get("png") or params.get("reliability_plot_sha256")
+
+
 def model_summary(model) -> dict[str, Any]:
     data = model.to_dict()
-    data["curves_png"] = f"/api/models/{model.id}/curves.png" if model.curves else None
+    drawable = _stored_picture(model.curves, model.params) or _series(model.curves)
+    data["curves_png"] = f"/api/models/{model.id}/curves.png" if drawable else None  # never a link that 404s
+    data["card"] = model_card(model)
     return data
 
 
@@ -77,6 +85,10 @@ def curves_png(workspace, model_id: int) -> bytes:
         if row is None:
             raise NotFound(f"no model {model_id}")
         curves, title = dict(row.curves), f"{row.kind}:{row.version}"
+        stored = _stored_picture(curves, dict(row.params))
+    if stored:
+        with workspace.blobs.open(stored) as picture:
+            return picture.read()
     series = _series(curves)
     if not series:
         raise NotFound(f"model {title} has no curves")

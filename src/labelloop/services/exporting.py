@@ -8,6 +8,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 
 from labelloop import media
@@ -119,33 +120,57 @@ def _left_out_reason(kind: ProjectKind, fmt: str, annotation, prediction) -> str
     return next((r for r in reasons if r != NOT_LABELLED), NOT_LABELLED)
 
 
-def _records(workspace: Workspace, project: ProjectInfo, fmt: str, include: str, unlabelled: bool,
-             saver: _ImageSaver, summary: ExportSummary, skipped: Callable[[int], None]) -> Iterator[ExportRecord]:
-    """Items in id order, a page at a time (keyset pagination), each with the shapes asked for; items without a
-    label are counted in `summary.left_out` unless `unlabelled` asks for them."""
+def _with_labels(workspace: Workspace, project: ProjectInfo, include: str) -> Iterator[tuple]:
+    """(item row, newest annotation or None, newest unrejected prediction or None) in id order, a page at a time
+    (keyset pagination); only the sources `include` asks for are read."""
     for rows in item_pages(workspace, project.id, PAGE):
         with workspace.session() as session:
             ids = [r.id for r in rows]
             annotations = latest_for_items(session, ids) if include in ("annotations", "both") else {}
             predictions = latest_predictions_for_items(session, ids) if include in ("predictions", "both") else {}
         for row in rows:
-            annotation, prediction = annotations.get(row.id), predictions.get(row.id)
-            if not unlabelled:
-                reason = _left_out_reason(project.kind, fmt, annotation, prediction)
-                if reason is not None:
-                    summary.left_out[reason] = summary.left_out.get(reason, 0) + 1
-                    skipped(1)
-                    continue
-            saver.remember(row)
-            shapes: list[Shape] = []
-            if annotation is not None:
-                shapes.extend(shape_from_dict(s) for s in annotation.shapes)
-            if prediction is not None:
-                shapes.extend(shape_from_dict({**s, "attributes": {**s.get("attributes", {}), "source": "model"}})
-                              for s in prediction.shapes)
-            item = ExportItem(row.id, row.source, row.page, row.width, row.height, Split(row.split),
-                              row.channels, row.dtype, dict(row.meta))
-            yield ExportRecord(item, shapes)
+            yield row, annotations.get(row.id), predictions.get(row.id)
+
+
+def _records(workspace: Workspace, project: ProjectInfo, fmt: str, include: str, unlabelled: bool,
+             saver: _ImageSaver, summary: ExportSummary, skipped: Callable[[int], None]) -> Iterator[ExportRecord]:
+    """Items with the shapes asked for; items without a label are counted in `summary.left_out` unless
+    `unlabelled` asks for them."""
+    for row, annotation, prediction in _with_labels(workspace, project, include):
+        if not unlabelled:
+            reason = _left_out_reason(project.kind, fmt, annotation, prediction)
+            if reason is not None:
+                summary.left_out[reason] = summary.left_out.get(reason, 0) + 1
+                skipped(1)
+                continue
+        saver.remember(row)
+        shapes: list[Shape] = []
+        if annotation is not None:
+            shapes.extend(shape_from_dict(s) for s in annotation.shapes)
+        if prediction is not None:
+            shapes.extend(shape_from_dict({**s, "attributes": {**s.get("attributes", {}), "source": "model"}})
+                          for s in prediction.shapes)
+        item = ExportItem(row.id, row.source, row.page, row.width, row.height, Split(row.split),
+                          row.channels, row.dtype, dict(row.meta))
+        yield ExportRecord(item, shapes)
+
+
+def export_preview(workspace: Workspace, project_name: str, *, format: str, include: str = "annotations",
+                   unlabelled: bool = False) -> dict[str, Any]:
+    """What an export would hold, without writing anything: items exported and items left out, by reason."""
+    if include not in INCLUDE:
+        raise InvalidInput(f"--include {include!r} is not one of {', '.join(INCLUDE)}")
+    get_format(format)
+    with workspace.session() as session:
+        project = get_project(session, project_name)
+    items, left_out = 0, {}
+    for _, annotation, prediction in _with_labels(workspace, project, include):
+        reason = None if unlabelled else _left_out_reason(project.kind, format, annotation, prediction)
+        if reason is None:
+            items += 1
+        else:
+            left_out[reason] = left_out.get(reason, 0) + 1
+    return {"items": items, "left_out": left_out}
 
 
 def left_out_message(left_out: dict[str, int]) -> str:

@@ -170,7 +170,8 @@ def import_path(
     if bad and not skip_bad:
         raise InvalidInput(
             f"{len(bad)} of {total} files cannot be imported; nothing was imported "
-            f"(fix them, or pass --skip-bad to import the rest):\n{_listing([c.error for c in bad])}"
+            f"(fix them, or import only the readable ones: --skip-bad in the CLI, \"skip unreadable files\" in the "
+            f"browser):\n{_listing([c.error for c in bad])}"
         )
     report.skipped = [c.error for c in bad]
     good = [c for c in checked if not c.error]

@@ -165,8 +165,9 @@ def _safe_name(name: str, used: set[str]) -> str:
 
 
 def upload_items(workspace, project_name: str, files: Iterable[tuple[str, BinaryIO]], *, split: str | None,
-                 author: str) -> ImportReport:
-    """Uploaded image files become items, all or nothing (the import checks every file first)."""
+                 author: str, skip_bad: bool = False) -> ImportReport:
+    """Uploaded image files become items, all or nothing (the import checks every file first); with `skip_bad` the
+    readable ones do and the report lists the others."""
     staging = Path(workspace.root) / "tmp" / f"upload-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -178,6 +179,7 @@ def upload_items(workspace, project_name: str, files: Iterable[tuple[str, Binary
                 shutil.copyfileobj(stream, out, 1 << 20)
         if not used:
             raise InvalidInput("no files in the upload; send them as multipart form field 'files'")
-        return import_path(workspace, project_name, staging, format="images", split=split, author=author)
+        return import_path(workspace, project_name, staging, format="images", split=split, author=author,
+                           skip_bad=skip_bad)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

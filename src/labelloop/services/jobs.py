@@ -158,7 +158,9 @@ def run_job(workspace, job_id: int, on_progress=None) -> JobInfo:
     values: dict[str, Any]
     try:
         result = get_job_kind(kind)(workspace, JobContext(job_id, params, reporter.progress, reporter.log))
-        values = {"state": "done", "result": result or {}, "message": "done"}
+        # a job kind may sum its outcome up in words ("6 pre-labels; bees: too few held-out examples"): the job
+        # list shows it where the user is, instead of a bare "done"
+        values = {"state": "done", "result": result or {}, "message": (result or {}).get("summary") or "done"}
     except Cancelled as exc:
         values = {"state": "cancelled", "message": str(exc)}
     except KeyboardInterrupt:
@@ -253,7 +255,8 @@ def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],
                              include=p.get("include", "annotations"), images=p.get("images", True),
                              unlabelled=p.get("unlabelled", False), progress=ctx.progress)
-    ctx.log(f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}")
+    line = f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}"
     if summary.left_out:
-        ctx.log(f"left out (no label): {', '.join(f'{n} {why}' for why, n in summary.left_out.items())}")
-    return {"out": p["out"], "format": p["format"], **asdict(summary)}
+        line += f"; left out (no label): {', '.join(f'{n} {why}' for why, n in summary.left_out.items())}"
+    ctx.log(line)
+    return {"out": p["out"], "format": p["format"], **asdict(summary), "summary": line}

@@ -86,13 +86,19 @@ def parse_kind(kind: str | ProjectKind) -> ProjectKind:
         raise InvalidInput(f"unknown project kind {kind!r}; choose one of: {', '.join(k.value for k in ProjectKind)}") from None
 
 
+MAX_CLASS_NAME = 100
+
+
 def check_class_names(names: list[str]) -> list[str]:
     cleaned = [n.strip() for n in names]
     for name in cleaned:
         if not name:
             raise InvalidInput("class names must not be empty")
-        if len(name) > 100 or any(ch in name for ch in ";\n\r\t"):
-            raise InvalidInput(f"class name {name!r} is not allowed (at most 100 characters, no ';', tab or newline)")
+        if len(name) > MAX_CLASS_NAME:
+            raise InvalidInput(f"class name {name[:40]!r}… is {len(name)} characters long; a class name has at most "
+                               f"{MAX_CLASS_NAME} characters")
+        if any(ch in name for ch in ";\n\r\t"):
+            raise InvalidInput(f"class name {name!r} is not allowed: no ';', tab or newline in a class name")
     duplicates = sorted({n for n in cleaned if cleaned.count(n) > 1})
     if duplicates:
         raise InvalidInput(f"class names must be unique; repeated: {', '.join(duplicates)}")

@@ -9,6 +9,7 @@ import { forAnnotation, normaliseBox, normalisePolygon, toggleClass, type BoxSha
   type Shape } from "../lib/shapes";
 import ImageLayer from "ol/layer/Image";
 import ImageStatic from "ol/source/ImageStatic";
+import { contains } from "../lib/rle";
 import { RasterLayer, type RasterValue } from "./raster";
 import { Tools, type Tool } from "./tools";
 import { ImageViewer } from "./viewer";
@@ -61,9 +62,11 @@ export class Editor {
     if (kinds === "semantic" || kinds === "instance") {
       this.masks = new RasterLayer(item.width, item.height, this.viewer.projection, "mask", this.classValues());
       this.predicted = new RasterLayer(item.width, item.height, this.viewer.projection, "mask", this.classValues(), 110);
+      this.predicted.style = "dashed";
       this.viewer.map.addLayer(this.masks.layer);
       if (kinds === "semantic") {
         this.scribbles = new RasterLayer(item.width, item.height, this.viewer.projection, "scribble", this.classValues(), 230);
+        this.scribbles.style = "striped";
         this.viewer.map.addLayer(this.scribbles.layer);
       }
       this.viewer.map.addLayer(this.predicted.layer);
@@ -73,7 +76,7 @@ export class Editor {
     this.tools = new Tools(this.viewer.map, item.height, this.shapes, this.pres, {
       created: (shape) => this.created(shape),
       edited: (keys) => this.edited(keys),
-      clicked: (key, _pre, additive) => this.select(key === null ? [] : [key], additive),
+      clicked: (key, _pre, additive, at) => this.select(key !== null ? [key] : this.maskPreAt(at), additive),
       dragStarted: (key) => { if (!this.selected.has(key)) this.select([key]); },
       stroke: (points, done) => this.stroke(points, done),
     });
@@ -143,6 +146,11 @@ export class Editor {
     this.shapes.sync(this.entries.map((e) => ({ key: e.uid, shape: e.shape })));
     this.pres.sync(this.prelabels.map((p) => ({ key: p.key, shape: p.shape })));
     this.renderRasters();
+    if (this.predicted) {
+      const index = (label: string) => this.project.classes.find((c) => c.name === label)?.index ?? 0;
+      this.predicted.setHighlight(this.prelabels.filter((p) => p.shape.type === "mask" && this.selected.has(p.key))
+        .map((p) => index(p.shape.label)));
+    }
     this.shapes.setSelected([...this.selected].filter((k) => typeof k === "number"));
     this.pres.setSelected([...this.selected].filter((k) => typeof k === "string"));
     this.tools.setEditable([...this.selected].map((k) => this.shapes.feature(k)).filter((f) =>
@@ -325,10 +333,26 @@ export class Editor {
     return added.map((e) => e.uid);
   }
 
-  /** Edit: accept, then select the new shape for moving and reshaping. */
+  /** The mask pre-label under image pixel `at` (masks are no vector features: they are found in their RLE). */
+  maskPreAt(at: [number, number] | null): string[] {
+    if (!at) return [];
+    const hit = this.prelabels.find((p) => p.shape.type === "mask" && contains(p.shape as MaskShape, at[0], at[1]));
+    return hit ? [hit.key] : [];
+  }
+
+  /** Edit: accept, then get ready to change it: a box or polygon selected for moving and reshaping, a mask with the
+   * brush in its class (paint to grow it; the eraser, e, shrinks it). */
   editPre(key: string): void {
-    this.acceptPre([key]);
-    this.tools.setTool("select");
+    const pre = this.prelabels.find((p) => p.key === key);
+    if (pre?.shape.type === "mask") {
+      const index = this.project.classes.findIndex((c) => c.name === pre.shape.label);
+      if (index >= 0) this.classIndex = index;
+      this.paintTarget = "mask";
+      this.tools.setTool("brush");
+    } else {
+      this.tools.setTool("select");
+    }
+    this.acceptPre([key]); // after the tool change, so the page shows the tool it leaves us with
   }
 
   reject(keys: string[]): void {

@@ -27,6 +27,10 @@ export class RasterLayer {
   private readonly source: ImageCanvasSource;
   private lut = new Uint8ClampedArray(256 * 4);
   private stroke: Dirty | null = null;
+  /** solid: masks; striped: scribbles (so a scribble never looks like a mask); dashed: pre-labels, whose outline
+   * is dashed like a box pre-label's, over a faint fill */
+  style: "solid" | "striped" | "dashed" = "solid";
+  private highlight = new Set<number>();
 
   constructor(readonly width: number, readonly height: number, projection: Projection, readonly type: "mask" | "scribble",
     private values: Map<number, RasterValue>, private readonly alpha = 150) {
@@ -69,6 +73,19 @@ export class RasterLayer {
     }
   }
 
+  /** Values drawn as selected (a selected mask pre-label): a solid outline and a stronger fill. */
+  setHighlight(values: number[]): void {
+    if (values.length === this.highlight.size && values.every((v) => this.highlight.has(v))) return;
+    this.highlight = new Set(values);
+    this.redraw({ x0: 0, y0: 0, x1: this.width, y1: this.height });
+  }
+
+  /** The value at image pixel (x, y); 0 outside the image or where nothing is painted. */
+  valueAt(x: number, y: number): number {
+    const cx = Math.floor(x), cy = Math.floor(y);
+    return cx < 0 || cy < 0 || cx >= this.width || cy >= this.height ? 0 : this.map[cy * this.width + cx];
+  }
+
   valueInfo(v: number): RasterValue | undefined {
     return this.values.get(v);
   }
@@ -109,6 +126,16 @@ export class RasterLayer {
     return { type: this.type, label: info.label, size: rle.size, counts: rle.counts };
   }
 
+  private patternAlpha(v: number, index: number, x: number, y: number, alpha: number): number {
+    if (this.style === "striped") return (x + y) % 6 < 3 ? 255 : Math.round(alpha * 0.3);
+    const w = this.width, m = this.map;
+    const edge = x === 0 || y === 0 || x === w - 1 || y === this.height - 1 || m[index - 1] !== v || m[index + 1] !== v
+      || m[index - w] !== v || m[index + w] !== v;
+    const selected = this.highlight.has(v);
+    if (edge) return selected || ((x + y) >> 2) % 2 === 0 ? 255 : 0;
+    return selected ? 130 : 60;
+  }
+
   redraw(dirty: Dirty): void {
     const w = dirty.x1 - dirty.x0, h = dirty.y1 - dirty.y0;
     if (w <= 0 || h <= 0) return;
@@ -125,7 +152,7 @@ export class RasterLayer {
           data[dst] = lut[o];
           data[dst + 1] = lut[o + 1];
           data[dst + 2] = lut[o + 2];
-          data[dst + 3] = lut[o + 3];
+          data[dst + 3] = this.style === "solid" ? lut[o + 3] : this.patternAlpha(v, src, dirty.x0 + x, dirty.y0 + y, lut[o + 3]);
         }
       }
     }

@@ -23,7 +23,8 @@ export type Tool = "select" | "box" | "polygon" | "brush" | "eraser" | "pan";
 export interface ToolEvents {
   created(shape: BoxShape | PolygonShape): void;
   edited(keys: (number | string)[]): void; // features whose geometry changed (translate, modify, resize)
-  clicked(key: number | string | null, prelabel: boolean, additive: boolean): void;
+  /** `at`: the image pixel clicked, for what is not a vector feature (mask pre-labels) */
+  clicked(key: number | string | null, prelabel: boolean, additive: boolean, at: [number, number] | null): void;
   dragStarted(key: number | string, prelabel: boolean): void;
   stroke(points: XY[], done: boolean): void; // brush points in image pixels
 }
@@ -98,7 +99,7 @@ export class Tools {
       if (this.tool !== "select") return;
       const hit = this.featureAt(event);
       this.events.clicked(hit ? hit.feature.get("key") : null, hit?.prelabel ?? false,
-        event.originalEvent.shiftKey || event.originalEvent.ctrlKey);
+        event.originalEvent.shiftKey || event.originalEvent.ctrlKey, toImage(event.coordinate as XY, this.height));
     });
     map.on("pointermove", (event) => {
       if (this.tool !== "select" || event.dragging) return;

@@ -107,6 +107,20 @@ export function decode(rle: Rle): Uint8Array {
   return decodeInto(rle, new Uint8Array(rle.size[0] * rle.size[1]));
 }
 
+/** Whether pixel (x, y) is set, without decoding (COCO runs go down the columns). */
+export function contains(rle: Rle, x: number, y: number): boolean {
+  const [height, width] = rle.size;
+  if (x < 0 || y < 0 || x >= width || y >= height) return false;
+  const target = Math.floor(x) * height + Math.floor(y);
+  const counts = stringToCounts(rle.counts);
+  let pos = 0;
+  for (let i = 0; i < counts.length; i++) {
+    pos += counts[i];
+    if (target < pos) return i % 2 === 1;
+  }
+  return false;
+}
+
 /** Number of set pixels, without decoding. */
 export function area(rle: Rle): number {
   const counts = stringToCounts(rle.counts);

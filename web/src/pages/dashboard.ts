@@ -1,10 +1,14 @@
 import { api, type Item, type Job } from "../api";
 import { barChart, stackedBar } from "./charts";
-import { clear, formatError, h, toast } from "../dom";
+import { clear, dialog, formatError, h, toast } from "../dom";
 import { link } from "../router";
 import { canManage, projectNav } from "./nav";
 
 const STATE_COLOURS: Record<string, string> = { unlabelled: "#c9ced6", submitted: "#f0b429", accepted: "#2f9e44" };
+const FORMATS: Record<string, string[]> = {
+  classification: ["folders", "csv"], multilabel: ["csv"], detection: ["coco", "yolo", "voc"],
+  instance: ["coco", "instances", "yolo"], semantic: ["masks", "scribbles"],
+};
 const MODELS: Record<string, string[]> = {
   classification: ["classifier"], multilabel: ["classifier"], detection: [], instance: ["pixel-rf", "unet"],
   semantic: ["pixel-rf", "unet"],
@@ -21,6 +25,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   root.append(projectNav(project, "dashboard"), body);
   let timer: ReturnType<typeof setTimeout> | null = null;
   let disposed = false;
+  const running = new Set<number>(); // jobs seen queued or running: their outcome is shown when they end
+  let uploadError: HTMLElement | null = null;
 
   async function refresh(): Promise<void> {
     const [stats, items] = await Promise.all([api.stats(id), api.items(id, "", "", 200)]);
@@ -29,6 +35,10 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     const perClass = stats.per_class as Record<string, { items: number; shapes: number }>;
     const perAnnotator = stats.per_annotator as Record<string, { newest_revisions: number; queue_items_done: number }>;
     const jobs = stats.jobs as Job[];
+    for (const j of jobs) {
+      if (j.state === "queued" || j.state === "running") running.add(j.id);
+      else if (running.delete(j.id)) toast(`${j.kind} job #${j.id} ${j.state}: ${j.message ?? ""}`, j.state === "failed" ? "error" : "info");
+    }
     const models = stats.models as Record<string, any>[];
     const colour = (name: string) => project!.classes.find((c) => c.name === name)?.colour;
     clear(body,
@@ -43,11 +53,12 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       h("section", { class: "card" }, barChart(Object.entries(perClass).map(([name, v]) =>
         ({ name, value: v.shapes, colour: colour(name) })), "Shapes per class")),
       uploadCard(),
+      exportCard(),
       modelsCard(models),
       h("section", { class: "card" }, h("h2", {}, "Jobs"), jobs.length ? h("table", { class: "list", "data-testid": "jobs" },
-        jobs.map((j) => h("tr", {}, h("td", {}, `#${j.id} ${j.kind}`), h("td", {}, j.state),
+        jobs.map((j) => h("tr", {}, h("td", { class: "nowrap" }, `#${j.id} ${j.kind}`), h("td", { class: "nowrap" }, j.state),
           h("td", {}, h("progress", { max: j.total ?? 1, value: j.total ? j.done : j.state === "done" ? 1 : 0 })),
-          h("td", {}, j.message ?? ""),
+          h("td", { class: "job-message", "data-testid": `job-message-${j.id}` }, j.message ?? ""),
           h("td", {}, ["queued", "running"].includes(j.state) && canManage(project!)
             ? h("button", { onclick: () => api.cancelJob(j.id).then(refresh) }, "Cancel") : "")))) : h("p", {}, "No jobs yet.")),
       itemsCard(items.items));
@@ -57,17 +68,70 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   function uploadCard(): HTMLElement | null {
     if (!canManage(project!)) return null;
     const files = h("input", { type: "file", multiple: true, accept: "image/*,.dcm,.tif,.tiff", "data-testid": "upload-files" });
+    const skip = h("input", { type: "checkbox", "data-testid": "upload-skip-bad" });
+    uploadError = uploadError ?? h("div", { class: "banner error", role: "alert", "data-testid": "upload-error", hidden: true });
+    const banner = uploadError;
     return h("section", { class: "card" }, h("h2", {}, "Add images"), files,
+      h("label", { class: "check" }, skip, " skip unreadable files (import the others and list them)"),
       h("button", { class: "primary", "data-testid": "upload", onclick: async () => {
         if (!files.files?.length) return;
         try {
-          const report = await api.upload(id, Array.from(files.files));
-          toast(`added ${report.items_added ?? report.added ?? files.files.length} image(s)`);
+          const report = await api.upload(id, Array.from(files.files), skip.checked);
+          const skipped = (report.skipped as string[] | undefined) ?? [];
+          clear(banner, skipped.length ? [h("strong", {}, `${skipped.length} file(s) could not be read and were skipped:`),
+            h("ul", {}, skipped.map((line) => h("li", {}, line)))] : []);
+          banner.hidden = !skipped.length;
+          toast(`added ${report.items_added ?? files.files.length} image(s)`);
           await refresh();
         } catch (error) {
-          toast(formatError(error), "error");
+          const [first, ...lines] = formatError(error).split("\n");
+          clear(banner, h("strong", {}, first), lines.length ? h("ul", {}, lines.map((line) => h("li", {}, line.trim()))) : null);
+          banner.hidden = false;
         }
-      } }, "Upload"));
+      } }, "Upload"), banner);
+  }
+
+  function exportCard(): HTMLElement | null {
+    if (!canManage(project!)) return null;
+    return h("section", { class: "card" }, h("h2", {}, "Export"),
+      h("p", { class: "muted" }, "Labelled items in a training format, as a zip."),
+      h("button", { "data-testid": "export-open", onclick: () => void exportDialog() }, "Export…"));
+  }
+
+  async function exportDialog(): Promise<void> {
+    const formats = FORMATS[project!.kind] ?? [];
+    const format = h("select", { "data-testid": "export-format" }, formats.map((f) => h("option", { value: f }, f)));
+    const include = h("select", { "data-testid": "export-include" },
+      [["annotations", "people's labels"], ["both", "people's labels and model predictions"], ["predictions", "model predictions only"]]
+        .map(([v, words]) => h("option", { value: v }, words)));
+    const unlabelled = h("input", { type: "checkbox", "data-testid": "export-unlabelled" });
+    const images = h("input", { type: "checkbox", "data-testid": "export-images" });
+    const preview = h("p", { "data-testid": "export-preview" }, "…");
+    const query = () => `format=${format.value}&include=${include.value}&unlabelled=${unlabelled.checked}`;
+    const update = async () => {
+      try {
+        const found = await api.exportPreview(id, query());
+        const left = Object.entries(found.left_out).map(([why, n]) => `${n} ${why}`).join(", ");
+        clear(preview, `${found.items} item(s) will be exported`, left ? `; left out: ${left} (they have no label to export)` : "");
+      } catch (error) {
+        clear(preview, h("span", { class: "error" }, formatError(error)));
+      }
+    };
+    for (const control of [format, include, unlabelled]) control.addEventListener("change", () => void update());
+    void update();
+    const chosen = await dialog("Export", [
+      h("label", {}, "Format", format), h("label", {}, "Labels", include),
+      h("label", { class: "check" }, unlabelled, " include unlabelled items (written with empty labels)"),
+      h("label", { class: "check" }, images, " include the image files"), preview],
+    [{ label: "Cancel", value: false, testid: "export-cancel" }, { label: "Download", value: true, primary: true, testid: "export-download" }],
+    "export-dialog");
+    if (!chosen) return;
+    // a link, not fetch: the browser streams the zip to disk as the server writes it
+    const a = h("a", { href: `/api/projects/${id}/export?${query()}&images=${images.checked}`, download: `${project!.name}-${format.value}.zip` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    toast("export started: the zip downloads as it is written");
   }
 
   function modelsCard(models: Record<string, any>[]): HTMLElement {
@@ -76,33 +140,48 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     const start = (what: "train" | "predict") => async () => {
       try {
         const job = what === "train" ? await api.train(id, pick.value) : await api.predict(id, pick.value);
+        running.add(job.id);
         toast(`${what} job #${job.id} started`);
         await refresh();
       } catch (error) {
         toast(formatError(error), "error");
       }
     };
-    return h("section", { class: "card" }, h("h2", {}, "Models"),
-      models.length ? h("div", { class: "models" }, models.map((m) => h("figure", {},
-        h("figcaption", {}, `${m.kind}:${m.version} (${m.status ?? ""}) ${metricsLine(m.metrics)}`),
-        m.curves_png ? h("img", { src: m.curves_png, alt: `training curves of ${m.kind}:${m.version}`, loading: "lazy" }) : null)))
-        : h("p", {}, "No models yet."),
+    const target = project!.settings?.["target_precision"];
+    const classifier = kinds.includes("classifier");
+    return h("section", { class: "card models-card" }, h("h2", {}, "Models"),
+      models.length ? h("div", { class: "models" }, [...models].reverse().map(modelCard)) : h("p", {}, "No models yet."),
       kinds.length && canManage(project!) ? h("div", { class: "row" }, pick,
-        h("button", { onclick: start("train") }, "Train"), h("button", { onclick: start("predict") }, "Pre-label")) : null);
+        h("button", { onclick: start("train") }, "Train"), h("button", { onclick: start("predict") }, "Pre-label")) : null,
+      classifier ? h("p", { class: "muted" }, `Pre-label uses the target precision in Settings (now ${target ?? 0.95}); `
+        + "after a change it chooses the thresholds again from the model's held-out scores, without retraining.") : null);
+  }
+
+  function modelCard(m: Record<string, any>): HTMLElement {
+    const card = m.card ?? { figures: [], classes: [], note: "" };
+    const pct = (v: number | null | undefined) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
+    return h("figure", { "data-testid": `model-${m.kind}-${m.version}` },
+      h("figcaption", {}, h("strong", {}, `${m.kind}:${m.version}`), ` (${m.status ?? ""})`),
+      card.figures.length ? h("dl", { class: "figures" }, card.figures.flatMap((f: { name: string; value: string }) =>
+        [h("dt", {}, f.name), h("dd", {}, f.value)])) : null,
+      card.classes.length ? h("table", { class: "list compact", "data-testid": "model-classes" },
+        h("tr", {}, ["class", "threshold", "precision", "recall", "coverage", "pre-labels"].map((t) => h("th", {}, t))),
+        card.classes.map((c: Record<string, any>) => c.threshold === null
+          ? h("tr", {}, h("td", { class: "name", title: c.class }, c.class),
+            h("td", { colspan: 5, class: "muted" }, `no threshold: ${c.reason}`))
+          : h("tr", {}, h("td", { class: "name", title: c.class }, c.class), h("td", {}, c.threshold.toFixed(3)),
+            h("td", {}, pct(c.precision)), h("td", {}, pct(c.recall)), h("td", {}, pct(c.coverage)),
+            h("td", {}, c.prelabelled ?? "–")))) : null,
+      card.note ? h("p", { class: "muted" }, card.note) : null,
+      m.curves_png ? h("img", { src: m.curves_png, alt: `curves of ${m.kind}:${m.version}`, loading: "lazy" }) : null);
   }
 
   function itemsCard(items: Item[]): HTMLElement {
-    return h("section", { class: "card" }, h("h2", {}, "Items"), h("table", { class: "list", "data-testid": "items" },
+    return h("section", { class: "card" }, h("h2", {}, "Items"), h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "items" },
       items.map((i) => h("tr", {}, h("td", {}, link(`/projects/${id}/items/${i.id}`, `#${i.id} ${i.source}`)),
-        h("td", {}, `${i.width}×${i.height} ${i.dtype}`), h("td", {}, i.state), h("td", {}, `v${i.version}`)))));
+        h("td", {}, `${i.width}×${i.height} ${i.dtype}`), h("td", {}, i.state), h("td", {}, `v${i.version}`))))));
   }
 
   await refresh().catch((e) => body.append(h("p", { class: "error" }, formatError(e))));
   return { dispose: () => { disposed = true; if (timer) clearTimeout(timer); } };
-}
-
-function metricsLine(metrics: Record<string, unknown> | undefined): string {
-  if (!metrics) return "";
-  return Object.entries(metrics).filter(([, v]) => typeof v === "number").slice(0, 4)
-    .map(([k, v]) => `${k} ${(v as number).toFixed(3)}`).join(", ");
 }

@@ -5,7 +5,7 @@
 import { api, ApiError, itemPredictions, livePrediction, type Annotation, type Item, type Project } from "../api";
 import { Editor } from "../canvas/editor";
 import type { Tool } from "../canvas/tools";
-import { clear, dialog, formatError, h, toast } from "../dom";
+import { clear, dialog, formatError, h, isTyping, toast } from "../dom";
 import { Autosaver, ConflictError, RetryableError, type Revision } from "../lib/autosave";
 import { dismissals, preLabelsOf, type Prediction } from "../lib/prelabels";
 import { describe, type Shape } from "../lib/shapes";
@@ -148,7 +148,8 @@ class LabelView {
     if (why === "accept" || why === "reject") void this.settlePredictions();
     if (why === "scribble" && this.liveOn) void this.refreshLive();
     this.renderSidebar();
-    if (why === "class" || why === "classify") this.renderToolbar();
+    // the class, an edited pre-label's tool, or what the live prediction waits for may have changed
+    if (why === "class" || why === "classify" || why === "accept" || (why === "scribble" && this.liveOn)) this.renderToolbar();
   }
 
   private showStatus(): void {
@@ -276,14 +277,26 @@ class LabelView {
       })),
       raster ? h("section", {}, h("h3", {}, "Brush"), h("label", {}, "Size ", size, sizeLabel),
         this.project.kind === "semantic" ? h("label", { class: "check" }, h("input", { type: "checkbox", checked: e.paintTarget === "scribble",
-          "data-testid": "scribble-mode", onchange: (ev: Event) => { e.paintTarget = (ev.target as HTMLInputElement).checked ? "scribble" : "mask"; } }),
-        " paint scribbles (s)") : null,
+          "data-testid": "scribble-mode", onchange: (ev: Event) => {
+            e.paintTarget = (ev.target as HTMLInputElement).checked ? "scribble" : "mask";
+            this.renderToolbar();
+          } }), " paint scribbles (s)") : null,
+        this.project.kind === "semantic" ? h("div", { class: `paint-mode ${e.paintTarget}`, "data-testid": "paint-mode" },
+          e.paintTarget === "scribble" ? "The brush paints scribbles (striped): partial labels the pixel classifier learns from"
+            : "The brush paints masks (solid): the item's label") : null,
         this.project.kind === "semantic" ? h("label", { class: "check" }, h("input", { type: "checkbox", checked: this.liveOn,
           "data-testid": "live-prediction", onchange: (ev: Event) => {
             this.liveOn = (ev.target as HTMLInputElement).checked;
+            if (this.liveOn && e.paintTarget !== "scribble") {
+              e.paintTarget = "scribble"; // live prediction learns from scribbles only: painting masks would do nothing
+              toast("live prediction learns from scribbles: the brush now paints scribbles (s switches back to masks)");
+            }
             if (this.liveOn) void this.refreshLive();
             else this.editor.setLiveOverlay(null, this.opacity);
-          } }), " live prediction from scribbles") : null) : null,
+            this.renderToolbar();
+          } }), " live prediction from scribbles") : null,
+        this.project.kind === "semantic" && this.liveOn ? h("p", { class: "muted", "data-testid": "live-hint" }, this.liveHint()) : null)
+        : null,
       h("section", {}, h("h3", {}, "Edit"),
         h("button", { onclick: () => e.undoEdit(), "data-testid": "undo", title: "Ctrl+Z" }, "Undo"),
         h("button", { onclick: () => e.redoEdit(), "data-testid": "redo", title: "Ctrl+Shift+Z" }, "Redo"),
@@ -293,6 +306,15 @@ class LabelView {
           onchange: (ev: Event) => { this.predictionsVisible = (ev.target as HTMLInputElement).checked; e.setPredictionsVisible(this.predictionsVisible, this.opacity); } }),
         " show (h)"), h("label", {}, "Opacity ", opacity)),
       this.windowControl());
+  }
+
+  /** What the live prediction waits for, in words (it never stays silent). */
+  private liveHint(): string {
+    if (this.editor.paintTarget !== "scribble") return "Live prediction reads scribbles only: press s to paint scribbles.";
+    const classes = new Set(this.editor.entries.filter((x) => x.shape.type === "scribble").map((x) => x.shape.label));
+    if (classes.size < 2) return `Scribble at least 2 classes (${classes.size} so far, e.g. background and an object): `
+      + "the prediction appears after each stroke.";
+    return "The prediction is retrained after each stroke.";
   }
 
   private isClassOn(name: string, n: number): boolean {
@@ -351,8 +373,7 @@ class LabelView {
   }
 
   private onKey(event: KeyboardEvent): void {
-    const target = event.target as HTMLElement;
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName) || document.querySelector(".overlay")) return;
+    if (isTyping(event.target) || document.querySelector(".overlay")) return;
     const e = this.editor;
     const key = event.key;
     const ctrl = event.ctrlKey || event.metaKey;

@@ -4,7 +4,7 @@
  */
 import { api, type Annotation, type Project } from "../api";
 import { Editor } from "../canvas/editor";
-import { clear, formatError, h, toast } from "../dom";
+import { clear, formatError, h, isTyping, toast } from "../dom";
 import { preLabelsOf, type Prediction } from "../lib/prelabels";
 import { link } from "../router";
 import { projectNav } from "./nav";
@@ -76,7 +76,7 @@ export async function reviewPage(root: HTMLElement, params: Record<string, strin
   }
 
   const onKey = (event: KeyboardEvent) => {
-    if (!editor || ["INPUT", "SELECT"].includes((event.target as HTMLElement).tagName) || document.querySelector(".overlay")) return;
+    if (!editor || isTyping(event.target) || document.querySelector(".overlay")) return;
     const pre = editor.prelabels.filter((p) => editor!.selected.has(p.key)).map((p) => p.key);
     if (event.key === "Enter" && pre.length) editor.acceptPre(pre);
     else if (event.key === "e" && pre.length) editor.editPre(pre[0]);

@@ -7,12 +7,13 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from labelloop.server.auth import Access, project_access, workspace_of
-from labelloop.services.exporting import INCLUDE, export_project
+from labelloop.services.exporting import INCLUDE, export_preview, export_project
 
 router = APIRouter(tags=["export"])
 CHUNK = 1 << 20
@@ -80,6 +81,15 @@ def export(request: Request, format: str = Query(..., min_length=1, max_length=3
                "X-Labelloop-Exported-Items": str(summary.items),
                "X-Labelloop-Left-Out": ", ".join(f"{n} {why}" for why, n in summary.left_out.items())}
     return StreamingResponse(_zip_stream(staging / "export", staging), media_type="application/zip", headers=headers)
+
+
+@router.get("/api/projects/{project_id}/export/preview", response_model=dict[str, Any],
+            summary="What an export would hold: items exported, items left out by reason (nothing is written)")
+def preview(request: Request, format: str = Query(..., min_length=1, max_length=32),
+            include: str = Query("annotations", description=", ".join(INCLUDE)),
+            unlabelled: bool = Query(False), access: Access = Depends(project_access("manage"))):
+    return export_preview(workspace_of(request), access.project.name, format=format, include=include,
+                          unlabelled=unlabelled)
 
 
 def _tmp(workspace) -> Path:

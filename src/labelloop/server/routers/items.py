@@ -35,9 +35,12 @@ def own_view(session, access: Access, item_id: int) -> tuple[AnnotationInfo | No
 @router.post("/api/projects/{project_id}/items", status_code=201, response_model=dict[str, Any],
              summary="Upload images (multipart field 'files'); all or nothing")
 def upload(request: Request, files: list[UploadFile] = File(..., description="Image files"),
-           split: str | None = Form(None, max_length=8), access: Access = Depends(project_access("manage"))):
+           split: str | None = Form(None, max_length=8),
+           skip_bad: bool = Form(False, description="Import the readable files; list the others in `skipped`"),
+           access: Access = Depends(project_access("manage"))):
     report = items.upload_items(workspace_of(request), access.project.name,
-                                ((f.filename or "upload", f.file) for f in files), split=split, author=access.user.name)
+                                ((f.filename or "upload", f.file) for f in files), split=split, author=access.user.name,
+                                skip_bad=skip_bad)
     return report.to_dict()
 
 

@@ -18,6 +18,9 @@ class ModelKind(Protocol):
     name: ClassVar[str]
     description: ClassVar[str]
     project_kinds: ClassVar[tuple[ProjectKind, ...]]
+    # What a model card shows (services/model_cards.py): (metric key, words, how to show it), and a note
+    figures: ClassVar[tuple[tuple[str, str, str], ...]]
+    card_note: ClassVar[str]
 
     def train(self, workspace, project, params: dict[str, Any], ctx: JobContext):
         """Fit on the project's labels and save a new Model version; returns its ModelInfo."""

@@ -16,7 +16,7 @@ from labelloop.ml.calibration import METHODS
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.embeddings import embed_items, encoder_key, load_embeddings
 from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.models import load_estimator, save_model
+from labelloop.services.models import load_estimator, save_model, update_model
 from labelloop.services.project_data import item_pages, item_rows, labelled_items
 from labelloop.services.predictions import save_predictions
 from labelloop.store.tables import BlobRow, PredictionRow
@@ -70,6 +70,14 @@ class Classifier:
     description = ("logistic regression on pretrained embeddings (or a fine-tuned network), with pre-labels above "
                    "thresholds calibrated on held-out items for a target precision")
     project_kinds = (ProjectKind.classification, ProjectKind.multilabel)
+    figures = (("target_precision", "target precision", "number"), ("coverage", "unlabelled items pre-labelled", "share"),
+               ("classes_with_prelabels", "classes with a threshold", "count"),
+               ("held_out_accuracy", "held-out accuracy", "share"), ("labelled_items", "labelled items", "count"),
+               ("held_out_items", "held-out items", "count"), ("calibration_method", "calibration rule", "text"),
+               ("expected_calibration_error", "calibration error (ECE)", "number"),
+               ("training_seconds", "training time", "seconds"))
+    card_note = ("precision and recall per class are measured on labelled items the model did not train on "
+                 "(cross-fitted), at the class's threshold")
 
     def settings(self, project, params: dict[str, Any]) -> dict[str, Any]:
         """Training choices: explicit params, then the project's settings, then defaults."""
@@ -212,22 +220,42 @@ class Classifier:
         accepted = prelabeller.accept(prelabeller.pool_proba_)
         return round(float(accepted.any(axis=1).mean()), 4), accepted.sum(axis=0)
 
+    def _recalibrated(self, metrics: dict[str, Any], prelabeller) -> dict[str, Any]:
+        """The model's calibration figures after its thresholds were chosen again for other settings."""
+        pool = prelabeller.pool_proba_.shape[0] if prelabeller.pool_proba_ is not None else 0
+        coverage, prelabels = self._coverage(prelabeller, list(range(pool)))
+        classes = {}
+        for k, c in enumerate(prelabeller.calibration_):
+            entry = {**metrics.get("classes", {}).get(c.name, {}), **c.to_dict(), "prelabelled": int(prelabels[k]),
+                     "coverage": round(float(prelabels[k]) / pool, 4) if pool else None}
+            entry.pop("name")
+            classes[c.name] = entry
+        return {**metrics, "target_precision": prelabeller.target_precision, "confidence": prelabeller.confidence,
+                "calibration_method": prelabeller.method, "coverage": coverage, "classes": classes,
+                "classes_with_prelabels": sum(c.threshold is not None for c in prelabeller.calibration_)}
+
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
         prelabeller = load_estimator(workspace, model)
         choice = {**model.params}
         if list(prelabeller.class_names) != project.class_names():
             raise InvalidInput(f"model {model.ref} was trained on classes {', '.join(prelabeller.class_names)} but the "
                                f"project now has {', '.join(project.class_names())}; train it again")
-        target = params.get("target_precision")
-        if params.get("calibration_method") and params["calibration_method"] not in METHODS:
-            raise InvalidInput(f"calibration method {params['calibration_method']!r}: choose one of "
-                               f"{', '.join(METHODS)}")
-        if target is not None:
-            if not 0.5 <= float(target) < 1:
-                raise InvalidInput(f"--target-precision {target} must lie in [0.5, 1)")
-            prelabeller.set_target(float(target), method=params.get("calibration_method"))
-        elif params.get("calibration_method"):
-            prelabeller.set_target(prelabeller.target_precision, method=params["calibration_method"])
+        # The project's settings as they are now (a target changed in Settings since training), unless the call
+        # names its own: thresholds are chosen again from the stored held-out scores, no retraining needed.
+        settings = project.settings
+        target = float(params.get("target_precision") or settings.get("target_precision", prelabeller.target_precision))
+        method = params.get("calibration_method") or settings.get("calibration_method") or getattr(prelabeller, "method", "bound")
+        confidence = float(params.get("confidence") or settings.get("calibration_confidence", prelabeller.confidence))
+        if method not in METHODS:
+            raise InvalidInput(f"calibration method {method!r}: choose one of {', '.join(METHODS)}")
+        if not 0.5 <= target < 1:
+            raise InvalidInput(f"--target-precision {target} must lie in [0.5, 1)")
+        if (target, method, confidence) != (prelabeller.target_precision, getattr(prelabeller, "method", None),
+                                            prelabeller.confidence):
+            prelabeller.set_target(target, confidence=confidence, method=method)
+            model = update_model(workspace, model, metrics=self._recalibrated(model.metrics, prelabeller))
+            ctx.log(f"thresholds chosen again for target precision {target:g} ({method}, confidence "
+                    f"{confidence:g}) from {model.ref}'s held-out scores; no retraining")
         if choice["head"] == "logreg":
             embed_items(workspace, item_ids, model_name=choice["encoder"], weights=choice["weights"],
                         progress=ctx.progress)
@@ -253,11 +281,21 @@ class Classifier:
             with workspace.session() as session:
                 save_predictions(session, rows)
             written += len(rows)
+        missing = {c.name: c.reason for c in prelabeller.calibration_ if c.threshold is None}
         return {
+            "summary": _outcome(prelabelled, written, prelabeller, missing),
             "model": model.ref, "predictions": written, "prelabelled": prelabelled,
             "coverage": round(prelabelled / written, 4) if written else None,
             "target_precision": prelabeller.target_precision, "prelabels_per_class": per_class,
             "thresholds": {c.name: c.threshold for c in prelabeller.calibration_},
-            "no_prelabels": {c.name: c.reason for c in prelabeller.calibration_ if c.threshold is None},
+            "no_prelabels": missing,
             "seconds": round(time.perf_counter() - started, 3),
         }
+
+
+def _outcome(prelabelled: int, items: int, prelabeller, missing: dict[str, str]) -> str:
+    """The pre-label run in one line, for the job list: how many, at what target, and why a class got none."""
+    ready = len(prelabeller.class_names) - len(missing)
+    line = (f"{prelabelled} pre-label(s) on {items} item(s) at target precision {prelabeller.target_precision:g}; "
+            f"thresholds for {ready} of {len(prelabeller.class_names)} classes")
+    return "; ".join([line, *(f"{name}: {reason}" for name, reason in missing.items())])

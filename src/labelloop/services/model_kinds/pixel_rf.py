@@ -38,6 +38,10 @@ class PixelRF:
     name = "pixel-rf"
     description = "random forest on multi-scale local features (ilastik-style), trained on scribbles"
     project_kinds = (ProjectKind.semantic, ProjectKind.instance)
+    figures = (("training_pixels", "scribbled pixels", "count"), ("features", "features per pixel", "count"),
+               ("training_seconds", "training time", "seconds"))
+    card_note = ("trained on scribbles, so there is no held-out score: judge it on the live overlay, or train a "
+                 "U-Net on full masks for an IoU")
 
     def estimator(self, params: dict[str, Any]):
         from labelloop.ml.pixel_classifier import PixelClassifier

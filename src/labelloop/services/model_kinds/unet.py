@@ -133,6 +133,10 @@ class UNet:
     name = "unet"
     description = "U-Net with an ImageNet-pretrained encoder (EfficientNet-Lite0; any timm encoder with --weights)"
     project_kinds = (ProjectKind.semantic, ProjectKind.instance)
+    figures = (("val_iou", "IoU (best epoch)", "number"), ("validation", "measured on", "text"),
+               ("best_epoch", "best epoch", "count"), ("epochs", "epochs", "count"),
+               ("training_seconds", "training time", "seconds"), ("stopped", "stopped by", "text"))
+    card_note = "foreground IoU of the best epoch on the validation items (or the training items when none are held out)"
 
     def train(self, workspace, project, params: dict[str, Any], ctx) -> ModelInfo:
         if params.get("resume"):
