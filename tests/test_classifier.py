@@ -16,13 +16,15 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from labelloop.errors import InvalidInput
+from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.importing import import_path
 from labelloop.services.jobs import create_job, run_job
+from labelloop.services.model_kinds.classifier import DEFAULT_ENCODER
 from labelloop.store.tables import EmbeddingRow, ItemRow
 
 from conftest import snapshot
 
-ENCODER = "tf_efficientnet_lite0"
+ENCODER = DEFAULT_ENCODER  # the classifier's: synthetic embeddings cached under it are what `train` reads
 
 
 def _job(workspace, kind: str, **params):
@@ -45,8 +47,9 @@ def _write_csv(folder: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def _synthetic_project(workspace, make_project, root: Path, counts: dict[str, tuple[int, int]], seed: int = 0):
-    """Tiny distinct images with cached synthetic embeddings: per class (labelled, unlabelled) items whose
-    embeddings are well separated Gaussian blobs. Returns {item id: true class}."""
+    """Tiny distinct images with cached synthetic embeddings (under the classifier's encoder and the default
+    one): per class (labelled, unlabelled) items whose embeddings are well separated Gaussian blobs. Returns
+    {item id: true class}."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True)
     rows, truth_by_name = [], {}
@@ -64,7 +67,8 @@ def _synthetic_project(workspace, make_project, root: Path, counts: dict[str, tu
     with workspace.session() as session:
         for item in session.scalars(select(ItemRow)):
             vector = (centres[truth_by_name[item.source]] + rng.normal(0, 0.35, 64)).astype("<f4")
-            session.add(EmbeddingRow(item_id=item.id, encoder=ENCODER, dim=64, vector=vector.tobytes()))
+            for encoder in {ENCODER, DEFAULT_MODEL}:  # what `train` reads and what `embed`/clusters read
+                session.add(EmbeddingRow(item_id=item.id, encoder=encoder, dim=64, vector=vector.tobytes()))
             truth[item.id] = truth_by_name[item.source]
     return truth
 
@@ -102,7 +106,7 @@ def test_a_class_with_too_few_held_out_examples_gets_no_prelabels_and_a_reason(w
 def test_calibration_method_and_features_are_choices_recorded_with_the_model(workspace, make_project, tmp_path):
     _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
     default = _done(workspace, "train", project="syn", model="classifier")["metrics"]
-    # 64-dimensional test embeddings do not fit lite0's ImageNet head: the classifier reads them as they are.
+    # 64-dimensional test embeddings do not fit the encoder's ImageNet head: the classifier reads them as they are.
     assert default["calibration_method"] == "auto" and default["features"] == "pooled"
     for c in default["classes"].values():  # each class: the stricter of the two rules' thresholds
         assert c["method"] in ("estimate", "bound") and c["reason"].startswith("auto: ")
@@ -121,6 +125,17 @@ def test_calibration_method_and_features_are_choices_recorded_with_the_model(wor
     for params in ({"calibration_method": "guess"}, {"features": "pixels"}):
         job = _job(workspace, "train", project="syn", model="classifier", **params)
         assert job.state == "failed" and "choose one of" in job.error
+
+
+def test_the_logistic_regression_reads_lite2_embeddings_and_a_fine_tuned_head_lite0():
+    from types import SimpleNamespace
+
+    from labelloop.services.model_kinds.classifier import Classifier
+
+    project = SimpleNamespace(settings={})
+    assert Classifier().settings(project, {})["encoder"] == "tf_efficientnet_lite2" == ENCODER
+    assert Classifier().settings(project, {"head": "finetune"})["encoder"] == "tf_efficientnet_lite0"
+    assert Classifier().settings(project, {"encoder": "resnet18"})["encoder"] == "resnet18"
 
 
 def test_calibration_settings_are_checked_and_read_by_training(workspace, make_project, tmp_path):
@@ -244,7 +259,7 @@ def test_weights_that_do_not_fit_are_refused_before_anything_is_written(workspac
     weights = tmp_path / "other.pth"
     torch.save({"conv_stem.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(2, 8)}, weights)
     before = snapshot(workspace)
-    job = _job(workspace, "embed", project="bugs", encoder=ENCODER, weights=str(weights))
+    job = _job(workspace, "embed", project="bugs", encoder="tf_efficientnet_lite0", weights=str(weights))
     assert job.state == "failed"
     assert "the weights do not fit timm model 'tf_efficientnet_lite0'" in job.error and "missing" in job.error
     assert snapshot(workspace) == before
@@ -264,7 +279,7 @@ def test_cli_embed_clusters_train_predict_calibration(workspace, make_project, t
             assert not exc.code, capsys.readouterr().err
         return json.loads(capsys.readouterr().out)
 
-    assert run("embed", "syn")["cached"] == 180  # everything cached: no network needed
+    assert run("embed", "syn", "--model", ENCODER)["cached"] == 180  # everything cached: no network needed
     clusters = run("clusters", "syn", "--page", "6")
     assert clusters["k"] == 2 and len(clusters["page"]["item_ids"]) == 6
     trained = run("train", "syn", "--model", "classifier", "--head", "logreg")
@@ -308,7 +323,7 @@ def hymenoptera(tmp_path_factory):
     with workspace.session() as session:
         create_project(session, "bugs", "classification", ["ants", "bees"])
     import_path(workspace, "bugs", _write_csv(root / "csv", rows), format="csv")
-    embedded = _done(workspace, "embed", project="bugs")
+    embedded = _done(workspace, "embed", project="bugs", encoder=ENCODER)
     assert embedded["computed"] == 240
     yield workspace, truth
     workspace.close()
@@ -317,7 +332,7 @@ def hymenoptera(tmp_path_factory):
 @pytest.mark.slow
 def test_calibrated_threshold_keeps_val_precision_at_the_target(hymenoptera):
     workspace, truth = hymenoptera
-    assert _done(workspace, "embed", project="bugs")["computed"] == 0  # cached: only new items are computed
+    assert _done(workspace, "embed", project="bugs", encoder=ENCODER)["computed"] == 0  # cached: only new items are computed
     model = _done(workspace, "train", project="bugs", model="classifier", seed=0)
     metrics = model["metrics"]
     assert metrics["labelled_items"] == 112 and metrics["held_out_items"] == 112  # cross-fitted held-out folds

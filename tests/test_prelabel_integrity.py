@@ -161,3 +161,43 @@ def _wait(client, job_id: int, team, timeout: float = 60) -> dict:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def _box(x: float, **attributes) -> dict:
+    return {"type": "box", "label": "cat", "x0": x, "y0": 5, "x1": x + 10, "y1": 25, "score": 0.9,
+            "attributes": attributes}
+
+
+def test_a_review_records_the_effort_it_saved_and_the_model_card_adds_it_up(workspace, tmp_path):
+    """Of the pre-labels shown: accepted as they were, adjusted (with IoU), rejected; and the boxes added by hand."""
+    team = build_team(workspace, tmp_path / "images", items=2, kind="detection", classes=("cat", "dog"))
+    model_id = _model(workspace, team.project_id, kind="detector")
+    first, second = team.item_ids
+    shapes = [_box(0, prelabel=True), _box(15, prelabel=True), _box(30, prelabel=True), _box(45, prelabel=False)]
+    _predict(workspace, model_id, "detector:1", {first: shapes, second: shapes})
+    with TestClient(create_app(workspace, executor=ThreadExecutor(workspace))) as client:
+        one, two = (_pending(workspace, item)[0].id for item in (first, second))
+        edit = [{**_box(0), "attributes": {"prediction": f"{one}:0"}},  # as predicted
+                {**_box(16), "attributes": {"prediction": f"{one}:1"}},  # moved 1 px
+                {"type": "box", "label": "dog", "x0": 5, "y0": 30, "x1": 30, "y1": 45}]  # a miss, drawn by hand
+        for shape in edit:
+            shape.pop("score", None)
+        answer = client.post(f"/api/predictions/{one}/review", json={"action": "edit", "shapes": edit,
+                                                                     "base_version": 0}, headers=team.auth("reviewer"))
+        assert answer.status_code == 200, answer.json()
+        accepted = client.post(f"/api/predictions/{two}/review", json={"action": "accept", "base_version": 0},
+                               headers=team.auth("reviewer")).json()["annotation"]
+        assert len(accepted["shapes"]) == 3  # the box under the threshold is no pre-label: not accepted with them
+        assert [s["attributes"]["prediction"] for s in accepted["shapes"]] == [f"{two}:0", f"{two}:1", f"{two}:2"]
+        listed = {p["id"]: p for p in client.get(f"/api/projects/{team.project_id}/predictions",
+                                                 headers=team.auth("reviewer")).json()["items"]}
+        models = client.get(f"/api/projects/{team.project_id}/models", headers=team.auth("manager")).json()["items"]
+    effort = listed[one]["effort"]
+    assert {k: effort[k] for k in ("shown", "accepted", "adjusted", "rejected", "added")} == \
+        {"shown": 3, "accepted": 1, "adjusted": 1, "rejected": 1, "added": 1}
+    assert effort["adjusted_iou"] == [pytest.approx(9 * 20 / (11 * 20), abs=1e-3)]
+    assert listed[two]["effort"]["accepted"] == 3
+    (card,) = [m for m in models if m["id"] == model_id]
+    assert card["effort"]["accepted_unedited"] == pytest.approx(4 / 6, abs=1e-4)
+    assert any(f["name"] == "pre-labels accepted unedited" and f["value"].startswith("66.7 % of 6")
+               for f in card["card"]["figures"])

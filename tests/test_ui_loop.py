@@ -273,3 +273,37 @@ def test_the_grid_saves_one_revision_per_change(page, ui_server):
         revisions = http.get(f"/api/items/{last}/annotations").json()["items"]
     assert len(revisions) == 1
     assert [(x["type"], x["label"]) for x in revisions[0]["shapes"]] == [("class", "bee")]
+
+
+@pytest.mark.slow
+def test_a_detector_is_trained_from_the_form_and_pre_labels_only_the_selected_images(page, ui_server):
+    pid, items = ui_server.project("smart-boxes", "detection", ["thing"], images=6)
+    with ui_server.api() as http:
+        for n, item in enumerate(items[:4]):
+            http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "shapes": [
+                {"type": "box", "label": "thing", "x0": 20 + 10 * n, "y0": 30, "x1": 120 + 10 * n, "y1": 150}]}
+            ).raise_for_status()
+    page.goto(f"/projects/{pid}")
+    page.locator("[data-testid=detector-form] summary").click()
+    for name, default in (("time_budget", "15m"), ("batch_size", "4"), ("lr", "0.01"), ("gamma", "0.1"),
+                          ("rois_per_image", "128"), ("eval_period", "2"), ("test_fraction", "0.2"),
+                          ("min_size", "416")):
+        assert page.locator(f"[data-testid=train-{name}]").input_value() == default  # the defaults, filled in
+    page.fill("[data-testid=train-epochs]", "2")
+    page.fill("[data-testid=train-time_budget]", "")
+    page.fill("[data-testid=train-min_size]", "160")
+    page.fill("[data-testid=train-eval_period]", "1")
+    screenshot(page, "detector-train-form")
+    page.click("[data-testid=train-detector]")
+    _job_message(page, "detector:1 ready")
+    card = page.locator("[data-testid=model-detector-1]")
+    assert "mAP@0.5 (test images)" in card.inner_text() and "test images" in card.inner_text()
+    chosen = items[4:6]
+    for item in chosen:
+        page.check(f"[data-testid=select-{item}]")
+    assert page.locator("[data-testid=selected-count]").inner_text() == "2 selected"
+    page.click("[data-testid=prelabel-selected]")
+    _job_message(page, "on 2 image(s)")
+    with ui_server.api() as http:
+        predicted = {p["item_id"] for p in http.get(f"/api/projects/{pid}/predictions").json()["items"]}
+    assert predicted == set(chosen)

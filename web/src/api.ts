@@ -110,8 +110,8 @@ export const api = {
   models: (projectId: number) => request<Page<Record<string, any>>>("GET", `/api/projects/${projectId}/models`),
   train: (projectId: number, model: string, params: Record<string, unknown> = {}) =>
     request<Job>("POST", `/api/projects/${projectId}/train`, { model, params }),
-  predict: (projectId: number, model: string) =>
-    request<Job>("POST", `/api/projects/${projectId}/predict`, { model }),
+  predict: (projectId: number, model: string, items?: number[]) =>
+    request<Job>("POST", `/api/projects/${projectId}/predict`, items ? { model, items } : { model }),
   job: (id: number) => request<Job>("GET", `/api/jobs/${id}`),
   cancelJob: (id: number) => request<Job>("POST", `/api/jobs/${id}/cancel`),
   members: (projectId: number) => request<Page<{ user: string; role: string }>>("GET", `/api/projects/${projectId}/members?limit=1000`),

@@ -181,6 +181,12 @@ describe("pre-labels", () => {
     expect(preLabelsOf([{ ...prediction, review_state: "accepted" }], [])).toEqual([]);
   });
 
+  it("leaves out boxes a detector kept below its calibrated threshold (attributes.prelabel false)", () => {
+    const below = { ...box(30, 0.2), attributes: { prelabel: false, threshold: 0.6 } } as Shape;
+    const above = { ...box(40, 0.8), attributes: { prelabel: true, threshold: 0.6 } } as Shape;
+    expect(preLabelsOf([{ ...prediction, shapes: [below, above] }], []).map((p) => p.key)).toEqual(["7:1"]);
+  });
+
   it("leaves out the shapes this user rejected before, and groups new rejections by prediction", () => {
     expect(preLabelsOf([{ ...prediction, dismissed: [0, 2] }], []).map((p) => p.key)).toEqual(["7:1"]);
     expect(preLabelsOf([{ ...prediction, dismissed: [] }], []).map((p) => p.key)).toEqual(["7:0", "7:1", "7:2"]);

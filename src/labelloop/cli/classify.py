@@ -94,7 +94,7 @@ def clusters(
 
 def calibration(
     name: str,
-    model: str = typer.Option("classifier", "--model", help="classifier or classifier:VERSION"),
+    model: str = typer.Option("classifier", "--model", help="classifier[:VERSION] or detector[:VERSION]"),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -106,6 +106,9 @@ def calibration(
     metrics = found.metrics
     if as_json:
         print_json({"model": found.ref, **metrics})
+        return
+    if found.kind == "detector":
+        _detector_report(found)
         return
     out.print(f"{found.ref}: {metrics['labelled_items']} labelled items, {metrics['held_out_items']} held out; target "
               f"precision {metrics['target_precision']} at {metrics['confidence']} confidence; coverage "
@@ -120,6 +123,19 @@ def calibration(
                        "held_out", "coverage")), row["reason"])
     out.print(table)
     out.print(f"reliability plot: {metrics['reliability_plot']}", highlight=False)
+
+
+def _detector_report(found) -> None:
+    """A detector's pre-label thresholds, chosen on its held-out images."""
+    metrics = found.metrics
+    out.print(f"{found.ref}: {metrics.get('test_items')} held-out images; target precision "
+              f"{found.params.get('target_precision')}; mAP@0.5 {metrics.get('map50')}, mAP@0.5:0.95 "
+              f"{metrics.get('map')}", highlight=False)
+    table = Table("classes", "threshold", "precision", "recall", "pre-labels per image", "held-out boxes", "note")
+    for name, row in metrics.get("thresholds", {}).items():
+        table.add_row(name, *("" if row.get(key) is None else str(row[key]) for key in
+                              ("threshold", "precision", "recall", "boxes_per_image", "boxes")), row.get("reason", ""))
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

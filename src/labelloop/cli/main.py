@@ -151,6 +151,7 @@ def export_command(
     include_unlabelled: bool = typer.Option(
         False, "--include-unlabelled",
         help="Also export items nobody labelled (with empty labels); by default only labelled items are written."),
+    scores: bool = typer.Option(False, "--scores", help="yolo: a confidence column after each predicted shape."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -161,7 +162,7 @@ def export_command(
     with workspace.session() as session:
         project = get_project(session, name)
     params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images,
-              "unlabelled": include_unlabelled}
+              "unlabelled": include_unlabelled, "scores": scores}
     job = run_job_here(workspace, "export", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})

@@ -24,7 +24,7 @@ def _given(**options) -> dict[str, object]:
 
 def train(
     name: str,
-    model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet or classifier."),
+    model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet, classifier or detector."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
     trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
     autocontext: bool = typer.Option(False, "--autocontext", help="pixel-rf: add a second, auto-context stage."),
@@ -38,6 +38,16 @@ def train(
     loss: Optional[str] = typer.Option(None, "--loss", help="unet: loss, e.g. focal+dice."),
     resume: Optional[str] = typer.Option(None, "--resume", help="unet: continue training from this model version."),
     head: Optional[str] = typer.Option(None, "--head", help="classifier: logreg (default) or finetune."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="detector: timm backbone (default tf_efficientnet_lite0)."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="detector: learning-rate factor at each gamma epoch (0.1)."),
+    gamma_epochs: Optional[str] = typer.Option(None, "--gamma-epochs", help="detector: epochs where the rate drops, e.g. 20,27 (default 70%/90% of the run)."),
+    rois_per_image: Optional[int] = typer.Option(None, "--rois-per-image", help="detector: sampled RoIs per image (128)."),
+    eval_period: Optional[int] = typer.Option(None, "--eval-period", help="detector: evaluate and checkpoint every N epochs (2)."),
+    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="detector: share of labelled images held out for testing (0.2)."),
+    test_split: Optional[str] = typer.Option(None, "--test-split", help="detector: hold out the labelled images of this split."),
+    test_items: Optional[str] = typer.Option(None, "--test-items", help="detector: hold out these item ids, e.g. 4,9,12."),
+    min_size: Optional[int] = typer.Option(None, "--min-size", help="detector: the shorter image side the network sees (416)."),
+    start_from: Optional[str] = typer.Option(None, "--from", help="detector: fine-tune this version on today's labels."),
     extra: list[str] = typer.Option([], "--set", help="Any other model parameter as key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     data_dir: Optional[Path] = DataDir,
@@ -51,7 +61,9 @@ def train(
     params = {"project": name, "model": model, "seed": seed, **parse_pairs(extra),
               **_given(trees=trees, encoder=encoder, weights=str(weights.resolve()) if weights else None,
                        epochs=epochs, time_budget=time_budget, lr=lr, batch_size=batch_size, patch=patch, loss=loss,
-                       resume=resume, head=head)}
+                       resume=resume, head=head, backbone=backbone, gamma=gamma, gamma_epochs=gamma_epochs,
+                       rois_per_image=rois_per_image, eval_period=eval_period, test_fraction=test_fraction,
+                       test_split=test_split, test_items=test_items, min_size=min_size, **{"from": start_from})}
     if autocontext:
         params["autocontext"] = True
     if scales:
@@ -73,6 +85,7 @@ def predict(
     model: str = typer.Option(..., "--model", help="Model kind and optional version, e.g. pixel-rf or pixel-rf:3."),
     split: Optional[str] = typer.Option(None, "--split", help="Predict the items of this split."),
     everything: bool = typer.Option(False, "--all", help="Predict every item (default: items without annotations)."),
+    items: Optional[str] = typer.Option(None, "--items", help="Predict these item ids, e.g. 3,5,9 (smart prediction)."),
     instances: Optional[str] = typer.Option(None, "--instances", help="watershed: split touching objects."),
     target_precision: Optional[float] = typer.Option(None, "--target-precision",
                                                      help="classifier: pre-label only above the calibrated threshold."),
@@ -88,7 +101,7 @@ def predict(
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
     params = {"project": name, "model": model, "split": split, "all": everything, "instances": instances,
-              **parse_pairs(extra), **_given(target_precision=target_precision)}
+              **parse_pairs(extra), **_given(target_precision=target_precision, items=items)}
     job = run_job_here(workspace, "predict", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})

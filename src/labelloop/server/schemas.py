@@ -231,6 +231,8 @@ class PredictionOut(BaseModel):
     reviewed_at: str | None
     created_at: str
     dismissed: list[int] = Field(default_factory=list, description="Indexes of the shapes you rejected while labelling.")
+    effort: dict[str, Any] | None = Field(None, description=(
+        "Once reviewed: pre-labels shown, accepted as they were, adjusted (adjusted_iou), rejected, and shapes added"))
 
 
 class DismissIn(Strict):
@@ -250,6 +252,8 @@ class PredictIn(Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(description="kind or kind:version")
     split: Literal["train", "val", "test", "none"] | None = None
     all: bool = Field(False, description="Predict every item (default: items without annotations).")
+    items: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        None, max_length=100_000, description="Predict these items (smart prediction on chosen images).")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

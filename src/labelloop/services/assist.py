@@ -39,7 +39,11 @@ def train_job(workspace, ctx: JobContext) -> dict[str, Any]:
 def predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
     project, kind = _project_and_kind(workspace, ctx.params)
     model = get_model(workspace, project, ctx.params["model"])
-    item_ids = select_items(workspace, project, split=ctx.params.get("split"), everything=ctx.params.get("all", False))
+    chosen = ctx.params.get("items")
+    if isinstance(chosen, str):
+        chosen = [int(i) for i in chosen.split(",") if i.strip().isdigit()] or None
+    item_ids = select_items(workspace, project, split=ctx.params.get("split"), everything=ctx.params.get("all", False),
+                            items=chosen)
     summary = kind.predict(workspace, project, model, item_ids, ctx.params, ctx)
     ctx.log(f"{model.ref} predicted {summary.get('predictions', 0)} items")
     summary.setdefault("summary", f"{model.ref} predicted {summary.get('predictions', 0)} item(s)")

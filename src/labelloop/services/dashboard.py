@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from labelloop.errors import NotFound
 from labelloop.services import queue, review
+from labelloop.services.effort import effort_by_model
 from labelloop.services.model_cards import model_card
 from labelloop.services.models import list_models
 from labelloop.services.projects import ProjectInfo
@@ -24,11 +25,13 @@ def _stored_picture(curves: dict[str, Any], params: dict[str, Any]) -> str | Non
     return curves.get("png") or params.get("reliability_plot_sha256")
 
 
-def model_summary(model) -> dict[str, Any]:
+def model_summary(model, effort: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A model for the API and the dashboard; `effort`: per model id, what its reviewed pre-labels saved."""
     data = model.to_dict()
     drawable = _stored_picture(model.curves, model.params) or _series(model.curves)
     data["curves_png"] = f"/api/models/{model.id}/curves.png" if drawable else None  # never a link that 404s
-    data["card"] = model_card(model)
+    data["effort"] = (effort or {}).get(model.id)
+    data["card"] = model_card(model, data["effort"])
     return data
 
 
@@ -41,6 +44,7 @@ def project_dashboard(workspace, project: ProjectInfo) -> dict[str, Any]:
             .group_by(UserRow.name)).all())
         queue_state = queue.queue_counts(session, project.id)
         verdicts = review.review_counts(session, project.id)
+        saved = effort_by_model(session, project.id)
         jobs = session.scalars(select(JobRow).where(JobRow.project_id == project.id)
                                .order_by(JobRow.id.desc()).limit(RECENT_JOBS)).all()
         job_list = [{"id": j.id, "kind": j.kind, "state": j.state, "done": j.done, "total": j.total,
@@ -60,7 +64,7 @@ def project_dashboard(workspace, project: ProjectInfo) -> dict[str, Any]:
         "queue": queue_state,
         "reviews": verdicts,
         "predictions": stats["predictions"],
-        "models": [model_summary(m) for m in list_models(workspace, project)],
+        "models": [model_summary(m, saved) for m in list_models(workspace, project)],
         "jobs": job_list,
     }
 

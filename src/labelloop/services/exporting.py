@@ -190,6 +190,7 @@ def export_project(
     overwrite: bool = False,
     images: bool = True,
     unlabelled: bool = False,
+    scores: bool = False,
     progress: Callable[[int, int | None, str], None] = lambda d, t, m: None,
 ) -> ExportSummary:
     out = Path(out).resolve()
@@ -215,7 +216,7 @@ def export_project(
         progress(written, total, f"exporting {format}")
 
     ctx = ExportContext(out=staging, kind=project.kind, classes=project.classes, save_image=saver, progress=advance,
-                        include=include)
+                        include=include, scores=scores)
     left = ExportSummary()
     try:
         summary = fmt.write(_records(workspace, project, format, include, unlabelled, saver, left, advance), ctx)

@@ -254,7 +254,8 @@ def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],
                              include=p.get("include", "annotations"), images=p.get("images", True),
-                             unlabelled=p.get("unlabelled", False), progress=ctx.progress)
+                             unlabelled=p.get("unlabelled", False), scores=p.get("scores", False),
+                             progress=ctx.progress)
     line = f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}"
     if summary.left_out:
         line += f"; left out (no label): {', '.join(f'{n} {why}' for why, n in summary.left_out.items())}"

@@ -34,12 +34,18 @@ def _classes(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def model_card(model) -> dict[str, Any]:
-    """`figures`: [{name, value}] in the kind's order; `classes`: per-class rows; `note`: how to read them."""
+def model_card(model, effort: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`figures`: [{name, value}] in the kind's order, then what reviewing its pre-labels showed (`effort`);
+    `classes`: per-class rows; `note`: how to read them."""
     kind = get_model_kind(model.kind)
     figures = []
     for key, words, how in getattr(kind, "figures", ()):
         value = _shown(model.metrics.get(key), how)
         if value is not None:
             figures.append({"name": words, "value": value})
+    if effort and effort.get("shown"):
+        figures.append({"name": "pre-labels accepted unedited",
+                        "value": f"{_shown(effort['accepted_unedited'], 'share')} of {effort['shown']:,} "
+                                 f"({effort['adjusted']} adjusted, {effort['rejected']} rejected, "
+                                 f"{effort['added']} added by hand; {effort['reviewed']} reviewed)"})
     return {"figures": figures, "classes": _classes(model.metrics), "note": getattr(kind, "card_note", "")}

@@ -55,8 +55,18 @@ def labelled_items(workspace, project: ProjectInfo, shape_types: Sequence[str], 
     return result
 
 
-def select_items(workspace, project: ProjectInfo, *, split: str | None = None, everything: bool = False) -> list[int]:
-    """Item ids to predict: a split, all items, or by default those nobody has annotated yet."""
+def select_items(workspace, project: ProjectInfo, *, split: str | None = None, everything: bool = False,
+                 items: Sequence[int] | None = None) -> list[int]:
+    """Item ids to predict: chosen ones, a split, all items, or by default those nobody has annotated yet."""
+    if items:
+        wanted = list(dict.fromkeys(int(i) for i in items))
+        with workspace.session() as session:
+            found = set(session.scalars(select(ItemRow.id).where(ItemRow.project_id == project.id,
+                                                                 ItemRow.id.in_(wanted))))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise InvalidInput(f"no item {', '.join(map(str, missing[:10]))} in project {project.name!r}")
+        return wanted
     ids: list[int] = []
     for rows in item_pages(workspace, project.id):
         if everything:

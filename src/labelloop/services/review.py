@@ -17,6 +17,7 @@ from labelloop.domain import ProjectKind, Shape, shape_from_dict, shape_to_dict
 from labelloop.errors import Conflict, InvalidInput, NotFound
 from labelloop.services import annotations, queue
 from labelloop.services.annotations import AnnotationInfo
+from labelloop.services.effort import is_prelabel, review_effort
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import AnnotationRow, ItemRow, PredictionRow, ReviewRow, utcnow
 
@@ -50,7 +51,7 @@ def prediction_dict(row: PredictionRow) -> dict[str, Any]:
     return {"id": row.id, "item_id": row.item_id, "model_id": row.model_id, "model_version": row.model_version,
             "shapes": row.shapes, "score": row.score, "review_state": row.review_state, "reviewer": row.reviewer,
             "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
-            "created_at": row.created_at.isoformat()}
+            "created_at": row.created_at.isoformat(), "effort": row.effort}
 
 
 def prediction_project(session: Session, prediction_id: int) -> int:
@@ -83,11 +84,16 @@ def review_prediction(session: Session, project: ProjectInfo, prediction_id: int
         raise Conflict(f"prediction {prediction_id} was already {row.review_state} by {row.reviewer}",
                        prediction_dict(row))
     written = None
+    before = annotations.latest(session, row.item_id, include_drafts=True)
     if action != "reject":
-        if shapes is None:  # accept as predicted; the score belongs to the prediction, not to the label
-            shapes = [shape_from_dict({k: v for k, v in s.items() if k != "score"}) for s in row.shapes]
+        if shapes is None:  # accept the pre-labels as predicted; the score belongs to the prediction, not the label
+            shapes = [shape_from_dict({**{k: v for k, v in s.items() if k != "score"},
+                                       "attributes": {**(s.get("attributes") or {}), "prediction": f"{row.id}:{n}"}})
+                      for n, s in enumerate(row.shapes) if is_prelabel(s)]
         written = annotations.save(session, project, row.item_id, shapes, author=reviewer, base_version=base_version,
                                    state="accepted", source="review")
+    row.effort = review_effort(row.id, row.shapes, before.shapes if before is not None else [],
+                               written.shapes if written is not None else None)
     return Verdict(action, reviewer, now.isoformat(), written)
 
 

