@@ -303,7 +303,9 @@ def test_review_of_predictions(client, team):
     assert review(ids[0], "outsider", action="accept").status_code == 403
     accepted = review(ids[0], "reviewer", action="accept")
     assert accepted.status_code == 200
-    assert accepted.json()["annotation"]["shapes"] == [box(x0=1.0, y0=2.0, x1=20.0, y1=30.0)]  # no score on labels
+    # no score on labels; the accepted shape names the prediction it came from
+    assert accepted.json()["annotation"]["shapes"] == [{**box(x0=1.0, y0=2.0, x1=20.0, y1=30.0),
+                                                        "attributes": {"prediction": f"{ids[0]}:0"}}]
     again = review(ids[0], "manager", action="reject")
     assert again.status_code == 409 and again.json()["current"]["reviewer"] == "reviewer"
     assert review(ids[1], "reviewer", action="edit").status_code == 400
