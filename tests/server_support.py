@@ -90,3 +90,18 @@ def client(team):
     with TestClient(create_app(team.workspace, executor=executor)) as test_client:
         yield test_client
     executor.shutdown(wait=True)
+
+
+def scribble_two_items(client, team) -> None:
+    """Background and cell scribbles on the team's first two items (64×48), as the annotator: enough for pixel-rf."""
+    from labelloop.geometry import rle
+
+    for item in team.item_ids[:2]:
+        marks = np.zeros((48, 64), np.uint8)
+        marks[5:10, 5:30], marks[30:40, 20:50] = 1, 2
+        shapes = []
+        for index, label in ((1, "background"), (2, "cell")):
+            size, counts = rle.encode(marks == index)
+            shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
+        client.post(f"/api/items/{item}/annotations", json={"shapes": shapes, "base_version": 0},
+                    headers=team.auth("annotator"))

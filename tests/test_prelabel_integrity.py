@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_support import build_team
+from server_support import build_team, scribble_two_items
 from sqlalchemy import func, select
 
-from labelloop.geometry import rle
 from labelloop.server import create_app
 from labelloop.server.background import ThreadExecutor
 from labelloop.services import predictions
@@ -130,15 +128,7 @@ def test_pre_labelling_twice_through_the_server_leaves_one_pending_prediction_pe
     team = build_team(workspace, tmp_path / "images", items=4, kind="semantic", classes=("background", "cell"))
     executor = ThreadExecutor(workspace)
     with TestClient(create_app(workspace, executor=executor)) as client:
-        for item in team.item_ids[:2]:
-            marks = np.zeros((48, 64), np.uint8)
-            marks[5:10, 5:30], marks[30:40, 20:50] = 1, 2
-            shapes = []
-            for index, label in ((1, "background"), (2, "cell")):
-                size, counts = rle.encode(marks == index)
-                shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
-            client.post(f"/api/items/{item}/annotations", json={"shapes": shapes, "base_version": 0},
-                        headers=team.auth("annotator"))
+        scribble_two_items(client, team)
         trained = client.post(f"/api/projects/{team.project_id}/train",
                               json={"model": "pixel-rf", "params": {"trees": 5}}, headers=team.auth("manager"))
         assert _wait(client, trained.json()["id"], team)["state"] == "done"

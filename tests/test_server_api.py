@@ -400,24 +400,15 @@ def test_dashboard_models_curves_and_jobs(client, team):
 def test_train_and_predict_run_as_background_jobs(workspace, tmp_path):
     """A semantic project with scribbles: train answers 202 at once, the job runs, predictions appear."""
     from fastapi.testclient import TestClient
-    from server_support import build_team
+    from server_support import build_team, scribble_two_items
 
-    from labelloop.geometry import rle
     from labelloop.server import create_app
     from labelloop.server.background import ThreadExecutor
 
     team = build_team(workspace, tmp_path / "images", items=3, kind="semantic", classes=("background", "cell"))
     executor = ThreadExecutor(workspace)
     with TestClient(create_app(workspace, executor=executor)) as client:
-        for item in team.item_ids[:2]:
-            marks = np.zeros((48, 64), np.uint8)
-            marks[5:10, 5:30], marks[30:40, 20:50] = 1, 2
-            shapes = []
-            for index, label in ((1, "background"), (2, "cell")):
-                size, counts = rle.encode(marks == index)
-                shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
-            client.post(f"/api/items/{item}/annotations", json={"shapes": shapes, "base_version": 0},
-                        headers=team.auth("annotator"))
+        scribble_two_items(client, team)
         started = client.post(f"/api/projects/{team.project_id}/train", json={"model": "pixel-rf", "params": {"trees": 5}},
                               headers=team.auth("manager"))
         assert started.status_code == 202 and started.json()["state"] in ("queued", "running", "done")

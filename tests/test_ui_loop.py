@@ -90,7 +90,7 @@ def test_a_semantic_loop_shows_its_model_card_and_prelabelling_twice_queues_each
         http.post(f"/api/items/{items[0]}/annotations", json={"base_version": 0, "shapes": _scribbles()}).raise_for_status()
     page.goto(f"/projects/{pid}")
     page.select_option(".models-card select", "pixel-rf")
-    page.get_by_role("button", name="Train").click()
+    page.get_by_role("button", name="Train", exact=True).click()
     message = _job_message(page, "pixel-rf:1 ready")
     assert "scribbled pixels" in message
     card = page.locator("[data-testid=model-pixel-rf-1]")
@@ -98,7 +98,7 @@ def test_a_semantic_loop_shows_its_model_card_and_prelabelling_twice_queues_each
     assert "scribbled pixels" in card.inner_text() and "no held-out score" in card.inner_text()
     assert card.locator("img").count() == 0  # no picture to show: no broken image either
     for run in (1, 2):
-        page.get_by_role("button", name="Pre-label").click()
+        page.get_by_role("button", name="Pre-label", exact=True).click()
         page.locator("td.job-message", has_text="predicted 2 item(s)").nth(run - 1).wait_for(timeout=120_000)
     page.goto(f"/projects/{pid}/review")
     page.get_by_text("Waiting for review (3)").wait_for()  # the scribbled item, and 2 pre-labelled twice: once each
@@ -115,7 +115,7 @@ def test_classification_prelabelling_says_what_it_did_and_follows_the_target_set
             http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "shapes": [
                 {"type": "class", "label": "ant" if n % 2 else "bee"}]}).raise_for_status()
     page.goto(f"/projects/{pid}")
-    page.get_by_role("button", name="Train").click()
+    page.get_by_role("button", name="Train", exact=True).click()
     _job_message(page, "classifier:1 ready")
     card = page.locator("[data-testid=model-classifier-1]")
     card.wait_for()
@@ -128,7 +128,7 @@ def test_classification_prelabelling_says_what_it_did_and_follows_the_target_set
     page.wait_for_function("[...document.querySelectorAll('.models img')].every(i => i.complete && i.naturalWidth > 0)")
     screenshot(page, "dashboard-model-cards")
 
-    page.get_by_role("button", name="Pre-label").click()
+    page.get_by_role("button", name="Pre-label", exact=True).click()
     outcome = _job_message(page, "pre-label(s) on 4 item(s)")
     assert "at target precision 0.95" in outcome and "thresholds for 0 of 2 classes" in outcome
     assert "ant: " in outcome and "too few held-out examples" in outcome
@@ -136,7 +136,7 @@ def test_classification_prelabelling_says_what_it_did_and_follows_the_target_set
     with ui_server.api() as http:  # a new target in Settings: the next pre-label run uses it without retraining
         http.patch(f"/api/projects/{pid}", json={"settings": {"target_precision": 0.8}}).raise_for_status()
     page.reload()
-    page.get_by_role("button", name="Pre-label").click()
+    page.get_by_role("button", name="Pre-label", exact=True).click()
     outcome = _job_message(page, "at target precision 0.8")
     with ui_server.api() as http:
         models = http.get(f"/api/projects/{pid}/models").json()["items"]

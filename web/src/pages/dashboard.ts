@@ -30,6 +30,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   // what the user is in the middle of survives the refreshes while jobs run
   const selected = new Set<number>();
   const trainForm: { open: boolean; values: Record<string, string> } = { open: false, values: {} };
+  let chosenKind = (MODELS[project.kind] ?? [])[0] ?? ""; // the model kind picked in the models card
 
   async function refresh(): Promise<void> {
     const [stats, items] = await Promise.all([api.stats(id), api.items(id, "", "", 200)]);
@@ -139,7 +140,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
 
   function modelsCard(models: Record<string, any>[]): HTMLElement {
     const kinds = MODELS[project!.kind] ?? [];
-    const pick = h("select", {}, kinds.map((k) => h("option", { value: k }, k)));
+    const pick = h("select", { onchange: () => { chosenKind = pick.value; } },
+      kinds.map((k) => h("option", { value: k, selected: k === chosenKind }, k)));
     const start = (what: "train" | "predict") => async () => {
       try {
         const job = what === "train" ? await api.train(id, pick.value) : await api.predict(id, pick.value);
@@ -238,14 +240,14 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       h("button", { "data-testid": "prelabel-selected", onclick: async () => {
         if (!chosen().length) return toast("tick the images to pre-label first", "error");
         try {
-          const job = await api.predict(id, kinds[kinds.length - 1], chosen());
+          const job = await api.predict(id, chosenKind, chosen());
           running.add(job.id);
           toast(`pre-labelling ${chosen().length} image(s): job #${job.id}`);
           await refresh();
         } catch (error) {
           toast(formatError(error), "error");
         }
-      } }, `Pre-label selected (${kinds[kinds.length - 1]})`), count) : null;
+      } }, "Pre-label selected (the model picked above)"), count) : null;
     return h("section", { class: "card" }, h("h2", {}, "Items"), smart, h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "items" },
       items.map((i, n) => h("tr", {}, h("td", {}, boxes[n]), h("td", {}, link(`/projects/${id}/items/${i.id}`, `#${i.id} ${i.source}`)),
         h("td", {}, `${i.width}×${i.height} ${i.dtype}`), h("td", {}, i.state), h("td", {}, `v${i.version}`))))));
