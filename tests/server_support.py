@@ -105,3 +105,16 @@ def scribble_two_items(client, team) -> None:
             shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
         client.post(f"/api/items/{item}/annotations", json={"shapes": shapes, "base_version": 0},
                     headers=team.auth("annotator"))
+
+
+def wait_for_job(client, job_id: int, team, timeout: float = 60) -> dict:
+    """Poll a job through the API (as the manager) until it ends; its final JSON."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}", headers=team.auth("manager")).json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")

@@ -3,11 +3,10 @@ never queues an item twice."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from fastapi.testclient import TestClient
-from server_support import build_team, scribble_two_items
+from server_support import build_team, scribble_two_items, wait_for_job
 from sqlalchemy import func, select
 
 from labelloop.server import create_app
@@ -131,26 +130,17 @@ def test_pre_labelling_twice_through_the_server_leaves_one_pending_prediction_pe
         scribble_two_items(client, team)
         trained = client.post(f"/api/projects/{team.project_id}/train",
                               json={"model": "pixel-rf", "params": {"trees": 5}}, headers=team.auth("manager"))
-        assert _wait(client, trained.json()["id"], team)["state"] == "done"
+        assert wait_for_job(client, trained.json()["id"], team)["state"] == "done"
         for params in ({}, {}, {"instances": "watershed"}):  # the same run twice, then one that draws other shapes
             predicted = client.post(f"/api/projects/{team.project_id}/predict",
                                     json={"model": "pixel-rf", "params": params}, headers=team.auth("manager"))
-            assert _wait(client, predicted.json()["id"], team)["state"] == "done"
+            assert wait_for_job(client, predicted.json()["id"], team)["state"] == "done"
             pending = client.get(f"/api/projects/{team.project_id}/predictions?state=pending",
                                  headers=team.auth("reviewer")).json()["items"]
             assert sorted(p["item_id"] for p in pending) == team.item_ids[2:]
         assert {s["type"] for p in pending for s in p["shapes"]} == {"polygon"}  # the last run's shapes
     executor.shutdown()
 
-
-def _wait(client, job_id: int, team, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}", headers=team.auth("manager")).json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 def _box(x: float, **attributes) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 
 import numpy as np
@@ -400,7 +399,7 @@ def test_dashboard_models_curves_and_jobs(client, team):
 def test_train_and_predict_run_as_background_jobs(workspace, tmp_path):
     """A semantic project with scribbles: train answers 202 at once, the job runs, predictions appear."""
     from fastapi.testclient import TestClient
-    from server_support import build_team, scribble_two_items
+    from server_support import build_team, scribble_two_items, wait_for_job
 
     from labelloop.server import create_app
     from labelloop.server.background import ThreadExecutor
@@ -412,24 +411,15 @@ def test_train_and_predict_run_as_background_jobs(workspace, tmp_path):
         started = client.post(f"/api/projects/{team.project_id}/train", json={"model": "pixel-rf", "params": {"trees": 5}},
                               headers=team.auth("manager"))
         assert started.status_code == 202 and started.json()["state"] in ("queued", "running", "done")
-        job = _wait(client, started.json()["id"], team)
+        job = wait_for_job(client, started.json()["id"], team)
         assert job["state"] == "done", job
         predicted = client.post(f"/api/projects/{team.project_id}/predict", json={"model": "pixel-rf"},
                                 headers=team.auth("manager"))
-        assert _wait(client, predicted.json()["id"], team)["state"] == "done"
+        assert wait_for_job(client, predicted.json()["id"], team)["state"] == "done"
         pending = client.get(f"/api/projects/{team.project_id}/predictions?state=pending", headers=team.auth("reviewer"))
         assert len(pending.json()["items"]) == 1  # the one item nobody annotated
     executor.shutdown()
 
-
-def _wait(client, job_id: int, team, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}", headers=team.auth("manager")).json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 def test_export_is_a_streamed_zip(client, team):

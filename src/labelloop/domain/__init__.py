@@ -1,6 +1,6 @@
 """Plain data for the whole system: no I/O, no third-party framework."""
 
-from labelloop.domain.project import ClassDef, ProjectKind, Split, default_colour
+from labelloop.domain.project import CLASS_KINDS, ClassDef, ProjectKind, Split, default_colour
 from labelloop.domain.shapes import (
     Box,
     ClassLabel,
@@ -13,6 +13,7 @@ from labelloop.domain.shapes import (
 )
 
 __all__ = [
+    "CLASS_KINDS",
     "Box",
     "ClassDef",
     "ClassLabel",

@@ -25,6 +25,10 @@ class ProjectKind(str, enum.Enum):
     semantic = "semantic"
 
 
+# Kinds whose label is a class: a prediction or revision naming no class is no answer there
+CLASS_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
+
+
 class Split(str, enum.Enum):
     train = "train"
     val = "val"

@@ -12,7 +12,7 @@ from typing import Any
 
 
 from labelloop import media
-from labelloop.domain import ProjectKind, Shape, Split, shape_from_dict
+from labelloop.domain import CLASS_KINDS, ProjectKind, Shape, Split, shape_from_dict
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportItem, ExportRecord, ExportSummary
 from labelloop.formats.registry import format_names, get_format
@@ -87,7 +87,6 @@ SCRIBBLES_ONLY = "scribbles only"
 NO_CLASS = "no class label"
 EMPTY_PREDICTION = "prediction with no shape"
 NO_SCRIBBLES = "no scribbles"
-CLASS_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
 
 
 def missing_label(kind: ProjectKind, shapes: list[dict] | None, *, scribbles_are_labels: bool = False,

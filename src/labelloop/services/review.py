@@ -13,7 +13,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from labelloop.domain import ProjectKind, Shape, shape_from_dict, shape_to_dict
+from labelloop.domain import CLASS_KINDS, Shape, shape_from_dict, shape_to_dict
 from labelloop.errors import Conflict, InvalidInput, NotFound
 from labelloop.services import annotations, queue
 from labelloop.services.annotations import AnnotationInfo
@@ -22,7 +22,6 @@ from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import AnnotationRow, ItemRow, PredictionRow, ReviewRow, utcnow
 
 ACTIONS = ("accept", "edit", "reject")
-CLASS_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
 _VERDICT = {"accept": "accepted", "edit": "edited", "reject": "rejected"}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from labelloop.domain import ProjectKind
+from labelloop.domain import CLASS_KINDS
 from labelloop.services.annotations import latest_for_items
 from labelloop.services.project_data import item_pages
 from labelloop.services.projects import get_project
@@ -22,7 +22,7 @@ def project_stats(workspace, name: str) -> dict[str, Any]:
         splits = dict(session.execute(
             select(ItemRow.split, func.count()).where(ItemRow.project_id == project.id).group_by(ItemRow.split)).all())
         counted = select(PredictionRow.review_state, func.count()).join(ItemRow, ItemRow.id == PredictionRow.item_id)
-        if project.kind in (ProjectKind.classification, ProjectKind.multilabel):
+        if project.kind in CLASS_KINDS:
             counted = counted.where(PredictionRow.shape_count > 0)  # no class: a ranking score, not a pre-label
         predictions = dict(session.execute(
             counted.where(ItemRow.project_id == project.id).group_by(PredictionRow.review_state)).all())

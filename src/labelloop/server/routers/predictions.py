@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import select
 
+from labelloop.domain import CLASS_KINDS
 from labelloop.errors import InvalidInput
 from labelloop.server.auth import MAX_ID, Access, Principal, check_project, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
@@ -30,7 +31,7 @@ def list_predictions(request: Request, state: str | None = Query(None, descripti
              .where(ItemRow.project_id == access.project.id, PredictionRow.id > params.after))
     if state:
         query = query.where(PredictionRow.review_state == state)
-    if state == "pending" and access.project.kind in review.CLASS_KINDS:
+    if state == "pending" and access.project.kind in CLASS_KINDS:
         # a classifier's prediction with no class only ranks the item for labelling: it is no pre-label to review
         query = query.where(PredictionRow.shape_count > 0)
     if item is not None:
