@@ -55,8 +55,8 @@ def _free_port() -> int:
 def prepare(data_dir: Path, database_url: str | None, items: int, annotators: int) -> tuple[int, list[str]]:
     """A detection project with `items` 64×64 images and `annotators` users with tokens."""
     from labelloop import media
-    from labelloop.services import users
-    from labelloop.services.importing import import_path
+    from labelloop.services.labelling import users
+    from labelloop.services.data.importing import import_path
     from labelloop.services.projects import create_project
     from labelloop.services.workspace import Workspace
 

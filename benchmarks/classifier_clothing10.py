@@ -144,7 +144,7 @@ def main() -> list[dict]:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from labelloop.services.model_kinds.classifier import DEFAULT_ENCODER, DEFAULT_FEATURES
+    from labelloop.services.assist.model_kinds.classifier import DEFAULT_ENCODER, DEFAULT_FEATURES
 
     settings = {"baseline": BASELINE, "default": {"encoder": DEFAULT_ENCODER, "features": DEFAULT_FEATURES,
                                                   "method": "auto"}}

@@ -67,8 +67,8 @@ def _achieved(workspace, project_name: str, truth: dict[str, list[str]], only_sp
     """Precision of the pre-labels against the truth, and coverage, over the unlabelled items."""
     from sqlalchemy import select
 
-    from labelloop.services.annotations import latest_for_items
-    from labelloop.services.predictions import latest_predictions_for_items
+    from labelloop.services.labelling.annotations import latest_for_items
+    from labelloop.services.assist.predictions import latest_predictions_for_items
     from labelloop.services.projects import get_project
     from labelloop.store.tables import ItemRow
 
@@ -93,7 +93,7 @@ def _achieved(workspace, project_name: str, truth: dict[str, list[str]], only_sp
 def run(name: str, kind: str, truth: dict[str, list[str]], splits: dict[str, str], link: Path, classes: list[str],
         share: float, seed: int, targets: list[float], root: Path, eval_split: str, sweep: int = 0) -> dict:
     """One run through the services; `sweep` > 0 adds the ml-level sweep with that many seeds per row."""
-    from labelloop.services.importing import import_path
+    from labelloop.services.data.importing import import_path
     from labelloop.services.projects import create_project
     from labelloop.services.workspace import Workspace
 
@@ -140,7 +140,7 @@ def _sweep(workspace, name: str, truth, splits, classes: list[str], targets: lis
     writes): how often the achieved precision reaches the target, and the coverage it costs."""
     from sqlalchemy import select
 
-    from labelloop.services.embeddings import load_embeddings
+    from labelloop.services.assist.embeddings import load_embeddings
     from labelloop.store.tables import ItemRow
 
     with workspace.session() as session:

@@ -127,7 +127,7 @@ def train(images, targets, budget: float, seed: int, start_from=None, target: fl
 
 
 def seconds(text: str) -> float:
-    from labelloop.services.model_kinds.options import parse_duration
+    from labelloop.services.assist.model_kinds.options import parse_duration
 
     return parse_duration(text)
 

@@ -58,8 +58,8 @@ def generate(folder: Path, images: int, boxes_per_image: int) -> None:
 
 def phase(name: str, workdir: Path, data: Path) -> dict:
     """Runs inside a child process."""
-    from labelloop.services.exporting import export_project
-    from labelloop.services.importing import import_path
+    from labelloop.services.data.exporting import export_project
+    from labelloop.services.data.importing import import_path
     from labelloop.services.projects import create_project
     from labelloop.services.workspace import Workspace
 

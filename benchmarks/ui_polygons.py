@@ -77,7 +77,7 @@ def main() -> None:
     import httpx
     from playwright.sync_api import sync_playwright
 
-    from labelloop.services import users
+    from labelloop.services.labelling import users
     from labelloop.services.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:

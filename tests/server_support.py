@@ -42,8 +42,8 @@ def build_team(workspace, images: Path, *, items: int = 6, kind: str = "detectio
     """admin, owner, manager, annotator, annotator2, reviewer in project 'zoo'; outsider only in project 'other'."""
     from sqlalchemy import select
 
-    from labelloop.services import users
-    from labelloop.services.importing import import_path
+    from labelloop.services.labelling import users
+    from labelloop.services.data.importing import import_path
     from labelloop.services.projects import create_project, get_row, update_settings
     from labelloop.store.tables import ItemRow
 

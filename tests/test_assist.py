@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from labelloop.errors import InvalidInput
-from labelloop.services.importing import import_path
+from labelloop.services.data.importing import import_path
 from labelloop.services.jobs import create_job, get_job, run_job
 
 from conftest import snapshot
@@ -63,7 +63,7 @@ def test_scribbles_train_predict_export_and_dataset(workspace, make_project, sha
     assert predicted.result["predictions"] == 2
 
     out = tmp_path / "export"
-    from labelloop.services.exporting import export_project
+    from labelloop.services.data.exporting import export_project
 
     export_project(workspace, "mito", out, format="masks", include="predictions")
     lucchi = shared_data / "lucchi_mito" / "test" / "masks"
@@ -93,7 +93,7 @@ def test_one_class_of_scribbles_is_refused_and_no_model_is_stored(workspace, mak
     import_path(workspace, "p", root, format="scribbles")
     job = _job(workspace, "train", project="p", model="pixel-rf")
     assert job.state == "failed" and "at least 2 classes" in job.error and "background" in job.error
-    from labelloop.services.models import list_models
+    from labelloop.services.assist.models import list_models
     from labelloop.services.projects import get_project
 
     with workspace.session() as session:
@@ -129,7 +129,7 @@ def test_predict_without_a_model_says_how_to_train(workspace, make_project, tmp_
 def test_live_segmenter_retrains_on_new_strokes(workspace, make_project, shared_data, tmp_path):
     from labelloop.domain import Scribble
     from labelloop.notebook import ProjectHandle
-    from labelloop.services.live import LiveSegmenter
+    from labelloop.services.assist.live import LiveSegmenter
 
     make_project("mito", "semantic", ["background", "mitochondrion"])
     import_path(workspace, "mito", _lucchi_project(tmp_path / "scr", shared_data), format="scribbles")

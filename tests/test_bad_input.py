@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from labelloop.errors import InvalidInput
-from labelloop.services.importing import import_path
+from labelloop.services.data.importing import import_path
 
 from conftest import snapshot
 
@@ -97,7 +97,7 @@ def test_check_shapes_refuses_a_mask_whose_runs_overrun_the_image():
 
     from labelloop.domain import ClassDef, Mask, ProjectKind
     from labelloop.geometry import rle
-    from labelloop.services.annotations import check_shapes
+    from labelloop.services.labelling.annotations import check_shapes
     from labelloop.services.projects import ProjectInfo
 
     project = ProjectInfo(1, "x", ProjectKind.instance, [ClassDef("cat", 1, "#ff0000")])
@@ -167,7 +167,7 @@ def test_wrong_label_for_the_project(seeded, tmp_path):
 
 
 def test_a_failure_while_committing_leaves_no_orphan_blobs(seeded, tmp_path, monkeypatch):
-    from labelloop.services import importing
+    from labelloop.services.data import importing
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")

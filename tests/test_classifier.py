@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from labelloop.errors import InvalidInput
 from labelloop.ml.pretrained import DEFAULT_MODEL
-from labelloop.services.importing import import_path
+from labelloop.services.data.importing import import_path
 from labelloop.services.jobs import create_job, run_job
-from labelloop.services.model_kinds.classifier import DEFAULT_ENCODER
+from labelloop.services.assist.model_kinds.classifier import DEFAULT_ENCODER
 from labelloop.store.tables import EmbeddingRow, ItemRow
 
 from conftest import snapshot
@@ -86,8 +86,8 @@ def test_a_class_with_too_few_held_out_examples_gets_no_prelabels_and_a_reason(w
     summary = _done(workspace, "predict", project="syn", model="classifier", target_precision=0.95)
     assert summary["prelabels_per_class"]["wasp"] == 0 and "wasp" in summary["no_prelabels"]
     assert summary["prelabels_per_class"]["ant"] > 20 and summary["prelabels_per_class"]["bee"] > 20
-    from labelloop.services.predictions import latest_predictions_for_items
-    from labelloop.services.prelabels import manual_labelling_order
+    from labelloop.services.assist.predictions import latest_predictions_for_items
+    from labelloop.services.assist.prelabels import manual_labelling_order
     from labelloop.services.projects import get_project
 
     with workspace.session() as session:
@@ -130,7 +130,7 @@ def test_calibration_method_and_features_are_choices_recorded_with_the_model(wor
 def test_the_logistic_regression_reads_lite2_embeddings_and_a_fine_tuned_head_lite0():
     from types import SimpleNamespace
 
-    from labelloop.services.model_kinds.classifier import Classifier
+    from labelloop.services.assist.model_kinds.classifier import Classifier
 
     project = SimpleNamespace(settings={})
     assert Classifier().settings(project, {})["encoder"] == "tf_efficientnet_lite2" == ENCODER
@@ -142,7 +142,7 @@ def test_calibration_settings_are_checked_and_read_by_training(workspace, make_p
     """The classification settings are project settings like any other: checked when set (a typo changes nothing),
     spelled as the model kind and the calibration accept them, and used by the next training."""
     from labelloop.ml.calibration import METHODS
-    from labelloop.services.model_kinds.classifier import FEATURES
+    from labelloop.services.assist.model_kinds.classifier import FEATURES
     from labelloop.services.projects import get_row, update_settings
 
     _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
@@ -171,7 +171,7 @@ def test_export_both_says_who_labelled_what(workspace, make_project, tmp_path):
     _synthetic_project(workspace, make_project, tmp_path / "syn", {"ant": (60, 30), "bee": (60, 30)})
     _done(workspace, "train", project="syn", model="classifier")
     _done(workspace, "predict", project="syn", model="classifier")
-    from labelloop.services.exporting import export_project
+    from labelloop.services.data.exporting import export_project
 
     export_project(workspace, "syn", tmp_path / "out", format="csv", include="both", images=False)
     with (tmp_path / "out" / "labels.csv").open() as handle:
@@ -208,8 +208,8 @@ def test_retrain_after_every_k_new_labels(workspace, make_project, tmp_path):
 
 def test_clusters_and_the_next_page_of_similar_unlabelled_images(workspace, make_project, tmp_path):
     from labelloop.domain import ClassLabel
-    from labelloop.services import annotations
-    from labelloop.services.clusters import cluster_project, next_similar_page
+    from labelloop.services.labelling import annotations
+    from labelloop.services.assist.clusters import cluster_project, next_similar_page
     from labelloop.services.projects import get_project
 
     truth = _synthetic_project(workspace, make_project, tmp_path / "syn",
@@ -338,7 +338,7 @@ def test_calibrated_threshold_keeps_val_precision_at_the_target(hymenoptera):
     assert metrics["labelled_items"] == 112 and metrics["held_out_items"] == 112  # cross-fitted held-out folds
     assert all(c["threshold"] is not None for c in metrics["classes"].values()), metrics["classes"]
     summary = _done(workspace, "predict", project="bugs", model="classifier", split="val", target_precision=0.95)
-    from labelloop.services.predictions import latest_predictions_for_items
+    from labelloop.services.assist.predictions import latest_predictions_for_items
 
     with workspace.session() as session:
         items = {i.id: i.source for i in session.scalars(select(ItemRow).where(ItemRow.split == "val"))}

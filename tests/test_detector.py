@@ -16,10 +16,10 @@ from labelloop.domain import Box
 from labelloop.errors import Cancelled, InvalidInput
 from labelloop.jobs.registry import JobContext
 from labelloop.ml.detection.evaluation import box_iou, choose_threshold, coco_map, match
-from labelloop.services import annotations
-from labelloop.services.importing import import_path
-from labelloop.services.model_kinds import get_model_kind
-from labelloop.services.models import list_models
+from labelloop.services.labelling import annotations
+from labelloop.services.data.importing import import_path
+from labelloop.services.assist.model_kinds import get_model_kind
+from labelloop.services.assist.models import list_models
 from labelloop.services.projects import get_project
 from labelloop.store.tables import ItemRow
 
@@ -198,7 +198,7 @@ def test_bad_input_is_refused_before_any_version_is_reserved(workspace, boxes_pr
 
 
 def test_tiny_boxes_at_the_chosen_size_are_warned_about():
-    from labelloop.services.model_kinds.detector import Detector
+    from labelloop.services.assist.model_kinds.detector import Detector
     from labelloop.services.projects import ProjectInfo  # noqa: F401
 
     class Item:
@@ -232,7 +232,7 @@ def test_train_predict_review_export_through_the_cli(workspace, boxes_project, t
     predicted = json.loads(result.output)
     assert predicted["predictions"] == 2 and "box pre-label(s)" in predicted["summary"]
     with workspace.session() as session:
-        from labelloop.services.review import review_prediction
+        from labelloop.services.labelling.review import review_prediction
         from labelloop.store.tables import PredictionRow
 
         rows = session.query(PredictionRow).order_by(PredictionRow.id).all()
@@ -248,7 +248,7 @@ def test_train_predict_review_export_through_the_cli(workspace, boxes_project, t
 
 
 def test_yolo_exports_predicted_boxes_with_a_confidence_column_on_request(workspace, boxes_project, tmp_path):
-    from labelloop.services.exporting import export_project
+    from labelloop.services.data.exporting import export_project
     from labelloop.store.tables import PredictionRow
 
     with workspace.session() as session:

@@ -15,9 +15,9 @@ from labelloop.cli.main import app
 from labelloop.domain import Box, ClassLabel, Mask, Scribble
 from labelloop.formats.registry import format_names
 from labelloop.geometry import rle
-from labelloop.services import annotations
-from labelloop.services.exporting import export_project
-from labelloop.services.importing import import_path
+from labelloop.services.labelling import annotations
+from labelloop.services.data.exporting import export_project
+from labelloop.services.data.importing import import_path
 from labelloop.services.projects import get_project
 from labelloop.store.tables import ItemRow, PredictionRow
 

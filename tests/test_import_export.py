@@ -12,8 +12,8 @@ from PIL import Image
 
 from labelloop import media
 from labelloop.notebook import ProjectHandle
-from labelloop.services.exporting import export_project
-from labelloop.services.importing import import_path
+from labelloop.services.data.exporting import export_project
+from labelloop.services.data.importing import import_path
 
 from conftest import snapshot
 

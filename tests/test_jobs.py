@@ -101,7 +101,7 @@ def test_jobs_left_running_by_a_crash_are_failed_or_requeued(workspace):
 
 
 def test_a_training_job_killed_hard_leaves_its_model_failed_not_training(workspace, make_project):
-    from labelloop.services.models import get_model, start_model
+    from labelloop.services.assist.models import get_model, start_model
 
     project = make_project("killed", "semantic", ["background", "cell"])
     with workspace.session() as session:

@@ -8,8 +8,8 @@ from server_support import build_team
 
 from labelloop.server import create_app
 from labelloop.server.background import ThreadExecutor
-from labelloop.services.model_cards import model_card
-from labelloop.services.models import ModelInfo
+from labelloop.services.assist.model_cards import model_card
+from labelloop.services.assist.models import ModelInfo
 from labelloop.store.tables import ModelRow
 
 
@@ -50,7 +50,7 @@ def test_a_unet_card_shows_its_iou_and_a_pixel_forest_card_says_it_has_none():
 def test_the_curves_link_serves_the_picture_the_model_kind_drew_and_no_link_without_one(workspace, tmp_path):
     team = build_team(workspace, tmp_path / "images", items=1, kind="classification", classes=("ant", "bee"))
     from labelloop.ml.calibration import reliability_bins, reliability_png
-    from labelloop.services.model_kinds.classifier import _put_png
+    from labelloop.services.assist.model_kinds.classifier import _put_png
 
     bins = reliability_bins(np.array([0.6, 0.9, 0.95]), np.array([True, True, False]))
     png = reliability_png(bins, "test")

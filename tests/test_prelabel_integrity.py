@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from labelloop.server import create_app
 from labelloop.server.background import ThreadExecutor
-from labelloop.services import predictions
-from labelloop.services.stats import project_stats
+from labelloop.services.assist import predictions
+from labelloop.services.data.stats import project_stats
 from labelloop.store.tables import AnnotationRow, ModelRow, PredictionDismissalRow, PredictionRow
 
 

@@ -491,8 +491,8 @@ def test_cli_user_and_token_commands(tmp_path, capsys, monkeypatch):
 
 
 def test_tiles_of_one_level_decode_the_image_once(workspace, tmp_path, monkeypatch):
-    from labelloop.services import items as items_service
-    from labelloop.services.importing import import_path
+    from labelloop.services.data import items as items_service
+    from labelloop.services.data.importing import import_path
     from labelloop.services.projects import create_project
     from labelloop.store.tables import ItemRow
 

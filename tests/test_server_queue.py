@@ -7,7 +7,7 @@ from collections import Counter
 
 from server_support import build_team
 
-from labelloop.services import queue, users
+from labelloop.services.labelling import queue, users
 from labelloop.services.projects import get_project, get_row, update_settings
 
 
@@ -89,7 +89,7 @@ def test_the_queue_lists_only_items_that_may_still_be_handed_out(workspace, tmp_
     from sqlalchemy import update
 
     from labelloop.domain import Box
-    from labelloop.services import annotations, review
+    from labelloop.services.labelling import annotations, review
     from labelloop.store.tables import AnnotationRow, AssignmentRow, utcnow
 
     team = build_team(workspace, tmp_path / "images", items=6)

@@ -203,7 +203,7 @@ def test_an_annotators_rejected_prelabel_stays_gone_after_reload(browser, ui_ser
 
 
 def _dismissed_by_bob(server, prediction_id: int) -> list[int]:
-    from labelloop.services.predictions import dismissed
+    from labelloop.services.assist.predictions import dismissed
 
     with server.workspace.session() as session:
         return dismissed(session, [prediction_id], "bob").get(prediction_id, [])

@@ -284,7 +284,7 @@ def test_search_trials_validate_on_a_bounded_spread_of_crops():
 
 
 def test_settings_from_job_params_are_checked():
-    from labelloop.services.model_kinds.unet import parse_duration, settings
+    from labelloop.services.assist.model_kinds.unet import parse_duration, settings
 
     assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration(90) == 90
     assert settings({"lr": "auto", "batch_size": "16", "time_budget": "90s", "tta": 2}) == {
@@ -313,7 +313,7 @@ def _job(workspace, kind: str, on_progress=None, **params):
 
 
 def _models(workspace, name: str):
-    from labelloop.services.models import list_models
+    from labelloop.services.assist.models import list_models
     from labelloop.services.projects import get_project
 
     with workspace.session() as session:
@@ -326,7 +326,7 @@ TRAIN = dict(model="unet", patch=64, batch_size=2, steps_per_epoch=2, max_tile=1
 
 @pytest.mark.parametrize("problem", ["no masks", "mask size", "encoder", "weights"])
 def test_bad_input_is_refused_before_training(workspace, make_project, tmp_path, problem):
-    from labelloop.services.importing import import_path
+    from labelloop.services.data.importing import import_path
 
     make_project("p", "semantic", ["cell"])
     params = dict(TRAIN, project="p", epochs=1)
@@ -361,7 +361,7 @@ def test_bad_input_is_refused_before_training(workspace, make_project, tmp_path,
 def test_cancelled_job_keeps_a_usable_model_that_resumes(workspace, make_project, tmp_path):
     from sqlalchemy import func, select
 
-    from labelloop.services.importing import import_path
+    from labelloop.services.data.importing import import_path
     from labelloop.services.jobs import cancel_job, create_job, run_job
     from labelloop.store.tables import PredictionRow
 

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from labelloop.domain import Box, ClassLabel
 from labelloop.errors import Conflict, InvalidInput, NotFound
-from labelloop.services import annotations
+from labelloop.services.labelling import annotations
 from labelloop.services.projects import create_project, get_project, list_projects
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import BlobRow, ItemRow

@@ -123,7 +123,7 @@ _shared: dict[str, object] = {}
 
 def _serve(root: Path, request, database_url: str | None = None, cleanup=None) -> Server:
     """A workspace with alice (token) and bob, served by `labelloop serve` until the test session ends."""
-    from labelloop.services import users
+    from labelloop.services.labelling import users
     from labelloop.services.workspace import Workspace
 
     workspace = Workspace.init(root / "workspace", database_url=database_url)

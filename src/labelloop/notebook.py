@@ -9,13 +9,13 @@ from sqlalchemy import select
 
 from labelloop.domain import Shape
 from labelloop.formats.base import ExportSummary
-from labelloop.services import annotations as annotation_service
+from labelloop.services.labelling import annotations as annotation_service
 from labelloop.services import projects as project_service
-from labelloop.services.annotations import AnnotationInfo
-from labelloop.services.exporting import export_project
-from labelloop.services.importing import ImportReport, import_path
+from labelloop.services.labelling.annotations import AnnotationInfo
+from labelloop.services.data.exporting import export_project
+from labelloop.services.data.importing import ImportReport, import_path
 from labelloop.services.projects import ProjectInfo
-from labelloop.services.stats import project_stats
+from labelloop.services.data.stats import project_stats
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import ItemRow
 

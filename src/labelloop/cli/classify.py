@@ -63,7 +63,7 @@ def clusters(
     as_json: bool = JsonFlag,
 ) -> None:
     """Group similar images (embedding them first where needed); --page N gives the next grid to label."""
-    from labelloop.services.clusters import cluster_project, next_similar_page
+    from labelloop.services.assist.clusters import cluster_project, next_similar_page
 
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
@@ -99,7 +99,7 @@ def calibration(
     as_json: bool = JsonFlag,
 ) -> None:
     """A classifier's calibration report: per class threshold, held-out precision and recall, coverage."""
-    from labelloop.services.models import get_model
+    from labelloop.services.assist.models import get_model
 
     workspace = open_workspace(data_dir)
     found = get_model(workspace, _project(workspace, name), model)

@@ -16,7 +16,7 @@ def run_demo(data_dir: Path | None, out: Console, err: Console) -> None:
     from labelloop.cli.common import run_job_here
     from labelloop.errors import Conflict
     from labelloop.services.projects import create_project, get_project
-    from labelloop.services.stats import project_stats
+    from labelloop.services.data.stats import project_stats
     from labelloop.services.workspace import Workspace
 
     workspace = Workspace.open(data_dir or os.environ.get("LABELLOOP_DATA_DIR"), create=True)

@@ -69,7 +69,7 @@ def project_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -
 def project_show(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """Show a project's kind, classes, settings and counts."""
     from labelloop.services.projects import get_project
-    from labelloop.services.stats import project_stats
+    from labelloop.services.data.stats import project_stats
 
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
@@ -176,7 +176,7 @@ def export_command(
 @app.command()
 def stats(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """Counts: items per split, annotated items, shapes per class, annotators, predictions."""
-    from labelloop.services.stats import project_stats
+    from labelloop.services.data.stats import project_stats
 
     data = project_stats(open_workspace(data_dir), name)
     if as_json:

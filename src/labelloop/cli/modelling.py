@@ -112,7 +112,7 @@ def predict(
 
 def models(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """A project's trained models: versions, parameters and figures."""
-    from labelloop.services.models import curves_png_path, list_models
+    from labelloop.services.assist.models import curves_png_path, list_models
 
     workspace = open_workspace(data_dir)
     found = list_models(workspace, _project(workspace, name))

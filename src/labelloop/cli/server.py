@@ -54,7 +54,7 @@ def user_create(
     as_json: bool = JsonFlag,
 ) -> None:
     """Create a user (prompts for the password unless --password-stdin)."""
-    from labelloop.services.users import create_user
+    from labelloop.services.labelling.users import create_user
 
     password = _read_password(password_stdin)
     from labelloop.services.workspace import MARKER, resolve_data_dir
@@ -75,7 +75,7 @@ def user_create(
 @user_app.command("list")
 def user_list(data_dir: Optional[Path] = DataDir, as_json: bool = JsonFlag) -> None:
     """All users."""
-    from labelloop.services.users import list_users
+    from labelloop.services.labelling.users import list_users
 
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
@@ -96,7 +96,7 @@ def user_role(
 ) -> None:
     """Give a user a role in a project."""
     from labelloop.services.projects import get_project
-    from labelloop.services.users import set_role
+    from labelloop.services.labelling.users import set_role
 
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
@@ -112,7 +112,7 @@ def token_create(
     as_json: bool = JsonFlag,
 ) -> None:
     """Create an API token for a user and print it (it is shown only once)."""
-    from labelloop.services.users import create_token, get_user
+    from labelloop.services.labelling.users import create_token, get_user
 
     workspace = open_workspace(data_dir)
     with workspace.session() as session:

@@ -15,9 +15,9 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Connection, bindparam, select
 
 from labelloop.errors import NotFound
-from labelloop.services import users
+from labelloop.services.labelling import users
 from labelloop.services.projects import ProjectInfo, info
-from labelloop.services.users import NotAuthenticated, PermissionDenied, UserInfo
+from labelloop.services.labelling.users import NotAuthenticated, PermissionDenied, UserInfo
 from labelloop.store.tables import ItemRow, MembershipRow, ProjectRow, UserRow
 
 SESSION_COOKIE = "labelloop_session"

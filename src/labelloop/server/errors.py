@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from labelloop.errors import Conflict, InvalidInput, LabelloopError, NotFound
-from labelloop.services.users import NotAuthenticated, PermissionDenied
+from labelloop.services.labelling.users import NotAuthenticated, PermissionDenied
 
 log = logging.getLogger(__name__)
 STATUS: list[tuple[type[LabelloopError], int]] = [

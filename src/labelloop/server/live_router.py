@@ -30,7 +30,7 @@ class LiveIn(Strict):
 
 
 def _segmenter(request: Request, project):
-    from labelloop.services.live import LiveSegmenter
+    from labelloop.services.assist.live import LiveSegmenter
 
     key = (id(request.app), project.id)
     with _lock:

@@ -59,8 +59,7 @@ def _worker_id() -> str:
 
 def _register_job_kinds() -> None:
     """Modules whose job kinds register on import (import and export are below, in this module)."""
-    from labelloop.services import assist, datasets  # noqa: F401
-    from labelloop.services import embeddings  # noqa: F401
+    from labelloop.services.assist import datasets, embeddings, jobs  # noqa: F401
 
 
 def create_job(workspace, kind: str, params: dict[str, Any], project_id: int | None = None) -> int:
@@ -233,7 +232,7 @@ def _fail_models_of(session, job_id: int, reason: str) -> None:
 
 @job_kind("import")
 def _import_job(workspace, ctx: JobContext) -> dict[str, Any]:
-    from labelloop.services.importing import import_path
+    from labelloop.services.data.importing import import_path
 
     p = ctx.params
     report = import_path(workspace, p["project"], p["path"], format=p.get("format", "auto"), split=p.get("split"),
@@ -241,7 +240,7 @@ def _import_job(workspace, ctx: JobContext) -> dict[str, Any]:
     ctx.log(f"imported {report.items_added} items, {report.annotations_added} annotations from {p['path']}")
     for line in report.skipped:
         ctx.log(f"skipped {line}")
-    from labelloop.services.prelabels import retrain_after_import  # retrain every K new labels (issue 5)
+    from labelloop.services.assist.prelabels import retrain_after_import  # retrain every K new labels (issue 5)
 
     retrained = retrain_after_import(workspace, p["project"], ctx.progress) if report.annotations_added else None
     return {**report.to_dict(), **({"retrained": retrained} if retrained else {})}
@@ -249,7 +248,7 @@ def _import_job(workspace, ctx: JobContext) -> dict[str, Any]:
 
 @job_kind("export")
 def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
-    from labelloop.services.exporting import export_project
+    from labelloop.services.data.exporting import export_project
 
     p = ctx.params
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],

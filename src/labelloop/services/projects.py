@@ -44,7 +44,7 @@ SETTING_CHECKS: dict[str, Any] = {
     "sampling": lambda v: None if isinstance(v, str) and 0 < len(v) <= 64 else "must be a strategy name",
     "overlap": _number_between(1, 10, integer=True),  # independent annotators per item (agreement needs 2)
     "lease_seconds": _number_between(10, 7 * 24 * 3600, integer=True),  # how long `next` reserves an item
-    # Classification (services/model_kinds/classifier.py, ml/calibration.py; the choices are spelled out here so
+    # Classification (services/assist/model_kinds/classifier.py, ml/calibration.py; the choices are spelled out here so
     # that this module does not import numpy: a test checks they match).
     "calibration_method": _one_of("estimate", "bound", "auto"),
     "calibration_confidence": _number_between(0.0, 0.999),

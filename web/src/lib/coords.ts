@@ -43,7 +43,7 @@ export function ringsToParts(rings: XY[][], height: number): [number, number][][
   });
 }
 
-/** Zoom levels the server renders: level n halves both sides n times (services/items.py). */
+/** Zoom levels the server renders: level n halves both sides n times (services/data/items.py). */
 export function levelCount(width: number, height: number): number {
   return Math.ceil(Math.log2(Math.max(width, height, 1))) + 1;
 }

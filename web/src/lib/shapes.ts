@@ -14,7 +14,7 @@ export type ShapeType = Shape["type"];
 
 export type ProjectKind = "classification" | "multilabel" | "detection" | "instance" | "semantic";
 
-/** The shape types the server accepts per project kind (services/annotations.py ALLOWED). */
+/** The shape types the server accepts per project kind (services/labelling/annotations.py ALLOWED). */
 export const ALLOWED: Record<ProjectKind, ShapeType[]> = {
   classification: ["class"],
   multilabel: ["class"],

@@ -11,7 +11,7 @@ from labelloop.server.auth import (Access, DeferredAccess, ItemAccess, deferred_
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.items import independent
 from labelloop.server.schemas import AnnotationIn, AnnotationOut, AnnotationReviewIn, ErrorOut, VerdictOut
-from labelloop.services import annotations, queue, review
+from labelloop.services.labelling import annotations, queue, review
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import AnnotationRow
 

@@ -9,9 +9,9 @@ from labelloop.server.auth import (
 )
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import LoginIn, LoginOut, TokenIn, TokenOut, UserOut
-from labelloop.services import users
+from labelloop.services.labelling import users
 from labelloop.services.transactions import write_transaction
-from labelloop.services.users import NotAuthenticated
+from labelloop.services.labelling.users import NotAuthenticated
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

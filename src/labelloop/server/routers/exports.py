@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from labelloop.server.auth import Access, project_access, workspace_of
-from labelloop.services.exporting import INCLUDE, export_preview, export_project
+from labelloop.services.data.exporting import INCLUDE, export_preview, export_project
 
 router = APIRouter(tags=["export"])
 CHUNK = 1 << 20

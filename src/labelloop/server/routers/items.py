@@ -11,9 +11,10 @@ from labelloop.server.auth import (Access, DeferredAccess, ItemAccess, deferred_
                                    project_access, workspace_of)
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import ItemDetail, ItemOut, NextOut
-from labelloop.services import annotations, items, queue
+from labelloop.services.labelling import annotations, queue
+from labelloop.services.data import items
 from labelloop.services.transactions import write_transaction
-from labelloop.services.annotations import AnnotationInfo
+from labelloop.services.labelling.annotations import AnnotationInfo
 
 router = APIRouter(tags=["items"])
 

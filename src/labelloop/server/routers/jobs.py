@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from labelloop.server.auth import MAX_ID, Access, Principal, check_project, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import JobOut
-from labelloop.services.dashboard import project_jobs
+from labelloop.services.labelling.dashboard import project_jobs
 from labelloop.services.jobs import cancel_job, get_job
-from labelloop.services.users import PermissionDenied
+from labelloop.services.labelling.users import PermissionDenied
 
 router = APIRouter(tags=["jobs"])
 JobId = Path(ge=1, le=MAX_ID, description="The job's id.")

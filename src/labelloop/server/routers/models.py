@@ -10,15 +10,15 @@ from labelloop.errors import InvalidInput
 from labelloop.server.auth import MAX_ID, Access, Principal, check_project, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import JobOut, PredictIn, TrainIn
-from labelloop.services.dashboard import curves_png, model_project, model_summary
-from labelloop.services.effort import effort_by_model
-from labelloop.services.models import list_models, parse_ref
+from labelloop.services.labelling.dashboard import curves_png, model_project, model_summary
+from labelloop.services.assist.effort import effort_by_model
+from labelloop.services.assist.models import list_models, parse_ref
 
 router = APIRouter(tags=["models"])
 
 
 def _check_model_kind(access: Access, ref: str) -> None:
-    from labelloop.services.model_kinds import get_model_kind
+    from labelloop.services.assist.model_kinds import get_model_kind
 
     kind = get_model_kind(parse_ref(ref)[0])
     if access.project.kind not in kind.project_kinds:

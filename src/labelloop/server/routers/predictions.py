@@ -11,8 +11,9 @@ from labelloop.server.auth import MAX_ID, Access, Principal, check_project, curr
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.routers.annotations import CONFLICT, domain_shapes
 from labelloop.server.schemas import DismissIn, PredictionOut, ReviewIn, VerdictOut
-from labelloop.services import predictions, review
-from labelloop.services.predictions import REVIEW_STATES
+from labelloop.services.assist import predictions
+from labelloop.services.labelling import review
+from labelloop.services.assist.predictions import REVIEW_STATES
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import ItemRow, PredictionRow
 

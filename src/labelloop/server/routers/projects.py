@@ -11,12 +11,12 @@ from labelloop.errors import InvalidInput
 from labelloop.server.auth import Access, Principal, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import ProjectIn, ProjectOut, ProjectPatch
-from labelloop.services import queue, users
-from labelloop.services.agreement import project_agreement
-from labelloop.services.dashboard import project_dashboard
+from labelloop.services.labelling import queue, users
+from labelloop.services.labelling.agreement import project_agreement
+from labelloop.services.labelling.dashboard import project_dashboard
 from labelloop.services.projects import (add_classes, create_project, info, remove_classes, rename_classes,
                                          set_class_colours, update_settings)
-from labelloop.services.queue import ORDERS
+from labelloop.services.labelling.queue import ORDERS
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import ProjectRow
 
@@ -105,7 +105,7 @@ class SimilarOut(BaseModel):
 def similar(request: Request, size: int = Query(9), access: Access = Depends(project_access("annotate"))):
     """Clusters come from `labelloop embed` / `clusters`; without embeddings the answer says so (similar=false)
     and the client falls back to the labelling order."""
-    from labelloop.services.clusters import PAGE_SIZES, next_similar_page
+    from labelloop.services.assist.clusters import PAGE_SIZES, next_similar_page
 
     if size not in PAGE_SIZES:
         raise InvalidInput(f"size {size}: choose one of {', '.join(map(str, PAGE_SIZES))}")

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from labelloop.server.auth import Access, Principal, admin_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
 from labelloop.server.schemas import MemberIn, MemberOut, UserIn, UserOut
-from labelloop.services import users
+from labelloop.services.labelling import users
 from labelloop.services.transactions import write_transaction
-from labelloop.services.users import PermissionDenied
+from labelloop.services.labelling.users import PermissionDenied
 
 router = APIRouter(tags=["users"])
 UserName = Path(min_length=1, max_length=200, description="The user's name.")

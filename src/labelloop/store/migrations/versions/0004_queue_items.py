@@ -17,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 # An item joins the queue when it is created and leaves it when an imported or accepted annotation settles it.
-# The queue service (services/queue.py) handles leases, slots, skips and rework itself.
+# The queue service (services/labelling/queue.py) handles leases, slots, skips and rework itself.
 SQLITE_TRIGGERS = [
     """CREATE TRIGGER queue_items_new_item AFTER INSERT ON items
        BEGIN INSERT INTO queue_items (item_id, project_id, position) VALUES (NEW.id, NEW.project_id, NEW.position); END""",

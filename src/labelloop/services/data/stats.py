@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from labelloop.domain import CLASS_KINDS
-from labelloop.services.annotations import latest_for_items
-from labelloop.services.project_data import item_pages
+from labelloop.services.labelling.annotations import latest_for_items
+from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import get_project
 from labelloop.store.tables import ItemRow, ModelRow, PredictionRow
 

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from labelloop.domain import Shape, shape_from_dict
 from labelloop.errors import InvalidInput
-from labelloop.services.annotations import latest_for_items
-from labelloop.services.predictions import latest_predictions_for_items
+from labelloop.services.labelling.annotations import latest_for_items
+from labelloop.services.assist.predictions import latest_predictions_for_items
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import ItemRow
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from labelloop import media
 from labelloop.errors import InvalidInput, NotFound
-from labelloop.services.importing import ImportReport, import_path
+from labelloop.services.data.importing import ImportReport, import_path
 from labelloop.store.tables import AnnotationRow, ItemRow
 
 STATES = ("unlabelled", "submitted", "accepted")

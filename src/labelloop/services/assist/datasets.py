@@ -15,7 +15,7 @@ from labelloop.domain import Mask, Polygon
 from labelloop.errors import InvalidInput
 from labelloop.geometry import rle
 from labelloop.jobs.registry import JobContext, job_kind
-from labelloop.services.project_data import background_index, labelled_items
+from labelloop.services.data.project_data import background_index, labelled_items
 from labelloop.services.projects import get_project
 
 SOURCES = ("accepted", "predictions")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from labelloop.errors import Cancelled, InvalidInput, NotFound
-from labelloop.services.models import ModelInfo, delete_model, get_model, store_file, update_model
+from labelloop.services.assist.models import ModelInfo, delete_model, get_model, store_file, update_model
 
 
 def run_keeping_checkpoints(run: Callable[[], object], end: Callable[[str, str], ModelInfo | None],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelloop.services.model_kinds import get_model_kind
+from labelloop.services.assist.model_kinds import get_model_kind
 
 
 def _shown(value: Any, how: str) -> str | None:

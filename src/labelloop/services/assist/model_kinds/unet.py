@@ -14,13 +14,13 @@ from labelloop import media
 from labelloop.domain import Mask, Polygon, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput
 from labelloop.geometry import rle
-from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.model_kinds.checkpoints import end_run, resumable, run_keeping_checkpoints
-from labelloop.services.model_kinds.options import number as _number
-from labelloop.services.model_kinds.options import parse_duration
-from labelloop.services.models import ModelInfo, read_checkpoint, start_model, update_model
-from labelloop.services.project_data import background_index, item_rows, labelled_items
-from labelloop.services.predictions import save_predictions
+from labelloop.services.assist.model_kinds import register_model_kind
+from labelloop.services.assist.model_kinds.checkpoints import end_run, resumable, run_keeping_checkpoints
+from labelloop.services.assist.model_kinds.options import number as _number
+from labelloop.services.assist.model_kinds.options import parse_duration
+from labelloop.services.assist.models import ModelInfo, read_checkpoint, start_model, update_model
+from labelloop.services.data.project_data import background_index, item_rows, labelled_items
+from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 # Settings a user may give with --set key=value, and how to read them.
@@ -79,7 +79,7 @@ def _class_values(project, background: int) -> list[int]:
 
 def _training_pairs(workspace, project, rows, class_values: list[int], ctx) -> tuple[list, list]:
     """Images and network-index masks; a mask whose size differs from its image is refused by name."""
-    from labelloop.services.datasets import _index_mask
+    from labelloop.services.assist.datasets import _index_mask
 
     class_index = {c.name: c.index for c in project.classes}
     background = background_index(project)

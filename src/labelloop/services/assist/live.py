@@ -16,7 +16,7 @@ from labelloop.domain import Scribble
 from labelloop.geometry import rle
 from labelloop.ml.features import FeatureCache, FeatureSettings
 from labelloop.ml.pixel_classifier import PixelClassifier
-from labelloop.services.project_data import item_rows, labelled_items
+from labelloop.services.data.project_data import item_rows, labelled_items
 from labelloop.services.projects import get_project
 
 LIVE_TREES = 20  # measured: same IoU as 100 trees on Lucchi, 4× faster to predict

@@ -17,7 +17,7 @@ from labelloop.domain import ClassDef, Split, default_colour, shape_to_dict
 from labelloop.errors import InvalidInput, LabelloopError
 from labelloop.formats.base import ImportEntry
 from labelloop.formats.registry import detect_format, get_format
-from labelloop.services import annotations as annotation_service
+from labelloop.services.labelling import annotations as annotation_service
 from labelloop.services.projects import ProjectInfo, add_classes, get_project, get_row
 from labelloop.services.workspace import Workspace
 from labelloop.store.blobs import sha256_file

@@ -14,11 +14,11 @@ from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput
 from labelloop.ml.calibration import METHODS
 from labelloop.ml.pretrained import DEFAULT_MODEL
-from labelloop.services.embeddings import embed_items, encoder_key, load_embeddings
-from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.models import load_estimator, save_model, update_model
-from labelloop.services.project_data import item_pages, item_rows, labelled_items
-from labelloop.services.predictions import save_predictions
+from labelloop.services.assist.embeddings import embed_items, encoder_key, load_embeddings
+from labelloop.services.assist.model_kinds import register_model_kind
+from labelloop.services.assist.models import load_estimator, save_model, update_model
+from labelloop.services.data.project_data import item_pages, item_rows, labelled_items
+from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import BlobRow, PredictionRow
 
 log = logging.getLogger(__name__)

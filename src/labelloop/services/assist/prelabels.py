@@ -8,10 +8,10 @@ from typing import Any
 
 from labelloop.domain import ProjectKind
 from labelloop.errors import InvalidInput, LabelloopError, NotFound
-from labelloop.services.annotations import latest_for_items
-from labelloop.services.models import get_model
-from labelloop.services.predictions import latest_predictions_for_items
-from labelloop.services.project_data import item_pages, labelled_items
+from labelloop.services.labelling.annotations import latest_for_items
+from labelloop.services.assist.models import get_model
+from labelloop.services.assist.predictions import latest_predictions_for_items
+from labelloop.services.data.project_data import item_pages, labelled_items
 from labelloop.services.projects import ProjectInfo, get_project
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ def retrain_if_due(workspace, project_name: str, progress: Callable[[int, int | 
     """Once a classifier exists, train it again (same choices) and refresh the pre-labels of unlabelled items
     when `retrain_every` new labels have arrived. Returns what was done, or None when not due."""
     from labelloop.jobs.registry import JobContext
-    from labelloop.services.model_kinds import get_model_kind
-    from labelloop.services.project_data import select_items
+    from labelloop.services.assist.model_kinds import get_model_kind
+    from labelloop.services.data.project_data import select_items
 
     with workspace.session() as session:
         project = get_project(session, project_name)

@@ -16,13 +16,13 @@ import numpy as np
 from labelloop import media
 from labelloop.domain import Box, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput
-from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.model_kinds.checkpoints import end_run, resumable, run_keeping_checkpoints
-from labelloop.services.model_kinds.options import number as _number
-from labelloop.services.model_kinds.options import parse_duration
-from labelloop.services.models import ModelInfo, get_model, read_checkpoint, start_model, update_model
-from labelloop.services.project_data import labelled_items
-from labelloop.services.predictions import save_predictions
+from labelloop.services.assist.model_kinds import register_model_kind
+from labelloop.services.assist.model_kinds.checkpoints import end_run, resumable, run_keeping_checkpoints
+from labelloop.services.assist.model_kinds.options import number as _number
+from labelloop.services.assist.model_kinds.options import parse_duration
+from labelloop.services.assist.models import ModelInfo, get_model, read_checkpoint, start_model, update_model
+from labelloop.services.data.project_data import labelled_items
+from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 DEFAULT_BUDGET = 15 * 60.0  # seconds, when neither --epochs nor --time-budget is given
@@ -219,7 +219,7 @@ class Detector:
 
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
         from labelloop.ml.detection.detector import BoxDetector
-        from labelloop.services.project_data import item_rows
+        from labelloop.services.data.project_data import item_rows
 
         if model.params.get("class_names") != project.class_names():
             raise InvalidInput(f"{model.ref} was trained on classes {', '.join(model.params['class_names'])}, the "

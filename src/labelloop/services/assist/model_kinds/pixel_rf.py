@@ -11,10 +11,10 @@ from labelloop import media
 from labelloop.domain import Mask, Polygon, ProjectKind, Scribble, shape_to_dict
 from labelloop.errors import InvalidInput
 from labelloop.geometry import rle
-from labelloop.services.model_kinds import register_model_kind
-from labelloop.services.models import save_model
-from labelloop.services.project_data import background_index, item_rows, labelled_items
-from labelloop.services.predictions import save_predictions
+from labelloop.services.assist.model_kinds import register_model_kind
+from labelloop.services.assist.models import save_model
+from labelloop.services.data.project_data import background_index, item_rows, labelled_items
+from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class PixelRF:
                           item_ids=[item.id for item, _ in rows])
 
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
-        from labelloop.services.models import load_estimator
+        from labelloop.services.assist.models import load_estimator
 
         classifier = load_estimator(workspace, model)
         names = {c.index: c.name for c in project.classes}

@@ -16,9 +16,9 @@ from labelloop.domain import CLASS_KINDS, ProjectKind, Shape, Split, shape_from_
 from labelloop.errors import InvalidInput
 from labelloop.formats.base import ExportContext, ExportItem, ExportRecord, ExportSummary
 from labelloop.formats.registry import format_names, get_format
-from labelloop.services.annotations import latest_for_items
-from labelloop.services.predictions import latest_predictions_for_items
-from labelloop.services.project_data import item_pages
+from labelloop.services.labelling.annotations import latest_for_items
+from labelloop.services.assist.predictions import latest_predictions_for_items
+from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo, get_project
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import ItemRow

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from labelloop.errors import NotFound
-from labelloop.services import queue, review
-from labelloop.services.effort import effort_by_model
-from labelloop.services.model_cards import model_card
-from labelloop.services.models import list_models
+from labelloop.services.labelling import queue, review
+from labelloop.services.assist.effort import effort_by_model
+from labelloop.services.assist.model_cards import model_card
+from labelloop.services.assist.models import list_models
 from labelloop.services.projects import ProjectInfo
-from labelloop.services.stats import project_stats
+from labelloop.services.data.stats import project_stats
 from labelloop.store.tables import AssignmentRow, JobRow, ModelRow, UserRow
 
 RECENT_JOBS = 20

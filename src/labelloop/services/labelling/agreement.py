@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 
 from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind, Scribble, shape_from_dict
-from labelloop.services.project_data import item_pages
+from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import AnnotationRow
 

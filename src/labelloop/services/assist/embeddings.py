@@ -18,7 +18,7 @@ from labelloop import media
 from labelloop.errors import InvalidInput
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.ml.pretrained import DEFAULT_MODEL
-from labelloop.services.project_data import item_pages, item_rows
+from labelloop.services.data.project_data import item_pages, item_rows
 from labelloop.services.projects import ProjectInfo, get_project
 from labelloop.store.tables import EmbeddingRow, ItemRow
 

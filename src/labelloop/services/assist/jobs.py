@@ -6,10 +6,10 @@ from typing import Any
 
 from labelloop.errors import InvalidInput
 from labelloop.jobs.registry import JobContext, job_kind
-from labelloop.services.model_cards import model_card
-from labelloop.services.model_kinds import get_model_kind
-from labelloop.services.models import get_model, parse_ref
-from labelloop.services.project_data import select_items
+from labelloop.services.assist.model_cards import model_card
+from labelloop.services.assist.model_kinds import get_model_kind
+from labelloop.services.assist.models import get_model, parse_ref
+from labelloop.services.data.project_data import select_items
 from labelloop.services.projects import get_project
 
 

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, aliased
 
 from labelloop.domain import CLASS_KINDS, Shape, shape_from_dict, shape_to_dict
 from labelloop.errors import Conflict, InvalidInput, NotFound
-from labelloop.services import annotations, queue
-from labelloop.services.annotations import AnnotationInfo
-from labelloop.services.effort import is_prelabel, review_effort
+from labelloop.services.labelling import annotations, queue
+from labelloop.services.labelling.annotations import AnnotationInfo
+from labelloop.services.assist.effort import is_prelabel, review_effort
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import AnnotationRow, ItemRow, PredictionRow, ReviewRow, utcnow
 

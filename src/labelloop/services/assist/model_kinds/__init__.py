@@ -18,7 +18,7 @@ class ModelKind(Protocol):
     name: ClassVar[str]
     description: ClassVar[str]
     project_kinds: ClassVar[tuple[ProjectKind, ...]]
-    # What a model card shows (services/model_cards.py): (metric key, words, how to show it), and a note
+    # What a model card shows (services/assist/model_cards.py): (metric key, words, how to show it), and a note
     figures: ClassVar[tuple[tuple[str, str, str], ...]]
     card_note: ClassVar[str]
 
@@ -35,10 +35,10 @@ def register_model_kind(cls: type) -> type:
 
 
 def _load() -> None:
-    from labelloop.services.model_kinds import pixel_rf  # noqa: F401
-    from labelloop.services.model_kinds import unet  # noqa: F401
-    from labelloop.services.model_kinds import classifier  # noqa: F401
-    from labelloop.services.model_kinds import detector  # noqa: F401
+    from labelloop.services.assist.model_kinds import pixel_rf  # noqa: F401
+    from labelloop.services.assist.model_kinds import unet  # noqa: F401
+    from labelloop.services.assist.model_kinds import classifier  # noqa: F401
+    from labelloop.services.assist.model_kinds import detector  # noqa: F401
 
 
 def get_model_kind(name: str) -> ModelKind:

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from labelloop.errors import InvalidInput
 from labelloop.ml.pretrained import DEFAULT_MODEL
-from labelloop.services.annotations import latest_for_items
-from labelloop.services.embeddings import encoder_key, load_embeddings
-from labelloop.services.project_data import item_pages
+from labelloop.services.labelling.annotations import latest_for_items
+from labelloop.services.assist.embeddings import encoder_key, load_embeddings
+from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import ItemRow
 

@@ -1,0 +1,1 @@
+"""Model assistance: models and model kinds, train/predict jobs, predictions, pre-labels, embeddings."""

@@ -1,0 +1,1 @@
+"""Labelling: annotations, the work queue, review, agreement, users, the dashboard."""
