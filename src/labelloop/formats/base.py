@@ -18,6 +18,15 @@ from labelloop.errors import InvalidInput
 
 
 @dataclass
+class ImportedPrediction:
+    """A model's prediction that a file carries (Label Studio tasks do): kept as a prediction, not a label."""
+
+    model_version: str
+    shapes: list[Shape]  # each with its own score where the file gives one
+    score: float | None = None  # the prediction's own (item-level) score
+
+
+@dataclass
 class ImportEntry:
     """One image file and what the format says about it."""
 
@@ -28,6 +37,7 @@ class ImportEntry:
     index: int | None = None  # a page/frame when the annotations concern one; None = every page
     declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states
     origin: str = ""  # where the annotations were read, for messages ("ann.json: annotations[3]")
+    predictions: list[ImportedPrediction] = field(default_factory=list)
 
 
 @dataclass
