@@ -34,6 +34,8 @@ CASES = {
     "scribbles": ("semantic", ["background", "cell"]),
     "folders": ("classification", ["ant", "bee"]),
     "csv": ("multilabel", ["ant", "bee"]),
+    "labelstudio": ("instance", ["cell"]),
+    "cvat": ("detection", ["cell"]),
 }
 
 

@@ -18,7 +18,7 @@ def register(cls: type) -> type:
 def _load() -> None:
     # Importing the modules runs their @register lines.
     from labelloop.formats import (  # noqa: F401
-        coco, csvlabels, dicom, folders, images, masks, scribbles, voc, yolo,
+        coco, csvlabels, cvat, dicom, folders, images, labelstudio, masks, scribbles, voc, yolo,
     )
 
 

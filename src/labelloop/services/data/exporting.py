@@ -147,7 +147,8 @@ def _records(workspace: Workspace, project: ProjectInfo, fmt: str, include: str,
         if annotation is not None:
             shapes.extend(shape_from_dict(s) for s in annotation.shapes)
         if prediction is not None:
-            shapes.extend(shape_from_dict({**s, "attributes": {**s.get("attributes", {}), "source": "model"}})
+            marks = {"source": "model", "model_version": prediction.model_version}
+            shapes.extend(shape_from_dict({**s, "attributes": {**s.get("attributes", {}), **marks}})
                           for s in prediction.shapes)
         item = ExportItem(row.id, row.source, row.page, row.width, row.height, Split(row.split),
                           row.channels, row.dtype, dict(row.meta))

@@ -21,7 +21,7 @@ from labelloop.services.labelling import annotations as annotation_service
 from labelloop.services.projects import ProjectInfo, add_classes, get_project, get_row
 from labelloop.services.workspace import Workspace
 from labelloop.store.blobs import sha256_file
-from labelloop.store.tables import AnnotationRow, BlobRow, ItemRow
+from labelloop.store.tables import AnnotationRow, BlobRow, ItemRow, PredictionRow
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, "int | None", str], None]
@@ -41,6 +41,7 @@ class ImportReport:
     items_added: int = 0
     items_existing: int = 0
     annotations_added: int = 0
+    predictions_added: int = 0
     classes_added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -87,6 +88,9 @@ def _inspect(entry: ImportEntry, project: ProjectInfo, max_pixels: int | None) -
             w, h = entry.declared_size
             raise InvalidInput(f"{entry.origin or entry.name}: declares {w}×{h} but the image is {page.width}×{page.height}")
         annotation_service.check_shapes(entry.shapes, project, page.width, page.height, entry.origin or entry.name)
+        for n, predicted in enumerate(entry.predictions):
+            annotation_service.check_shapes(predicted.shapes, project, page.width, page.height,
+                                            f"{entry.origin or entry.name}: predictions[{n}]")
     except LabelloopError as exc:
         checked.error = str(exc)
     except OSError as exc:
@@ -227,11 +231,14 @@ def _insert_rows(session, row, project: ProjectInfo, good: list[_Checked], repor
     shapes_for_new: list[list[dict[str, Any]]] = []
     revisions: list[tuple[tuple[str, int], list[dict[str, Any]]]] = []  # (item key, shapes) after version 1
     first_name: dict[tuple[str, int], str] = {}
+    predicted: list[tuple[tuple[str, int], list[Any]]] = []  # (item key, the file's predictions)
     for c in good:
         pages = c.pages if c.entry.index is None else [c.pages[c.entry.index]]
         shapes = [shape_to_dict(s) for s in c.entry.shapes]
         for page in pages:
             key = (c.sha, page.index)
+            if c.entry.predictions:
+                predicted.append((key, c.entry.predictions))
             if key in first_name:  # the same picture twice in one import: one item, both labellings kept
                 report.warnings.append(f"{c.entry.name} is the same image as {first_name[key]}: imported once"
                                        + ("; its annotations were added as a later revision" if shapes else ""))
@@ -274,6 +281,17 @@ def _insert_rows(session, row, project: ProjectInfo, good: list[_Checked], repor
             session.flush()
             added += 1
     report.annotations_added = added
+    _insert_predictions(session, existing, predicted, report)
+
+
+def _insert_predictions(session, item_ids: dict[tuple[str, int], int], predicted, report: ImportReport) -> None:
+    """Predictions a file carries (with their scores) become prediction rows of no model of this workspace."""
+    rows = [{"item_id": item_ids[key], "model_id": None, "model_version": p.model_version[:100],
+             "shapes": [shape_to_dict(s) for s in p.shapes], "shape_count": len(p.shapes), "score": p.score}
+            for key, predictions in predicted for p in predictions]
+    for start in range(0, len(rows), BATCH):
+        session.execute(insert(PredictionRow), rows[start : start + BATCH])
+    report.predictions_added = len(rows)
 
 
 def _remove_unreferenced(workspace: Workspace, shas: list[str]) -> None:
