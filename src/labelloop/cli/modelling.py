@@ -24,7 +24,7 @@ def _given(**options) -> dict[str, object]:
 
 def train(
     name: str,
-    model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet, classifier or detector."),
+    model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet, classifier, detector or micro."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
     trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
     autocontext: bool = typer.Option(False, "--autocontext", help="pixel-rf: add a second, auto-context stage."),
@@ -48,6 +48,10 @@ def train(
     test_items: Optional[str] = typer.Option(None, "--test-items", help="detector: hold out these item ids, e.g. 4,9,12."),
     min_size: Optional[int] = typer.Option(None, "--min-size", help="detector: the shorter image side the network sees (416)."),
     start_from: Optional[str] = typer.Option(None, "--from", help="detector: fine-tune this version on today's labels."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="micro: train the micro-model of this class."),
+    all_classes: bool = typer.Option(False, "--all-classes", help="micro: every class with enough examples (one line each)."),
+    base: Optional[str] = typer.Option(None, "--base", help="micro: the base model (classifier)."),
+    min_examples: Optional[int] = typer.Option(None, "--min-examples", help="micro: labelled examples a class needs (5)."),
     extra: list[str] = typer.Option([], "--set", help="Any other model parameter as key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     data_dir: Optional[Path] = DataDir,
@@ -71,6 +75,12 @@ def train(
             params["scales"] = [float(s) for s in scales.split(",") if s.strip()]
         except ValueError:
             raise InvalidInput(f"--scales {scales!r}: give numbers separated by commas, e.g. 0.7,1,1.6") from None
+    if model == "micro":
+        from labelloop.cli.micro import train_micro
+
+        params.update(_given(base=base, min_examples=min_examples, all_classes=all_classes or None,
+                             **{"class": class_name}))
+        return train_micro(workspace, project, params, as_json)
     job = run_job_here(workspace, "train", params, project.id, quiet=as_json)
     result = job.result
     if as_json:
@@ -82,7 +92,9 @@ def train(
 
 def predict(
     name: str,
-    model: str = typer.Option(..., "--model", help="Model kind and optional version, e.g. pixel-rf or pixel-rf:3."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model kind and optional version, e.g. pixel-rf or pixel-rf:3."),
+    chain: bool = typer.Option(False, "--chain", help="Run the project's chain of micro-models (`labelloop chain`)."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="Predict the items without annotations (the default)."),
     split: Optional[str] = typer.Option(None, "--split", help="Predict the items of this split."),
     everything: bool = typer.Option(False, "--all", help="Predict every item (default: items without annotations)."),
     items: Optional[str] = typer.Option(None, "--items", help="Predict these item ids, e.g. 3,5,9 (smart prediction)."),
@@ -98,10 +110,22 @@ def predict(
 
     if instances not in (None, "watershed"):
         raise InvalidInput(f"--instances {instances!r}: the only method is 'watershed'")
+    if unlabelled and (everything or items or split):
+        raise InvalidInput("--unlabelled predicts the items without annotations; leave out --all, --items and --split")
+    if model is None and not chain:
+        raise InvalidInput("give --model KIND[:VERSION], or --chain for the project's chain of micro-models")
     workspace = open_workspace(data_dir)
     project = _project(workspace, name)
     params = {"project": name, "model": model, "split": split, "all": everything, "instances": instances,
               **parse_pairs(extra), **_given(target_precision=target_precision, items=items)}
+    if chain or (model or "").startswith("micro"):
+        from labelloop.cli.micro import predict_chain
+
+        if model and not model.startswith("micro:"):
+            raise InvalidInput(f"--model {model!r}: a micro-model is micro:CLASS[:VERSION]; or use --chain")
+        if model:
+            params["chain"] = [model]
+        return predict_chain(workspace, project, params, as_json)
     job = run_job_here(workspace, "predict", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})
@@ -126,6 +150,11 @@ def models(name: str, data_dir: Optional[Path] = DataDir, as_json: bool = JsonFl
         table.add_row(m.ref, m.status, str(len(m.item_ids)), metrics, str(curves[m.id] or "-"),
                       m.created_at.strftime("%Y-%m-%d %H:%M"))
     out.print(table if found else f"no models yet: `labelloop train {name} --model pixel-rf`")
+    from labelloop.cli.micro import micro_state, state_table
+
+    state = micro_state(workspace, _project(workspace, name))
+    if state is not None:
+        out.print(state_table(state))
 
 
 def dataset(
@@ -154,5 +183,8 @@ def dataset(
 
 
 def register(app: typer.Typer) -> None:
+    from labelloop.cli.micro import register as register_micro
+
     for command in (train, predict, models, dataset):
         app.command()(command)
+    register_micro(app)

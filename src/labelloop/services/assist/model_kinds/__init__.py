@@ -39,10 +39,12 @@ def _load() -> None:
     from labelloop.services.assist.model_kinds import unet  # noqa: F401
     from labelloop.services.assist.model_kinds import classifier  # noqa: F401
     from labelloop.services.assist.model_kinds import detector  # noqa: F401
+    from labelloop.services.assist.model_kinds import micro  # noqa: F401
 
 
 def get_model_kind(name: str) -> ModelKind:
     _load()
+    name = name.partition(":")[0]  # a per-class kind (micro:CLASS) belongs to its family's kind
     if name not in _KINDS:
         raise InvalidInput(f"unknown model {name!r}; choose one of: {', '.join(sorted(_KINDS))}")
     return _KINDS[name]()

@@ -1,0 +1,319 @@
+"""Micro-models of a project: training them class by class, the chain (project setting `micro_chain`), one
+prediction job that runs the chain and merges its outputs into one pre-label per item, and each class's state."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
+from labelloop.errors import InvalidInput, LabelloopError, NotFound
+from labelloop.jobs.registry import JobContext, job_kind
+from labelloop.services.assist.embeddings import embed_items
+from labelloop.services.assist.model_kinds.micro import (DEFAULT_MIN_EXAMPLES, PREFIX, Micro, check_base, class_of,
+                                                      examples_per_class, in_use, micro_kind, min_examples_of,
+                                                      versions, why_not_trainable)
+from labelloop.services.assist.models import ModelInfo, _info, load_estimator
+from labelloop.services.data.project_data import item_pages, labelled_items, select_items
+from labelloop.services.projects import ProjectInfo, get_project, get_row
+from labelloop.store.tables import ModelRow, PredictionRow
+
+SETTING = "micro_chain"
+CHAIN_VERSION = "chain"  # model_version of a merged chain pre-label; each shape names its micro-model
+CHUNK = 512
+
+
+def _project(workspace, name: str) -> ProjectInfo:
+    with workspace.session() as session:
+        return get_project(session, name)
+
+
+# --- training -----------------------------------------------------------------------------------------------
+
+def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One class (`class`) or every class (`all_classes`): per class a line saying what was trained, or why not.
+    With `all_classes`, a class whose labelled examples are the same as its version in use is left as it is (each
+    micro-model retrains alone when its class gets new labels) unless `force`."""
+    check_base(project, params.get("base") or "classifier")
+    min_examples = min_examples_of(params)
+    names = project.class_names() if params.get("all_classes") else [params.get("class")]
+    if not params.get("all_classes") and not names[0]:
+        raise InvalidInput("give --class CLASS or --all-classes")
+    kind = Micro()
+    rows = labelled_items(workspace, project, shape_types=("class",))
+    counts = examples_per_class(project, rows)
+    labelled = {item.id for item, _ in rows}
+    pool = [i for page in item_pages(workspace, project.id, ids_only=True) for i in page if i not in labelled]
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name not in counts:
+            raise InvalidInput(f"project {project.name!r} has no class {name!r}; its classes: "
+                               f"{', '.join(project.class_names())}")
+        reason = why_not_trainable(name, counts[name], len(rows), min_examples)
+        if reason and not params.get("all_classes"):
+            raise InvalidInput(f"no micro-model for {name!r}: {reason}")
+        if reason:
+            results[name] = {"trained": False, "examples": counts[name], "reason": reason}
+            continue
+        current = in_use(workspace, project, name)
+        positives = sorted(item.id for item, shapes in rows if any(s.label == name for s in shapes))
+        if params.get("all_classes") and not params.get("force") and current is not None \
+                and sorted(current.params.get("positives", [])) == positives:
+            results[name] = {"trained": False, "examples": counts[name], "model": current.ref,
+                             "reason": f"no new labels since {current.ref}; it stays in use"}
+            continue
+        model = kind.train_class(workspace, project, name, params, ctx, rows, pool)
+        results[name] = {"trained": True, "examples": counts[name], "model": model.ref, "status": model.status,
+                         "in_use": model.status == "ready", "ready": model.metrics["ready"],
+                         "threshold": model.metrics["threshold"], "precision": model.metrics["held_out_precision"],
+                         "recall": model.metrics["held_out_recall"], "coverage": model.metrics["coverage"],
+                         "self_validation": model.metrics["self_validation"],
+                         "reason": model.metrics["reason"]}
+    lines = [_line(name, r) for name, r in results.items()]
+    return {"summary": "; ".join(lines), "lines": lines, "classes": results}
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    if not r["trained"]:
+        return f"{name}: not trained ({r['reason']})"
+    figures = (f"threshold {r['threshold']:.3f}, held-out precision {r['precision']:.2f}, recall {r['recall']:.2f}"
+               if r["ready"] else f"no pre-labels yet ({r['reason']})")
+    return f"{name}: {r['model']} on {r['examples']} examples, {figures}; {r['self_validation']}"
+
+
+@job_kind("micro-train")
+def micro_train_job(workspace, ctx: JobContext) -> dict[str, Any]:
+    project = _project(workspace, ctx.params["project"])
+    result = train_micro(workspace, project, ctx.params, ctx)
+    for line in result["lines"]:
+        ctx.log(line)
+    return result
+
+
+# --- the chain ----------------------------------------------------------------------------------------------
+
+def parse_entry(project: ProjectInfo, entry: str) -> tuple[str, int | None]:
+    """'micro:CLASS' (the version in use) or 'micro:CLASS:VERSION' -> (class, version)."""
+    entry = str(entry).strip()
+    if not entry.startswith(PREFIX):
+        raise InvalidInput(f"chain entry {entry!r}: name a micro-model as micro:CLASS or micro:CLASS:VERSION, "
+                           f"or a model id")
+    rest = entry[len(PREFIX):]
+    if rest in project.class_names():
+        return rest, None
+    name, _, version = rest.rpartition(":")
+    if version.isdigit() and name in project.class_names():
+        return name, int(version)
+    raise InvalidInput(f"chain entry {entry!r}: project {project.name!r} has no class {rest!r}; its classes: "
+                       f"{', '.join(project.class_names())}")
+
+
+def _model_by_id(workspace, project: ProjectInfo, model_id: int) -> ModelInfo:
+    from labelloop.services.projects import get_project_by_id
+
+    with workspace.session() as session:
+        row = session.get(ModelRow, model_id)
+        if row is None:
+            raise NotFound(f"no model {model_id}")
+        model = _info(row)
+        owner = get_project_by_id(session, row.project_id).name
+    if model.project_id != project.id:
+        raise InvalidInput(f"model {model_id} ({model.ref}) belongs to project {owner!r}, not {project.name!r}; a "
+                           "chain uses the project's own micro-models")
+    if not model.kind.startswith(PREFIX):
+        raise InvalidInput(f"model {model_id} is {model.ref}, not a micro-model; a chain holds micro:CLASS models")
+    return model
+
+
+def normalise_chain(workspace, project: ProjectInfo, entries: list[Any]) -> list[str]:
+    """Checked chain entries in the stored form ('micro:CLASS' or 'micro:CLASS:VERSION'); model ids are
+    resolved and must be micro-models of this project."""
+    if not entries:
+        raise InvalidInput("a chain names at least one micro-model, e.g. micro:cat micro:dog")
+    chain, seen = [], set()
+    for entry in entries:
+        if isinstance(entry, int) or str(entry).strip().isdigit():
+            model = _model_by_id(workspace, project, int(entry))
+            name, version = class_of(model.kind), model.version
+        else:
+            name, version = parse_entry(project, entry)
+            if version is not None and version not in {m.version for m in versions(workspace, project, name)}:
+                raise InvalidInput(f"chain entry {entry!r}: {micro_kind(name)} has no version {version}")
+        if name in seen:
+            raise InvalidInput(f"class {name!r} appears twice in the chain; name each class once")
+        seen.add(name)
+        chain.append(micro_kind(name) + (f":{version}" if version is not None else ""))
+    return chain
+
+
+def set_chain(workspace, project_name: str, entries: list[Any]) -> dict[str, Any]:
+    """Store the project's chain (checked first: a bad entry changes nothing); returns the chain's state."""
+    project = _project(workspace, project_name)
+    chain = normalise_chain(workspace, project, entries)
+    with workspace.session() as session:
+        row = get_row(session, project_name)
+        # Stored beside the checked settings; `labelloop chain` is the one way in, so it is checked here.
+        row.settings = {**row.settings, SETTING: chain}
+    return chain_state(workspace, _project(workspace, project_name))
+
+
+def resolve_chain(workspace, project: ProjectInfo, entries: list[str] | None = None
+                  ) -> tuple[list[ModelInfo], dict[str, str]]:
+    """The micro-models a chain runs, in order, and the classes it skips with why."""
+    entries = entries if entries is not None else project.settings.get(SETTING)
+    if not entries:
+        raise InvalidInput(f"project {project.name!r} has no chain; set one with "
+                           f"`labelloop chain {project.name} micro:CLASS ...`")
+    models, skipped = [], {}
+    for entry in normalise_chain(workspace, project, list(entries)):
+        name, version = parse_entry(project, entry)
+        if version is None:
+            model = in_use(workspace, project, name)
+            if model is None:
+                skipped[name] = (f"no micro-model yet; train one with `labelloop train {project.name} --model micro "
+                                 f"--class {name}`")
+                continue
+        else:
+            model = next(m for m in versions(workspace, project, name) if m.version == version)
+        models.append(model)
+    return models, skipped
+
+
+def chain_items(workspace, project: ProjectInfo, params: dict[str, Any]) -> list[int]:
+    chosen = params.get("items")
+    if isinstance(chosen, str):
+        chosen = [int(i) for i in chosen.split(",") if i.strip().isdigit()] or None
+    return select_items(workspace, project, split=params.get("split"), everything=bool(params.get("all")),
+                        items=chosen)
+
+
+def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item_ids: list[int], ctx: JobContext,
+                  target_precision: float | None = None) -> dict[str, Any]:
+    """Run every micro-model over the items and write one merged pre-label per item (a Prediction whose shapes
+    each name the micro-model and version that made them)."""
+    from labelloop.ml.micro import merge_multiclass, merge_multilabel
+    from labelloop.services.assist.model_kinds.classifier import Classifier
+    from labelloop.services.assist.predictions import save_predictions
+
+    base = Classifier()
+    loaded = [load_estimator(workspace, m) for m in models]
+    target = target_precision or project.settings.get("target_precision")
+    for estimator in loaded:
+        if target and float(target) != estimator.target_precision:
+            estimator.set_target(float(target))
+    for key in {(m.params["encoder"], m.params.get("weights")) for m in models}:
+        embed_items(workspace, item_ids, model_name=key[0], weights=key[1], progress=ctx.progress)
+    names = [class_of(m.kind) for m in models]
+    thresholds = np.array([np.inf if e.threshold_ is None else e.threshold_ for e in loaded])
+    multilabel = project.kind is ProjectKind.multilabel
+    started = time.perf_counter()
+    per_class, written, prelabelled = dict.fromkeys(names, 0), 0, 0
+    for start in range(0, len(item_ids), CHUNK):
+        chunk = item_ids[start:start + CHUNK]
+        inputs: dict[tuple, np.ndarray] = {}
+        scores = np.zeros((len(chunk), len(models)))
+        for k, (model, estimator) in enumerate(zip(models, loaded)):
+            key = (model.params["encoder"], model.params.get("weights"), model.params["features"])
+            if key not in inputs:  # the chain's models share their inputs: embeddings read once per chunk
+                inputs[key] = base._inputs(workspace, chunk, model.params)
+            scores[:, k] = estimator.scores(inputs[key])
+        chances = np.stack([e.chances(scores[:, k]) for k, e in enumerate(loaded)], axis=1)
+        if multilabel:
+            accepted = merge_multilabel(scores, thresholds)
+        else:
+            winner = merge_multiclass(scores, thresholds, chances)
+            accepted = np.zeros_like(scores, bool)
+            accepted[np.flatnonzero(winner >= 0), winner[winner >= 0]] = True
+        rows = []
+        for n, item_id in enumerate(chunk):
+            shapes = [ClassLabel(names[k], score=round(float(chances[n, k]), 4), attributes={
+                "prelabel": True, "threshold": round(float(thresholds[k]), 4), "micro_model": models[k].ref,
+                "micro_model_id": models[k].id, "raw_score": round(float(scores[n, k]), 4)})
+                for k in np.flatnonzero(accepted[n])]
+            for shape in shapes:
+                per_class[shape.label] += 1
+            prelabelled += bool(shapes)
+            certainty = np.maximum(chances[n], 1 - chances[n]).min() if multilabel else chances[n].max()
+            rows.append(PredictionRow(item_id=item_id, model_id=None, model_version=CHAIN_VERSION,
+                                      shapes=[shape_to_dict(s) for s in shapes], score=round(float(certainty), 4),
+                                      review_state="pending"))
+        with workspace.session() as session:
+            _drop_pending_chain_predictions(session, chunk)
+            save_predictions(session, rows)
+        written += len(rows)
+        ctx.progress(written, len(item_ids), "pre-labelling with the chain")
+    return {"chain": [m.ref for m in models], "predictions": written, "prelabelled": prelabelled,
+            "coverage": round(prelabelled / written, 4) if written else None, "prelabels_per_class": per_class,
+            "thresholds": {n: (None if np.isinf(t) else float(t)) for n, t in zip(names, thresholds)},
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _drop_pending_chain_predictions(session, item_ids: list[int]) -> None:
+    """A new chain run replaces the chain's pending pre-labels of these items (reviewed ones stay as history)."""
+    from sqlalchemy import delete
+
+    session.execute(delete(PredictionRow).where(PredictionRow.item_id.in_(item_ids), PredictionRow.model_id.is_(None),
+                                                PredictionRow.model_version == CHAIN_VERSION,
+                                                PredictionRow.review_state == "pending"))
+
+
+@job_kind("chain-predict")
+def chain_predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
+    """The project's chain (or `chain` given with the job) as one prediction job."""
+    project = _project(workspace, ctx.params["project"])
+    models, skipped = resolve_chain(workspace, project, ctx.params.get("chain"))
+    if not models:
+        raise InvalidInput("no micro-model of the chain is trained yet: " +
+                           "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    item_ids = chain_items(workspace, project, ctx.params)
+    result = predict_chain(workspace, project, models, item_ids, ctx, ctx.params.get("target_precision"))
+    result["skipped"] = skipped
+    no_prelabels = {class_of(m.kind): m.metrics.get("reason") for m in models if not m.metrics.get("ready")}
+    result["no_prelabels"] = no_prelabels
+    result["summary"] = "; ".join([
+        f"chain of {len(models)} micro-model(s) pre-labelled {result['prelabelled']} of {result['predictions']} "
+        f"item(s)", *(f"{k}: {v}" for k, v in {**skipped, **no_prelabels}.items())])
+    ctx.log(result["summary"])
+    return result
+
+
+# --- state ----------------------------------------------------------------------------------------------------
+
+def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
+    """Per class: examples, the micro-model in use and its held-out figures, ready or why not; the chain."""
+    rows = labelled_items(workspace, project, shape_types=("class",))
+    counts = examples_per_class(project, rows)
+    chain = list(project.settings.get(SETTING) or [])
+    chained = set()
+    for entry in chain:
+        try:
+            chained.add(parse_entry(project, entry)[0])
+        except LabelloopError:
+            continue
+    classes = []
+    for name in project.class_names():
+        found = versions(workspace, project, name)
+        current = in_use(workspace, project, name)
+        newest = found[-1] if found else None
+        minimum = int(current.params.get("min_examples", DEFAULT_MIN_EXAMPLES)) if current else DEFAULT_MIN_EXAMPLES
+        if current is None:
+            why = why_not_trainable(name, counts[name], len(rows), minimum) or "trainable; no micro-model trained yet"
+        else:
+            why = "" if current.metrics.get("ready") else current.metrics.get("reason", "")
+        metrics = current.metrics if current else {}
+        new_labels = (counts[name] - metrics.get("examples", 0)) if current else counts[name]
+        classes.append({
+            "class": name, "examples": counts[name], "model": current.ref if current else None,
+            "model_id": current.id if current else None, "versions": len(found),
+            "ready": bool(current and metrics.get("ready")), "why_not": why,
+            "held_out_precision": metrics.get("held_out_precision"), "held_out_recall": metrics.get("held_out_recall"),
+            "held_out_average_precision": metrics.get("held_out_average_precision"),
+            "threshold": metrics.get("threshold"), "coverage": metrics.get("coverage"),
+            "new_examples_since": new_labels,
+            "not_used": (f"{newest.ref}: {newest.metrics.get('self_validation')}"
+                         if newest is not None and newest.status == "worse" else ""),
+            "in_chain": name in chained,
+        })
+    return {"chain": chain, "classes": classes}
