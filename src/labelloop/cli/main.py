@@ -260,6 +260,9 @@ _register_classify_commands(app)
 from labelloop.cli.server import register as _register_server_commands  # noqa: E402
 
 _register_server_commands(app)
+from labelloop.cli.quality import register as _register_quality  # noqa: E402
+
+_register_quality(app)
 from labelloop.cli.serve_ml import register as _register_serve_ml  # noqa: E402
 
 _register_serve_ml(app)

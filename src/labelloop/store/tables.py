@@ -282,3 +282,54 @@ class EmbeddingRow(Base):
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SuspectRow(Base):
+    """An item that a quality check put up for review (migration 0008): a label that looks wrong, a duplicate,
+    an outlier or bad image, or an auto-accepted pre-label drawn for a spot-check. A person's decision (`state`)
+    outlives re-scoring as long as what it was made on (`basis`) is unchanged."""
+
+    __tablename__ = "suspects"
+    __table_args__ = (UniqueConstraint("project_id", "kind", "item_id", "check", name="uq_suspects_item_check"),
+                      Index("ix_suspects_list", "project_id", "kind", "score"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # label | duplicate | outlier | spot_check
+    check: Mapped[str] = mapped_column(String(64))  # which test: label; exact/perceptual/semantic; knn/blur/...
+    score: Mapped[float] = mapped_column(Float)  # higher = review first
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column()
+    group_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # duplicates: the group it belongs to
+    basis: Mapped[str] = mapped_column(String(64))  # fingerprint of what it was scored on
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: the last run no longer flags it
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | kept | fixed | dropped | excluded
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ItemCheckRow(Base):
+    """What the image checks measured on an item (migration 0008): computed once per item, so a new quality run
+    decodes only the items added since."""
+
+    __tablename__ = "item_checks"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    measures: Mapped[dict[str, Any]] = mapped_column()  # ml.outliers.ImageChecks: blur, dark, bright, ...
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QualityRunRow(Base):
+    """The fingerprint of the inputs of a project's last run of one check (migration 0008): an unchanged
+    fingerprint means nothing to re-score."""
+
+    __tablename__ = "quality_runs"
+    __table_args__ = (UniqueConstraint("project_id", "kind", name="uq_quality_runs"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,169 @@
+"""Duplicates and near-duplicates: exact (content hash), perceptual (pHash within a Hamming distance) and
+semantic (embedding cosine similarity at or above a cut), joined into groups with union-find.
+
+Arrays in, groups out. A group holding items of both the training and a held-out split is leakage.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAX_HAMMING = 6  # of 64 pHash bits: re-encodes and resizes measure 0–4, distinct pictures 20+ (docs/quality.md)
+MIN_COSINE = 0.95  # embedding similarity of a semantic near-duplicate (chosen on hymenoptera, docs/quality.md)
+NEIGHBOURS = 10  # candidates per item for the semantic search
+HELD_OUT_SPLITS = ("test", "val")
+KIND_ORDER = ("exact", "perceptual", "semantic")  # the strongest evidence first
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit perceptual hash (imagehash pHash) of a decoded RGB or grey image, as a signed int64."""
+    import imagehash
+    from PIL import Image
+
+    bits = imagehash.phash(Image.fromarray(np.asarray(image))).hash.flatten()
+    value = int("".join("1" if b else "0" for b in bits), 2)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    x = x.view(np.uint64)
+    counts = np.zeros(x.shape, np.int64)
+    for shift in range(0, 64, 8):
+        counts += _BYTE_BITS[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.int64)]
+    return counts
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int = MAX_HAMMING) -> list[tuple[int, int, int]]:
+    """(i, j, distance) of every pair within `max_distance` bits, i < j.
+
+    Pigeonhole: two hashes within d bits agree exactly on at least one of d + 1 disjoint bit chunks, so only items
+    that share a chunk value are compared (multi-index hashing; near-linear on real collections)."""
+    hashes = np.asarray(hashes, np.int64)
+    n = len(hashes)
+    if n < 2:
+        return []
+    chunks = max_distance + 1
+    bounds = np.linspace(0, 64, chunks + 1).astype(int)
+    unsigned = hashes.view(np.uint64)
+    found: dict[tuple[int, int], int] = {}
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        key = (unsigned >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], n]
+        for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            members = order[s:e]
+            a, b = np.triu_indices(len(members), 1)
+            i, j = members[a], members[b]
+            distance = _popcount(hashes[i] ^ hashes[j])
+            close = distance <= max_distance
+            for x, y, d in zip(i[close].tolist(), j[close].tolist(), distance[close].tolist()):
+                found[(min(x, y), max(x, y))] = d
+    return [(i, j, d) for (i, j), d in sorted(found.items())]
+
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class DuplicateGroup:
+    members: list[int]  # row indices, smallest first: the first is the one an export keeps
+    kind: str  # the strongest evidence joining any pair: exact, perceptual or semantic
+    similarity: float  # the weakest link's similarity (1.0 exact; 1 - hamming/64; cosine)
+    leakage: bool = False  # members in a training split and in a held-out split
+    pairs: list[tuple[int, int, str, float]] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """Leakage first, then by how sure the match is."""
+        return round((1.0 if self.leakage else 0.0) + self.similarity, 6)
+
+
+Pair = tuple[int, int, str, float]  # (i, j, kind, similarity), i < j
+
+
+def exact_pairs(content: Sequence[str]) -> list[Pair]:
+    """Rows with the same content key (file hash), each joined to the first of its kind."""
+    by_content: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(content):
+        by_content[key].append(i)
+    return [(m[0], other, "exact", 1.0) for m in by_content.values() if len(m) > 1 for other in m[1:]]
+
+
+def perceptual_pairs(hashes: np.ndarray, max_hamming: int = MAX_HAMMING) -> list[Pair]:
+    return [(i, j, "perceptual", 1.0 - d / 64) for i, j, d in hamming_pairs(hashes, max_hamming)]
+
+
+def semantic_pairs(embeddings: np.ndarray, min_cosine: float = MIN_COSINE, k: int = NEIGHBOURS) -> list[Pair]:
+    """Pairs among each row's k nearest neighbours whose cosine similarity reaches `min_cosine`."""
+    from labelloop.ml.neighbours import neighbours
+
+    if len(embeddings) < 2:
+        return []
+    index, similarity = neighbours(embeddings, k)
+    rows, cols = np.nonzero(similarity >= min_cosine)
+    found = {}
+    for i, j, s in zip(rows.tolist(), index[rows, cols].tolist(), similarity[rows, cols].tolist()):
+        if i != j:
+            found[(min(i, j), max(i, j))] = max(float(s), found.get((min(i, j), max(i, j)), 0.0))
+    return [(i, j, "semantic", s) for (i, j), s in sorted(found.items())]
+
+
+def group_pairs(pairs: Sequence[Pair], n: int, splits: Sequence[str] | None = None) -> list[DuplicateGroup]:
+    """Union-find over the pairs: groups of two or more rows, leakage first, then the surest."""
+    joined = UnionFind(n)
+    for i, j, _, _ in pairs:
+        joined.union(i, j)
+    links: dict[int, list[Pair]] = defaultdict(list)
+    for pair in pairs:
+        links[joined.find(pair[0])].append(pair)
+    groups = []
+    for root, group_links in links.items():
+        group_links = sorted(set(group_links))
+        rows = sorted({x for p in group_links for x in p[:2]})
+        kind = min((p[2] for p in group_links), key=KIND_ORDER.index)
+        # The weakest evidence still needed: the minimum over members of their best link.
+        best: dict[int, float] = defaultdict(float)
+        for i, j, _, s in group_links:
+            best[i], best[j] = max(best[i], s), max(best[j], s)
+        leakage = splits is not None and any(splits[i] == "train" for i in rows) and any(
+            splits[i] in HELD_OUT_SPLITS for i in rows)
+        groups.append(DuplicateGroup(rows, kind, round(min(best[i] for i in rows), 6), bool(leakage), group_links))
+    return sorted(groups, key=lambda g: (-g.score, g.members[0]))
+
+
+def find_duplicates(content: Sequence[str] | None = None, hashes: np.ndarray | None = None,
+                    embeddings: np.ndarray | None = None, splits: Sequence[str] | None = None, *,
+                    max_hamming: int = MAX_HAMMING, min_cosine: float = MIN_COSINE,
+                    neighbours_k: int = NEIGHBOURS) -> list[DuplicateGroup]:
+    """Groups of two or more rows that are the same picture by any of the three tests, leakage first."""
+    n = next(len(x) for x in (content, hashes, embeddings) if x is not None)
+    pairs: list[Pair] = []
+    if content is not None:
+        pairs += exact_pairs(content)
+    if hashes is not None:
+        pairs += perceptual_pairs(hashes, max_hamming)
+    if embeddings is not None:
+        pairs += semantic_pairs(embeddings, min_cosine, neighbours_k)
+    return group_pairs(pairs, n, splits)

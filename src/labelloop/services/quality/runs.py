@@ -1,0 +1,59 @@
+"""Run a project's quality checks, each one only where it applies, and report what the queue holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelloop.domain import ProjectKind
+from labelloop.errors import InvalidInput
+from labelloop.services.projects import ProjectInfo
+from labelloop.services.quality.suspects import check_kind, counts, list_suspects
+
+CHECKS = ("label", "duplicate", "outlier")
+LABEL_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
+
+
+def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, force: bool = False,
+               progress=lambda d, t, m: None) -> dict[str, Any]:
+    """Run one check (`kind`) or every check that applies; a check whose inputs did not change since its last
+    run is not re-scored. Label errors need a classifier: asked for by name without one, it says what to train;
+    in an all-checks run it is skipped with that reason."""
+    from labelloop.services.quality.duplicates import find_project_duplicates
+    from labelloop.services.quality.label_errors import find_label_errors
+    from labelloop.services.quality.outliers import find_outliers
+
+    check_kind(kind)
+    if kind == "spot_check":
+        raise InvalidInput("spot-checks are drawn with `labelloop spot-check NAME`, not by a quality run")
+    wanted = [kind] if kind else list(CHECKS)
+    runners = {"label": find_label_errors, "duplicate": find_project_duplicates, "outlier": find_outliers}
+    results: dict[str, Any] = {}
+    for check in wanted:
+        if check == "label" and kind is None and project.kind not in LABEL_KINDS:
+            results[check] = {"skipped": f"label-error checks cover classification and multi-label projects; "
+                                         f"{project.name!r} is {project.kind.value}"}
+            continue
+        try:
+            results[check] = runners[check](workspace, project, force=force, progress=progress)
+        except InvalidInput as exc:
+            if kind is not None:
+                raise
+            results[check] = {"skipped": str(exc)}
+    return results
+
+
+def report(workspace, project: ProjectInfo, kind: str | None = None, *, top: int = 10,
+           every: bool = False) -> dict[str, Any]:
+    """Counts per kind and state, and the open suspects (the top ones, or every one with `every`)."""
+    with workspace.session() as session:
+        per_kind = counts(session, project.id)
+        listed, total = [], 0
+        page = 1000 if every else top
+        offset = 0
+        while True:
+            rows, total = list_suspects(session, project.id, kind=kind, offset=offset, limit=page)
+            listed += rows
+            offset += len(rows)
+            if not every or not rows or offset >= total:
+                break
+    return {"project": project.name, "counts": per_kind, "open": total, "suspects": listed}

@@ -1,0 +1,303 @@
+"""Quality checks: label errors (cleanlab on cross-fitted probabilities), duplicates and leakage, outliers and
+bad images, spot-checks of auto-accepted pre-labels, and the suspects queue through services, CLI and API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from sqlalchemy import select
+
+from labelloop.errors import InvalidInput, NotFound
+from labelloop.services.data.importing import import_path
+from labelloop.services.jobs import create_job, run_job
+from labelloop.services.assist.model_kinds.classifier import DEFAULT_ENCODER
+from labelloop.services.projects import get_project
+from labelloop.store.tables import EmbeddingRow, ItemRow, SuspectRow
+
+from conftest import SHARED_DATA, snapshot
+
+HYMENOPTERA = SHARED_DATA / "hymenoptera"
+
+
+def _done(workspace, kind: str, **params) -> dict:
+    job = run_job(workspace, create_job(workspace, kind, params))
+    assert job.state == "done", job.error
+    return job.result
+
+
+def _write_csv(folder: Path, rows) -> Path:
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "labels", "split"])
+        writer.writerows(rows)
+    return folder / "labels.csv"
+
+
+def _photos(n: int) -> list[Path]:
+    if not HYMENOPTERA.is_dir():
+        pytest.skip(f"hymenoptera not found at {HYMENOPTERA}")
+    return sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[:n]
+
+
+# --- pure parts -------------------------------------------------------------------------------------------
+
+
+def test_spot_check_interval_covers_the_true_precision_at_its_confidence():
+    from labelloop.ml.spot_checks import clopper_pearson, sample_size
+
+    rng = np.random.default_rng(0)
+    for precision in (0.8, 0.95, 0.99):
+        n = sample_size(precision, 0.03, 0.9)
+        low, high = clopper_pearson(round(precision * n), n, 0.9)
+        assert (high - low) / 2 <= 0.03 + 1e-9
+        assert sample_size(precision, 0.03, 0.9, population=20) == 20
+        covered = 0
+        for _ in range(400):
+            correct = int(rng.binomial(n, precision))
+            low, high = clopper_pearson(correct, n, 0.9)
+            covered += low <= precision <= high
+        assert covered / 400 >= 0.88  # exact intervals are conservative: at least the stated 90 %, less noise
+    assert sample_size(0.5, 0.03, 0.9) > sample_size(0.95, 0.03, 0.9)  # a proportion near 1 needs fewer reviews
+
+
+def test_spot_check_verdict_and_raised_threshold():
+    from labelloop.ml.spot_checks import judge, raised_threshold
+
+    assert judge("ants", 80, 100, 0.95).verdict == "below"
+    assert judge("ants", 100, 100, 0.95, 0.9).verdict == "meets"
+    assert judge("ants", 19, 20, 0.95).verdict == "undecided"
+    scores = np.array([0.99, 0.98, 0.97, 0.9, 0.85, 0.8])
+    correct = np.array([1, 1, 1, 0, 1, 0], bool)
+    assert raised_threshold(scores, correct, 0.95, 0.7) == 0.97
+    assert raised_threshold(scores, ~correct, 0.95, 0.7) is None
+
+
+def test_hamming_pairs_match_brute_force_and_neighbours_match_exact_search():
+    from labelloop.ml.duplicates import hamming_pairs
+    from labelloop.ml.neighbours import approximate_neighbours, exact_neighbours, recall_at_k
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(-(1 << 62), 1 << 62, 300, dtype=np.int64)
+    flips = np.array([sum(1 << int(b) for b in rng.choice(63, d, replace=False)) for d in rng.integers(0, 9, 300)])
+    hashes = np.concatenate([base, base ^ flips])
+    brute = {(i, j) for i in range(600) for j in range(i + 1, 600)
+             if bin(int(hashes[i] ^ hashes[j]) & ((1 << 64) - 1)).count("1") <= 6}
+    assert {(i, j) for i, j, _ in hamming_pairs(hashes, 6)} == brute
+    X = rng.normal(size=(2000, 32)).astype(np.float32)
+    exact, similarity = exact_neighbours(X, 10)
+    assert (exact != np.arange(2000)[:, None]).all() and (np.diff(similarity, axis=1) <= 1e-6).all()
+    approximate, _ = approximate_neighbours(X, 10)
+    assert recall_at_k(approximate, exact) >= 0.95
+
+
+def test_copies_are_grouped_exact_jpeg_and_half_size(tmp_path):
+    from labelloop.ml.duplicates import find_duplicates, phash
+
+    files = _photos(6)
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    original = images[0]
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, "JPEG", quality=60)
+    jpeg = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    half = np.asarray(Image.fromarray(original).resize((original.shape[1] // 2, original.shape[0] // 2)))
+    pictures = images + [original, jpeg, half]
+    content = [f"f{i}" for i in range(6)] + ["f0", "jpeg", "half"]
+    hashes = np.array([phash(p) for p in pictures], np.int64)
+    groups = find_duplicates(content, hashes)
+    assert len(groups) == 1
+    assert groups[0].members == [0, 6, 7, 8]
+    assert groups[0].kind == "exact"
+    assert {p[2] for p in groups[0].pairs} == {"exact", "perceptual"}
+
+
+def test_image_checks_find_blur_darkness_and_a_truncated_picture():
+    from labelloop.ml.outliers import image_checks
+
+    photo = np.asarray(Image.open(_photos(1)[0]).convert("RGB"))
+    assert image_checks(photo).problems() == []
+    blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(6)))
+    assert [p[0] for p in image_checks(blurred).problems()] == ["blur"]
+    dark = (photo * 0.03).astype(np.uint8)
+    assert "dark" in [p[0] for p in image_checks(dark).problems()]
+    truncated = photo.copy()
+    truncated[int(photo.shape[0] * 0.7):] = 128
+    assert "corrupt" in [p[0] for p in image_checks(truncated).problems()]
+
+
+def test_flipped_labels_are_found_by_cleanlab_on_cross_fitted_probabilities():
+    from labelloop.ml.label_errors import find_suspects
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 16))
+    y = np.repeat(np.arange(3), 60)
+    X = centres[y] + rng.normal(0, 0.3, (180, 16))
+    flipped = rng.choice(180, 12, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 3, 12)) % 3
+    suspects, scores, _ = find_suspects(X, noisy, ["a", "b", "c"])
+    found = {s.index for s in suspects}
+    assert found == set(flipped.tolist())
+    s = suspects[0]
+    assert f"labelled {'abc'[noisy[s.index]]}; the model says {'abc'[y[s.index]]}" in s.reason
+    assert "of its 8 nearest labelled neighbours are" in s.reason
+    multilabel = np.eye(3, dtype=int)[noisy]
+    suspects, _, _ = find_suspects(X, multilabel, ["a", "b", "c"])
+    assert len({s.index for s in suspects} & set(flipped.tolist())) >= 10
+
+
+# --- services and CLI ---------------------------------------------------------------------------------------
+
+
+def _blob_project(workspace, make_project, root: Path, *, per_class: int = 40, flips: int = 6, seed: int = 0):
+    """A classification project of tiny distinct images whose cached embeddings are separated blobs, labelled
+    from the truth except `flips` items given another class. Returns (truth by item id, flipped item ids)."""
+    from labelloop.ml.pretrained import DEFAULT_MODEL
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    classes = ["ants", "bees", "wasps"]
+    rows, truth_by_name = [], {}
+    order = rng.permutation(per_class * len(classes))
+    flipped_names = set()
+    for n, k in enumerate(order):
+        label = classes[k % len(classes)]
+        name = f"{label}-{n}.png"
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / name)
+        given = label
+        if len(flipped_names) < flips and n % 7 == 3:
+            given = classes[(classes.index(label) + 1) % len(classes)]
+            flipped_names.add(name)
+        rows.append((name, given, "train"))
+        truth_by_name[name] = label
+    make_project("syn", "classification", classes)
+    import_path(workspace, "syn", _write_csv(root, rows), format="csv")
+    centres = {name: rng.normal(0, 1, 64) for name in classes}
+    truth, flipped = {}, set()
+    with workspace.session() as session:
+        for item in session.scalars(select(ItemRow)):
+            vector = (centres[truth_by_name[item.source]] + rng.normal(0, 0.3, 64)).astype("<f4")
+            for encoder in {DEFAULT_ENCODER, DEFAULT_MODEL}:
+                session.add(EmbeddingRow(item_id=item.id, encoder=encoder, dim=64, vector=vector.tobytes()))
+            truth[item.id] = truth_by_name[item.source]
+            if item.source in flipped_names:
+                flipped.add(item.id)
+    return truth, flipped
+
+
+def test_quality_without_a_classifier_says_what_to_train_and_changes_nothing(workspace, make_project, tmp_path):
+    from labelloop.services.quality.runs import run_checks
+
+    _blob_project(workspace, make_project, tmp_path / "syn")
+    project = _project(workspace, "syn")
+    before = snapshot(workspace)
+    with pytest.raises(InvalidInput, match=r"train one first with `labelloop train syn --model classifier`"):
+        run_checks(workspace, project, "label")
+    with pytest.raises(InvalidInput, match="suspect kind 'labels'"):
+        run_checks(workspace, project, "labels")
+    assert snapshot(workspace) == before
+    with workspace.session() as session:
+        assert session.scalar(select(SuspectRow.id)) is None
+
+
+def _project(workspace, name):
+    with workspace.session() as session:
+        return get_project(session, name)
+
+
+def test_flipped_labels_become_suspects_kept_decisions_survive_and_fixes_reopen(workspace, make_project, tmp_path):
+    from labelloop.services.quality.actions import decide
+    from labelloop.services.quality.runs import report, run_checks
+
+    truth, flipped = _blob_project(workspace, make_project, tmp_path / "syn")
+    _done(workspace, "train", project="syn", model="classifier", seed=0)
+    project = _project(workspace, "syn")
+    first = run_checks(workspace, project, "label")["label"]
+    assert first["rescored"] and first["labelled"] == 120
+    found = report(workspace, project, "label", every=True)["suspects"]
+    assert {s["item_id"] for s in found} == flipped
+    assert [s["score"] for s in found] == sorted((s["score"] for s in found), reverse=True)
+    s = found[0]
+    assert s["reason"].startswith(f"labelled {s['details']['labels'][0]}; the model says {truth[s['item_id']]}")
+    # nothing changed: not scored again
+    assert run_checks(workspace, project, "label")["label"]["rescored"] is False
+    kept = decide(workspace, project, found[0]["id"], "keep", user="ann")
+    assert kept["state"] == "kept"
+    fixed = decide(workspace, project, found[1]["id"], "fix", user="ann", labels=[truth[found[1]["item_id"]]])
+    assert fixed["state"] == "fixed"
+    before = snapshot(workspace)
+    with pytest.raises(InvalidInput, match="exactly one label"):
+        decide(workspace, project, found[2]["id"], "fix", user="ann", labels=["ants", "bees"])
+    with pytest.raises(InvalidInput, match="only a duplicate can be dropped"):
+        decide(workspace, project, found[2]["id"], "drop", user="ann")
+    with pytest.raises(NotFound):
+        decide(workspace, project, 10_000, "keep", user="ann")
+    assert snapshot(workspace) == before
+    # a label changed: scored again; the fixed item is no longer suspect, the kept one stays kept
+    again = run_checks(workspace, project, "label")["label"]
+    assert again["rescored"]
+    listed = report(workspace, project, "label", every=True)["suspects"]
+    assert {x["item_id"] for x in listed} == flipped - {found[0]["item_id"], found[1]["item_id"]}
+
+
+def _copies_folder(root: Path) -> Path:
+    """Three photos, plus a JPEG re-encode and a half-size copy of the first, and an exact copy under a new name."""
+    root.mkdir(parents=True)
+    files = _photos(3)
+    for f in files:
+        (root / f.name).write_bytes(f.read_bytes())
+    original = Image.open(files[0]).convert("RGB")
+    original.save(root / "copy-q60.jpg", "JPEG", quality=60)
+    original.resize((original.width // 2, original.height // 2)).save(root / "copy-half.png")
+    (root / "copy-exact.jpg").write_bytes(files[0].read_bytes())
+    return root
+
+
+def test_copies_grouped_leakage_first_and_export_keeps_one(workspace, make_project, tmp_path):
+    from labelloop.services.quality.runs import report, run_checks
+
+    folder = _copies_folder(tmp_path / "imgs")
+    make_project("dups", "classification", ["ants"])
+    first = _photos(1)[0].name
+    rows = [(first, "ants", "train"), ("copy-q60.jpg", "ants", "test"), ("copy-half.png", "ants", "train"),
+            ("copy-exact.jpg", "ants", "train")] + [(f.name, "ants", "train") for f in _photos(3)[1:]]
+    import_path(workspace, "dups", _write_csv(folder, rows), format="csv")
+    project = _project(workspace, "dups")
+    result = run_checks(workspace, project, "duplicate")["duplicate"]
+    # the exact copy has the same bytes: one item (the content hash deduplicates on import)
+    assert result["groups"] == 1 and result["leakage_groups"] == 1
+    found = report(workspace, project, "duplicate", every=True)["suspects"]
+    with workspace.session() as session:
+        names = {r.id: r.source for r in session.scalars(select(ItemRow))}
+    assert sorted(names[s["item_id"]] for s in found) == sorted([first, "copy-q60.jpg", "copy-half.png"])
+    assert all(s["reason"].startswith("leakage") for s in found)
+    assert len({s["group"] for s in found}) == 1
+    # new items: only they are measured; the group is scored again
+    assert run_checks(workspace, project, "duplicate")["duplicate"]["rescored"] is False
+
+
+def test_cli_quality_json_lists_every_suspect_and_spot_check_needs_prelabels(workspace, make_project, tmp_path, capsys):
+    from labelloop.cli.main import main
+
+    truth, flipped = _blob_project(workspace, make_project, tmp_path / "syn")
+    data = ["--data-dir", str(workspace.root)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quality", "syn", "--kind", "label", *data])
+    assert exit_info.value.code == 1
+    assert "train one first" in capsys.readouterr().err
+    _done(workspace, "train", project="syn", model="classifier", seed=0)
+    main(["quality", "syn", "--kind", "label", "--json", *data])
+    listed = json.loads(capsys.readouterr().out)
+    assert {s["item_id"] for s in listed["suspects"]} == flipped
+    assert {"item_id", "file", "score", "reason", "group"} <= set(listed["suspects"][0])
+    main(["quality", "syn", *data])
+    shown = capsys.readouterr().out
+    assert "label: " in shown and "duplicate: " in shown and "outlier: " in shown
+    with pytest.raises(SystemExit):
+        main(["spot-check", "syn", *data])
+    assert "no auto-accepted pre-labels" in capsys.readouterr().err
