@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import peer_readers
 from formats_support import export_from_bundle, shared_data
 from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind
 from labelloop.errors import InvalidInput
@@ -396,3 +399,74 @@ def test_cvat_import_through_the_service_is_detected(workspace, make_project, tm
     report = import_path(workspace, "p", cvat_fixture(tmp_path), format="auto")
     assert (report.format, report.items_added, report.annotations_added) == ("cvat", 2, 2)
     assert report.classes_added == ["car", "plate"]
+
+
+# --- the peers' own readers (label-studio-sdk, datumaro) read our exports -----------------------------------------
+
+PEER_PYTHON = {"labelstudio": "LABELLOOP_LS_SDK_PYTHON", "cvat": "LABELLOOP_DATUMARO_PYTHON"}
+PEER_PACKAGE = {"labelstudio": "label-studio-sdk", "cvat": "datumaro"}
+
+
+def peer_python(fmt: str) -> str:
+    variable = PEER_PYTHON[fmt]
+    python = os.environ.get(variable)
+    if not python:
+        pytest.skip(f"{variable} is not set: {PEER_PACKAGE[fmt]} cannot be installed into labelloop's venv (it "
+                    f"needs numpy 2.2 and opencv 4.12, the lock has numpy 2.4 and opencv 5.0); set {variable} to a "
+                    f"Python of a separate venv that has it")
+    return python
+
+
+def peer_view(bundle) -> dict[str, list]:
+    """What a peer reader should find in our export of `bundle`, in tests/peer_readers.py's terms."""
+    found = defaultdict(list)
+    for entry in bundle.entries:
+        name = Path(entry.name).name
+        for shape in entry.shapes:
+            if isinstance(shape, Box):
+                found[name].append(["box", shape.label, [shape.x0, shape.y0, shape.x1, shape.y1]])
+            elif isinstance(shape, Polygon):
+                found[name].extend(["polygon", shape.label, [c for point in part for c in point]] for part in shape.parts)
+            elif isinstance(shape, Mask):
+                found[name].append(["mask", shape.label, peer_readers.mask_digest(rle.decode(shape))])
+    return {name: sorted(shapes, key=str) for name, shapes in found.items()}
+
+
+def assert_same_shapes(peer: dict, ours: dict) -> None:
+    assert peer.keys() == ours.keys()
+    for name, shapes in ours.items():
+        assert len(peer[name]) == len(shapes), name
+        unmatched = list(peer[name])
+        for kind, label, data in shapes:  # the peer may order equal-looking shapes differently: match each one
+            def close(other) -> bool:
+                if other[:2] != [kind, label]:
+                    return False
+                if kind == "mask":
+                    return other[2] == data
+                return len(other[2]) == len(data) and max(abs(a - b) for a, b in zip(other[2], data)) <= 0.5
+            match = next((other for other in unmatched if close(other)), None)
+            assert match is not None, (name, kind, label)
+            unmatched.remove(match)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_the_peers_own_reader_reads_our_export(fmt, tmp_path):
+    python = peer_python(fmt.name)
+    raccoon = VocFormat().read(shared_data("raccoon"), ProjectKind.detection)
+    raccoon.entries = raccoon.entries[:20]
+    coco = CocoFormat().read(shared_data("coco128", "annotations", "instances_train2017.json"), ProjectKind.instance)
+    crowd = [e for e in coco.entries if any(isinstance(s, Mask) for s in e.shapes)]
+    coco.entries = crowd[:4] + [e for e in coco.entries if e not in crowd][:10]
+    lucchi = tmp_path / "lucchi"
+    for sub in ("images", "masks"):
+        (lucchi / sub).mkdir(parents=True)
+        (lucchi / sub / "slice_000.png").symlink_to(shared_data("lucchi_mito", "train", sub, "slice_000.png"))
+    masks = MasksFormat().read(lucchi, ProjectKind.semantic)
+    for tag, bundle, kind in (("raccoon", raccoon, ProjectKind.detection), ("coco", coco, ProjectKind.instance),
+                              ("lucchi", masks, ProjectKind.semantic)):
+        _, _, out = round_trip(fmt, bundle, kind, tmp_path / tag)
+        run = subprocess.run([python, str(Path(peer_readers.__file__)), fmt.name, str(out)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert_same_shapes(json.loads(run.stdout.strip().splitlines()[-1]), peer_view(bundle))
