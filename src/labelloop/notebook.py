@@ -66,6 +66,39 @@ class ProjectHandle:
         path = self.workspace.blobs.local_path(row.blob_sha256)
         return media.render(path, row.page, name=row.source) if display else media.read(path, row.page, name=row.source)
 
+    def embed(self, encoder: str | None = None, *, weights: str | Path | None = None) -> dict[str, Any]:
+        """Compute the project's missing embeddings as a job, on the executor LABELLOOP_EXECUTOR names (inline by
+        default, `ray` for a cluster); returns the job's summary."""
+        from labelloop.errors import Cancelled, LabelloopError
+        from labelloop.jobs.batches import executor_name
+        from labelloop.services.jobs import create_job, run_job
+
+        if executor_name() == "ray":
+            from labelloop.jobs.ray_runner import connect
+
+            connect()  # an unreachable cluster fails before the job is recorded
+        params = {"project": self.name, "encoder": encoder, "weights": str(weights) if weights else None}
+        job = run_job(self.workspace, create_job(self.workspace, "embed", params, self.info.id))
+        if job.state == "cancelled":
+            raise Cancelled(job.message)
+        if job.state != "done":
+            raise LabelloopError(job.error or f"the embed job ended {job.state}")
+        return job.result
+
+    def embeddings(self, encoder: str | None = None, *, weights: str | Path | None = None) -> dict[str, Any]:
+        """{file name: float32 vector} of every item, read back from the embedding cache (whichever executor
+        computed them). A page of a multi-page file is named `name#page` (pages after the first)."""
+        from labelloop.ml.pretrained import DEFAULT_MODEL
+        from labelloop.services.assist.embeddings import encoder_key, load_embeddings
+
+        key = encoder_key(encoder or DEFAULT_MODEL, weights)
+        with self.workspace.session() as session:
+            project = project_service.get_project(session, self.name)
+            rows = session.execute(select(ItemRow.id, ItemRow.source, ItemRow.page)
+                                   .where(ItemRow.project_id == project.id).order_by(ItemRow.id)).all()
+        vectors = load_embeddings(self.workspace, [r.id for r in rows], key)
+        return {(r.source if not r.page else f"{r.source}#{r.page}"): vectors[n] for n, r in enumerate(rows)}
+
     def annotation(self, item_id: int) -> AnnotationInfo | None:
         with self.workspace.session() as session:
             row = annotation_service.latest(session, item_id)

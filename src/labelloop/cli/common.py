@@ -52,6 +52,12 @@ def run_job_here(workspace, kind: str, params: dict[str, Any], project_id: int |
     from labelloop.jobs import InlineExecutor
     from labelloop.services.jobs import create_job, get_job
 
+    from labelloop.jobs.batches import executor_name
+
+    if executor_name() == "ray":
+        from labelloop.jobs.ray_runner import connect
+
+        connect()  # an unreachable cluster fails here, before the job or any result is written
     job_id = create_job(workspace, kind, params, project_id)
     with DelayedProgress(err, enabled=not quiet) as bar:
         InlineExecutor(workspace, on_progress=bar).submit(job_id)

@@ -44,3 +44,15 @@ class LazyProcessExecutor:
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
+
+
+def make_executor(workspace, max_workers: int = 1):
+    """The server's executor: the local process pool, or Ray tasks with LABELLOOP_EXECUTOR=ray (connected now, so
+    an unreachable cluster stops the server at start with the setting to fix)."""
+    from labelloop.jobs.batches import executor_name
+
+    if executor_name() == "ray":
+        from labelloop.jobs.ray_runner import RayExecutor
+
+        return RayExecutor(workspace)
+    return LazyProcessExecutor(workspace, max_workers=max_workers)

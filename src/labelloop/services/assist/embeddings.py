@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 
 from labelloop import media
 from labelloop.errors import InvalidInput
+from labelloop.jobs.batches import batch_work, run_batches
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.data.project_data import item_pages, item_rows
@@ -88,20 +89,30 @@ def _crop(workspace, item: ItemRow, size: int) -> np.ndarray:
     return centre_crop(media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source), size)
 
 
+_loaded: dict[str, Any] = {}  # encoder key -> loaded Embedder: a Ray worker runs many chunks with one network
+
+
+def _embedder(model_name: str, weights: str | Path | None, encoder: str):
+    from labelloop.ml.embeddings import Embedder
+
+    if encoder not in _loaded:
+        _loaded.clear()  # one network at a time per process
+        _loaded[encoder] = Embedder(model_name, weights).load()
+    return _loaded[encoder]
+
+
 def embed_items(workspace, item_ids: Sequence[int], *, model_name: str = DEFAULT_MODEL,
                 weights: str | Path | None = None, batch_size: int = BATCH,
                 progress: Progress = lambda d, t, m: None) -> EmbeddingSummary:
     """Compute the missing embeddings of these items. The network (and its weights) loads before anything is
     written; each batch is committed on its own, so a cancelled run keeps what it computed."""
-    from labelloop.ml.embeddings import Embedder
-
     encoder = encoder_key(model_name, weights)
     ids = list(dict.fromkeys(item_ids))
     todo = [i for i in ids if i not in cached_ids(workspace, ids, encoder)]
     summary = EmbeddingSummary(encoder, len(ids), 0, len(ids) - len(todo), 0.0, None)
     if not todo:
         return summary
-    embedder = Embedder(model_name, weights).load()
+    embedder = _embedder(model_name, weights, encoder)
     progress(0, len(todo), f"embedding with {model_name}")
     started = time.perf_counter()
     rows = list(item_rows(workspace, todo))
@@ -127,11 +138,22 @@ def embed_items(workspace, item_ids: Sequence[int], *, model_name: str = DEFAULT
     return summary
 
 
-def embed_project(workspace, project: ProjectInfo, **kwargs) -> EmbeddingSummary:
+def project_item_ids(workspace, project: ProjectInfo) -> list[int]:
     ids = [i for page in item_pages(workspace, project.id, ids_only=True) for i in page]
     if not ids:
         raise InvalidInput(f"project {project.name!r} has no items to embed; import some first")
-    return embed_items(workspace, ids, **kwargs)
+    return ids
+
+
+def embed_project(workspace, project: ProjectInfo, **kwargs) -> EmbeddingSummary:
+    return embed_items(workspace, project_item_ids(workspace, project), **kwargs)
+
+
+@batch_work("embed")
+def embed_batch(workspace, item_ids: list[int], params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    return embed_items(workspace, item_ids, model_name=params.get("encoder") or DEFAULT_MODEL,
+                       weights=params.get("weights"), batch_size=int(params.get("batch_size") or BATCH),
+                       progress=ctx.progress).to_dict()
 
 
 @job_kind("embed")
@@ -139,8 +161,17 @@ def embed_job(workspace, ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     with workspace.session() as session:
         project = get_project(session, p["project"])
-    summary = embed_project(workspace, project, model_name=p.get("encoder") or DEFAULT_MODEL,
-                            weights=p.get("weights"), batch_size=int(p.get("batch_size") or BATCH),
-                            progress=ctx.progress)
-    ctx.log(f"{summary.computed} embeddings computed, {summary.cached} cached ({summary.encoder})")
-    return summary.to_dict()
+    encoder = encoder_key(p.get("encoder") or DEFAULT_MODEL, p.get("weights"))  # a bad weights file fails here
+    ids = project_item_ids(workspace, project)
+    todo = [i for i in ids if i not in cached_ids(workspace, ids, encoder)]
+    if todo:  # the network loads where the work runs (every Ray worker); the cache is read once, here
+        summary = run_batches(workspace, "embed", todo, p, ctx, message=f"embedding with {encoder}")
+    else:
+        summary = EmbeddingSummary(encoder, 0, 0, 0, 0.0, None).to_dict()
+    summary.update(items=len(ids), cached=len(ids) - len(todo), encoder=encoder)
+    if summary.get("executor") == "ray":  # the chunks' seconds add up on the workers; the rate is over the wall time
+        summary["seconds"] = summary["wall_seconds"]
+        summary["images_per_second"] = round(summary["computed"] / summary["seconds"], 2) if summary["seconds"] else None
+    ctx.log(f"{summary['computed']} embeddings computed, {summary['cached']} cached ({encoder})"
+            + (f" by {summary['tasks']} Ray tasks" if summary.get("executor") == "ray" else ""))
+    return summary
