@@ -101,6 +101,10 @@ def project_set(
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
         settings = update_settings(session, get_row(session, name), changes)
+    if "sampling" in changes:  # the new strategy ranks the open items now (services/assist/sampling.py)
+        from labelloop.services.assist.sampling import refresh_after_model
+
+        refresh_after_model(workspace, name)
     if as_json:
         print_json(settings)
     else:
@@ -266,6 +270,9 @@ _register_quality(app)
 from labelloop.cli.serve_ml import register as _register_serve_ml  # noqa: E402
 
 _register_serve_ml(app)
+from labelloop.cli.simulate import register as _register_simulate  # noqa: E402
+
+_register_simulate(app)
 
 
 def _hoist_data_dir(argv: list[str]) -> list[str]:

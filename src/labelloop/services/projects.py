@@ -38,10 +38,16 @@ def _one_of(*choices: str):
     return check
 
 
+def _sampling_problem(value: Any) -> str | None:
+    from labelloop.services.labelling.queue import ORDERS  # the queue's orders, sampling strategies included
+
+    return None if isinstance(value, str) and value in ORDERS else f"choose one of {', '.join(ORDERS)}"
+
+
 # Settings a client may change, each with a check that returns a problem or None.
 SETTING_CHECKS: dict[str, Any] = {
     "target_precision": _number_between(0.5, 1.0),
-    "sampling": lambda v: None if isinstance(v, str) and 0 < len(v) <= 64 else "must be a strategy name",
+    "sampling": lambda v: _sampling_problem(v),
     "overlap": _number_between(1, 10, integer=True),  # independent annotators per item (agreement needs 2)
     "lease_seconds": _number_between(10, 7 * 24 * 3600, integer=True),  # how long `next` reserves an item
     # Classification (services/assist/model_kinds/classifier.py, ml/calibration.py; the choices are spelled out here so

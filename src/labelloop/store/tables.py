@@ -248,11 +248,31 @@ class QueueItemRow(Base):
     __table_args__ = (
         Index("ix_queue_items_shuffled", "project_id", "position", "item_id"),
         Index("ix_queue_items_sequential", "project_id", "item_id"),
+        Index("ix_queue_items_ranked", "project_id", "rank", "position", "item_id"),
     )
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
                                          autoincrement=False)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(BigInteger)  # the item's `position`, copied for an index-only order
+    # The item's place in the project's sampling strategy's order (migration 0007, services/assist/sampling.py):
+    # written when ranks are refreshed after a model; NULL (last) for an item that came back since.
+    rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ItemRankRow(Base):
+    """An item's place in one sampling strategy's order under one model version (migration 0007): computed once
+    after a model is trained or predicts, so `next` reads a rank instead of scoring the pool per request."""
+
+    __tablename__ = "item_ranks"
+    __table_args__ = (UniqueConstraint("item_id", "model_version", "strategy", name="uq_item_ranks"),
+                      Index("ix_item_ranks_project", "project_id", "strategy", "model_version"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(200))  # the model's ref, e.g. "classifier:v3"
+    strategy: Mapped[str] = mapped_column(String(64))
+    rank: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ReviewRow(Base):

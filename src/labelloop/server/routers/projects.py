@@ -77,7 +77,12 @@ def change(body: ProjectPatch, request: Request, access: Access = Depends(projec
         session.flush()
         if "overlap" in body.settings:  # a raised overlap opens finished items to one more annotator
             queue.refill(session.connection(), info(row))
-        return _out(info(row), access.role)
+        result = _out(info(row), access.role)
+    if "sampling" in body.settings:  # the new strategy ranks the open items now, not at the next request
+        from labelloop.services.assist.sampling import refresh_after_model
+
+        refresh_after_model(workspace_of(request), access.project.name)
+    return result
 
 
 @router.get("/api/projects/{project_id}/stats", response_model=dict[str, Any],

@@ -9,6 +9,7 @@ from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.services.assist.model_cards import model_card
 from labelloop.services.assist.model_kinds import get_model_kind
 from labelloop.services.assist.models import get_model, parse_ref
+from labelloop.services.assist.sampling import refresh_after_model
 from labelloop.services.data.project_data import select_items
 from labelloop.services.projects import get_project
 
@@ -29,6 +30,7 @@ def train_job(workspace, ctx: JobContext) -> dict[str, Any]:
     project, kind = _project_and_kind(workspace, ctx.params)
     model = kind.train(workspace, project, ctx.params, ctx)
     ctx.log(f"trained {model.ref}: {model.metrics}")
+    refresh_after_model(workspace, project.name, model)
     card = model_card(model)
     figures = ", ".join(f"{f['name']} {f['value']}" for f in card["figures"][:3])
     missing = [f"{c['class']}: {c['reason']}" for c in card["classes"] if c["reason"]]
@@ -46,5 +48,6 @@ def predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
                             items=chosen)
     summary = kind.predict(workspace, project, model, item_ids, ctx.params, ctx)
     ctx.log(f"{model.ref} predicted {summary.get('predictions', 0)} items")
+    refresh_after_model(workspace, project.name, model)
     summary.setdefault("summary", f"{model.ref} predicted {summary.get('predictions', 0)} item(s)")
     return summary

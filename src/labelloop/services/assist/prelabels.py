@@ -54,6 +54,9 @@ def retrain_if_due(workspace, project_name: str, progress: Callable[[int, int | 
     except InvalidInput:  # everything is labelled: nothing to pre-label
         return {"model": model.ref, "new_labels": new, "predictions": 0}
     summary = kind.predict(workspace, project, model, ids, {}, ctx)
+    from labelloop.services.assist.sampling import refresh_after_model
+
+    refresh_after_model(workspace, project.name, model)
     return {"model": model.ref, "new_labels": new, "predictions": summary["predictions"],
             "prelabelled": summary["prelabelled"]}
 

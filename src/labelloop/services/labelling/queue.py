@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from labelloop.errors import InvalidInput, NotFound
 from labelloop.services.projects import ProjectInfo
+from labelloop.services.labelling.strategies import strategy_names
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import AnnotationRow, AssignmentRow, ItemRow, QueueItemRow, utcnow
 
@@ -55,6 +56,16 @@ def _shuffled() -> tuple[Any, ...]:
 @queue_order("sequential")
 def _sequential() -> tuple[Any, ...]:
     return (Q.c.item_id,)
+
+
+def _ranked() -> tuple[Any, ...]:
+    # Sampling strategies (services/labelling/strategies.py): the rank cached per model version
+    # (services/assist/sampling.py); items without one (back in the queue since) follow in the shuffled order.
+    return Q.c.rank.asc().nulls_last(), Q.c.position, Q.c.item_id
+
+
+for _strategy in strategy_names():
+    ORDERS.setdefault(_strategy, _ranked)
 
 
 @dataclass(frozen=True)
