@@ -5,7 +5,7 @@
 
 Prints one JSON object: image base name -> sorted list of [kind, label, data], where data is the polygon's flat
 points, the box's [x0, y0, x1, y1], or the sha256 of the mask's packed bits (np.packbits of the H×W bool array).
-label-studio-sdk and datumaro pin numpy/opencv/pillow versions that conflict with labelloop's lock, so the test
+label-studio-sdk and datumaro would replace the locked numpy, opencv or pillow in labelloop's venv, so the test
 runs this script with the interpreter named by LABELLOOP_LS_SDK_PYTHON / LABELLOOP_DATUMARO_PYTHON.
 """
 

@@ -405,6 +405,8 @@ def test_cvat_import_through_the_service_is_detected(workspace, make_project, tm
 
 PEER_PYTHON = {"labelstudio": "LABELLOOP_LS_SDK_PYTHON", "cvat": "LABELLOOP_DATUMARO_PYTHON"}
 PEER_PACKAGE = {"labelstudio": "label-studio-sdk", "cvat": "datumaro"}
+# what pip would change in labelloop's venv to install them (pip install --dry-run -c constraints.txt)
+PEER_CONFLICT = {"labelstudio": "numpy 2.2.6 and opencv-python-headless 4.12", "cvat": "opencv-python-headless 4.14 and pillow 12.3"}
 
 
 def peer_python(fmt: str) -> str:
@@ -412,8 +414,8 @@ def peer_python(fmt: str) -> str:
     python = os.environ.get(variable)
     if not python:
         pytest.skip(f"{variable} is not set: {PEER_PACKAGE[fmt]} cannot be installed into labelloop's venv (it "
-                    f"needs numpy 2.2 and opencv 4.12, the lock has numpy 2.4 and opencv 5.0); set {variable} to a "
-                    f"Python of a separate venv that has it")
+                    f"would replace the locked versions with {PEER_CONFLICT[fmt]}); set {variable} to a Python of a "
+                    f"separate venv that has it")
     return python
 
 
