@@ -38,6 +38,8 @@ def serve_ml(
         auth = (user, password)
     workspace = open_workspace(data_dir)
     app = create_ml_backend(workspace, name, access=LabelStudioAccess.from_env(local_files), basic_auth=auth)
+    backend = app.state.backend
+    backend.predictor.warm_up(backend.project())
     out.print(f"labelloop ML backend for project {name} on http://{host}:{port}: enter this URL in Label Studio's "
               f"project Settings → Model → Connect model", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

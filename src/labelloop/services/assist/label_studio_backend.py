@@ -70,6 +70,7 @@ class LabelStudioBackend:
             self.access.url = hostname
         if token:
             self.access.token = token
+        self.predictor.warm_up(project)
         return {"model_version": self.predictor.model_version(project) or "none"}
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -56,20 +56,37 @@ class Predictor:
         self._loaded: dict[int, _Loaded] = {}  # by project id
         self._embedders: dict[tuple, Any] = {}
 
-    def newest_model_id(self, project: ProjectInfo) -> int | None:
+    def newest(self, project: ProjectInfo) -> tuple[int, str] | None:
+        """(id, ref) of the newest ready model of the project's kind, from one query: /health and /setup answer
+        with it without loading the model (Label Studio gives them 1 s and 3 s)."""
+        kind = MODEL_FOR[project.kind]
         with self.workspace.reader() as connection:
-            return connection.execute(select(ModelRow.id).where(
-                ModelRow.project_id == project.id, ModelRow.kind == MODEL_FOR[project.kind],
-                ModelRow.status == "ready").order_by(ModelRow.version.desc()).limit(1)).scalar()
+            row = connection.execute(select(ModelRow.id, ModelRow.version).where(
+                ModelRow.project_id == project.id, ModelRow.kind == kind,
+                ModelRow.status == "ready").order_by(ModelRow.version.desc()).limit(1)).first()
+        return (row.id, f"{kind}:{row.version}") if row else None
 
     def model_version(self, project: ProjectInfo) -> str | None:
-        loaded = self.load(project)
-        return loaded.model.ref if loaded else None
+        newest = self.newest(project)
+        return newest[1] if newest else None
+
+    def warm_up(self, project: ProjectInfo) -> threading.Thread:
+        """Load the newest model in the background, so the first /predict does not wait for it."""
+        def load() -> None:
+            try:
+                self.load(project)
+            except Exception as exc:  # reported again, to the caller, by the /predict that needs the model
+                log.warning("could not load the model of %s: %s", project.name, exc)
+
+        thread = threading.Thread(target=load, daemon=True, name="labelloop-model-load")
+        thread.start()
+        return thread
 
     def load(self, project: ProjectInfo) -> _Loaded | None:
-        newest = self.newest_model_id(project)
-        if newest is None:
+        found = self.newest(project)
+        if found is None:
             return None
+        newest = found[0]
         with self._lock:
             current = self._loaded.get(project.id)
             if current is None or current.model.id != newest:
