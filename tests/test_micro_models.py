@@ -306,3 +306,75 @@ def test_cli_train_chain_predict_models(workspace, make_project, tmp_path, capsy
     assert {m["ref"] for m in models} >= {"micro:ant:1", "micro:bee:1", "micro:bee:2"}
     table = run("models", "syn")
     assert "micro-models" in table and "wasp" in table
+
+
+def test_the_chain_scores_every_micro_model_in_one_product_with_the_same_results():
+    from labelloop.ml.micro import ChainScorer, MicroModel
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 16))
+    y = np.repeat(np.arange(3), 12)
+    X = centres[y] + rng.normal(0, 0.5, (36, 16))
+    pool = centres[np.repeat(np.arange(3), 20)] + rng.normal(0, 0.5, (60, 16))
+    models = [MicroModel(str(k)).fit(X, y == k, pool) for k in range(3)]
+    scorer = ChainScorer(models)
+    assert scorer.linear_ == [0, 1, 2]  # logistic regressions fold into one matrix product
+    expected = np.stack([m.scores(pool) for m in models], axis=1)
+    np.testing.assert_allclose(scorer.scores(pool), expected, rtol=1e-9, atol=1e-12)
+    where = expected >= 0.5
+    chances = scorer.chances(expected, where)
+    assert np.isnan(chances[~where]).all()
+    for k, model in enumerate(models):
+        np.testing.assert_allclose(chances[where[:, k], k], model.chances(expected[where[:, k], k]))
+
+
+# --- API ---------------------------------------------------------------------------------------------------------
+
+def test_api_lists_each_class_micro_model_state_and_refuses_a_bad_chain(workspace, make_project, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from labelloop.server import create_app
+    from labelloop.server.background import ThreadExecutor
+    from labelloop.services.labelling import users
+
+    from server_support import wait_for_job
+
+    _project(workspace, make_project, tmp_path / "syn", {"ant": (10, 20), "bee": (10, 20), "wasp": (2, 5)})
+    with workspace.session() as session:
+        admin = users.create_user(session, "admin", "correct horse battery", admin=True)
+        token = users.create_token(session, admin.id, "tests")[1]
+        project_id = session.scalar(select(ProjectRow.id).where(ProjectRow.name == "syn"))
+
+    class Who:  # wait_for_job asks as the manager; here the admin is everyone
+        @staticmethod
+        def auth(_):
+            return {"Authorization": f"Bearer {token}"}
+
+    headers = Who.auth(None)
+    executor = ThreadExecutor(workspace)
+    with TestClient(create_app(workspace, executor=executor)) as client:
+        assert client.get(f"/api/projects/{project_id}/models", headers=headers).json()["micro_models"] is None
+        both = client.post(f"/api/projects/{project_id}/micro-models/train", headers=headers,
+                           json={"class": "ant", "all_classes": True})
+        assert both.status_code == 400 and "either class or all_classes" in both.json()["detail"]
+        job = client.post(f"/api/projects/{project_id}/micro-models/train", headers=headers, json={"all_classes": True})
+        assert job.status_code == 202
+        done = wait_for_job(client, job.json()["id"], Who)
+        assert done["state"] == "done", done
+        listed = client.get(f"/api/projects/{project_id}/models", headers=headers).json()
+        state = {c["class"]: c for c in listed["micro_models"]["classes"]}
+        assert state["ant"]["ready"] and state["ant"]["held_out_precision"] >= 0.95 and state["ant"]["examples"] == 10
+        assert not state["wasp"]["ready"] and "fewer than --min-examples 5" in state["wasp"]["why_not"]
+        cards = {m["ref"]: m["card"] for m in listed["items"]}
+        assert any(f["name"] == "held-out precision at the threshold" for f in cards["micro:ant:1"]["figures"])
+        bad = client.put(f"/api/projects/{project_id}/chain", headers=headers, json={"chain": ["micro:ant", "micro:cat"]})
+        assert bad.status_code == 400 and "no class 'cat'" in bad.json()["detail"]
+        assert "micro_chain" not in _settings(workspace)
+        assert client.put(f"/api/projects/{project_id}/chain", headers=headers,
+                          json={"chain": ["99999999999999"]}).status_code == 404
+        chain = client.put(f"/api/projects/{project_id}/chain", headers=headers, json={"chain": ["micro:ant", "micro:bee"]})
+        assert chain.status_code == 200 and chain.json()["chain"] == ["micro:ant", "micro:bee"]
+        job = client.post(f"/api/projects/{project_id}/chain/predict", headers=headers, json={})
+        done = wait_for_job(client, job.json()["id"], Who)
+        assert done["state"] == "done" and done["result"]["predictions"] == 45
+    executor.shutdown(wait=True)

@@ -70,13 +70,9 @@ def predict_chain(workspace, project, params: dict[str, Any], as_json: bool) -> 
 
 
 def micro_state(workspace, project) -> dict[str, Any] | None:
-    """The micro-model table's data when the project has a micro-model or a chain, else None."""
-    from labelloop.services.assist.micro import SETTING, chain_state
-    from labelloop.services.assist.models import list_models
+    from labelloop.services.assist.micro import project_micro_state
 
-    if not project.settings.get(SETTING) and not any(m.kind.startswith("micro:") for m in list_models(workspace, project)):
-        return None
-    return chain_state(workspace, project)
+    return project_micro_state(workspace, project)
 
 
 def register(app: typer.Typer) -> None:

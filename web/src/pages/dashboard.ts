@@ -33,7 +33,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   let chosenKind = (MODELS[project.kind] ?? [])[0] ?? ""; // the model kind picked in the models card
 
   async function refresh(): Promise<void> {
-    const [stats, items] = await Promise.all([api.stats(id), api.items(id, "", "", 200)]);
+    const [stats, items, listed] = await Promise.all([api.stats(id), api.items(id, "", "", 200), api.models(id)]);
     if (disposed) return;
     const states = stats.items_per_state as Record<string, number>;
     const perClass = stats.per_class as Record<string, { items: number; shapes: number }>;
@@ -59,6 +59,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       uploadCard(),
       exportCard(),
       modelsCard(models),
+      microCard((listed as Record<string, any>).micro_models ?? null),
       h("section", { class: "card" }, h("h2", {}, "Jobs"), jobs.length ? h("table", { class: "list", "data-testid": "jobs" },
         jobs.map((j) => h("tr", {}, h("td", { class: "nowrap" }, `#${j.id} ${j.kind}`), h("td", { class: "nowrap" }, j.state),
           h("td", {}, h("progress", { max: j.total ?? 1, value: j.total ? j.done : j.state === "done" ? 1 : 0 })),
@@ -204,6 +205,21 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       ontoggle: (e: Event) => { trainForm.open = (e.target as HTMLDetailsElement).open; } }, h("summary", {}, "Train a detector…"),
       h("div", { class: "form-grid" }, fields, h("label", {}, "Start from", from)),
       h("button", { class: "primary", "data-testid": "train-detector", onclick: () => void go() }, "Train"));
+  }
+
+  /** Each class's micro-model: examples, the version in use, ready or why not, held-out precision and recall. */
+  function microCard(state: { chain: string[]; classes: Record<string, any>[] } | null): HTMLElement | null {
+    if (!state) return null;
+    const pct = (v: number | null | undefined) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
+    return h("section", { class: "card", "data-testid": "micro-models" }, h("h2", {}, "Micro-models"),
+      h("p", { class: "muted" }, state.chain.length ? `Chain: ${state.chain.join(" → ")}`
+        : `No chain yet: labelloop chain ${project!.name} micro:CLASS …`),
+      h("table", { class: "list compact" },
+        h("tr", {}, ["class", "examples", "micro-model", "ready", "held-out precision", "held-out recall", "in chain"]
+          .map((t) => h("th", {}, t))),
+        state.classes.map((c) => h("tr", {}, h("td", { class: "name", title: c.class }, c.class), h("td", {}, String(c.examples)),
+          h("td", { title: c.not_used || "" }, c.model ?? "–"), h("td", { class: c.ready ? "" : "muted" }, c.ready ? "ready" : `no: ${c.why_not}`),
+          h("td", {}, pct(c.held_out_precision)), h("td", {}, pct(c.held_out_recall)), h("td", {}, c.in_chain ? "yes" : "")))));
   }
 
   function modelCard(m: Record<string, any>): HTMLElement {

@@ -363,7 +363,8 @@ class LabelView {
         h("div", { class: "row" }, h("label", {}, "Score ≥ ", threshold),
           h("button", { "data-testid": "accept-above", onclick: () => toast(`${e.acceptAbove(this.threshold)} pre-label(s) accepted`) }, "Accept all above")),
         h("ul", { class: "shape-list" }, pres.map((p) => h("li", { class: e.selected.has(p.key) ? "selected" : "",
-          onclick: () => e.select([p.key]) }, `${describe(p.shape)}${p.score !== null ? ` · ${p.score.toFixed(2)}` : ""}`))))
+          onclick: () => e.select([p.key]) }, `${describe(p.shape)}${p.score !== null ? ` · ${p.score.toFixed(2)}` : ""}${
+            (p.shape as any).attributes?.micro_model ? ` · by ${(p.shape as any).attributes.micro_model}` : ""}`))))
         : null,
       h("section", {}, h("h3", {}, `Shapes (${e.entries.length})`),
         h("ul", { class: "shape-list", "data-testid": "shapes" }, e.entries.slice(0, 500).map((x) => h("li", {

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import Field, StringConstraints
 
 from labelloop.errors import InvalidInput
 from labelloop.server.auth import MAX_ID, Access, Principal, check_project, current_user, project_access, workspace_of
 from labelloop.server.pagination import Page, PageParams, page
-from labelloop.server.schemas import JobOut, PredictIn, TrainIn
+from labelloop.server.schemas import JobOut, PredictIn, Strict, TrainIn
 from labelloop.services.labelling.dashboard import curves_png, model_project, model_summary
 from labelloop.services.assist.effort import effort_by_model
 from labelloop.services.assist.models import list_models, parse_ref
 
 router = APIRouter(tags=["models"])
+
+
+ChainEntry = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class MicroTrainIn(Strict):
+    class_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        None, alias="class", description="Train this class's micro-model")
+    all_classes: bool = Field(False, description="Every class with at least min_examples labelled examples")
+    min_examples: int = Field(5, ge=2, le=1_000_000)
+    base: Literal["classifier", "detector", "pixel-rf", "unet"] = "classifier"
+    params: dict[str, Any] = Field(default_factory=dict, description="Model parameters, as `labelloop train --set`.")
+
+
+class ChainIn(Strict):
+    chain: list[ChainEntry] = Field(min_length=1, max_length=1000,
+                                    description="micro:CLASS, micro:CLASS:VERSION or a model id, in order")
+
+
+class ChainPredictIn(Strict):
+    chain: list[ChainEntry] | None = Field(None, min_length=1, max_length=1000,
+                                           description="This chain instead of the project's")
+    split: Literal["train", "val", "test", "none"] | None = None
+    all: bool = Field(False, description="Predict every item (default: items without annotations).")
+    items: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(None, max_length=100_000)
+
+
+class ModelsPage(Page[dict[str, Any]]):
+    micro_models: dict[str, Any] | None = Field(
+        None, description="Per class: examples, the micro-model in use, ready or why not, held-out precision and "
+                          "recall; and the project's chain (null when the project has no micro-model nor chain)")
 
 
 def _check_model_kind(access: Access, ref: str) -> None:
@@ -36,7 +68,7 @@ def start_job(request: Request, kind: str, params: dict[str, Any], project_id: i
     return get_job(workspace, job_id).to_dict()
 
 
-@router.get("/api/projects/{project_id}/models", response_model=Page[dict[str, Any]],
+@router.get("/api/projects/{project_id}/models", response_model=ModelsPage,
             summary="Trained models with parameters, metrics and a link to their curves")
 def list_project_models(request: Request, access: Access = Depends(project_access("view")),
                         params: PageParams = Depends()):
@@ -45,7 +77,10 @@ def list_project_models(request: Request, access: Access = Depends(project_acces
         saved = effort_by_model(session, access.project.id)
     found = [model_summary(m, saved) for m in sorted(list_models(workspace, access.project), key=lambda m: m.id)
              if m.id > params.after]
-    return page(found[: params.limit], params, lambda m: m["id"])
+    from labelloop.services.assist.micro import project_micro_state
+
+    return {**page(found[: params.limit], params, lambda m: m["id"]),
+            "micro_models": project_micro_state(workspace, access.project)}
 
 
 @router.get("/api/models/{model_id}/curves.png", response_class=Response, summary="A model's training curves as PNG",
@@ -70,3 +105,32 @@ def predict(body: PredictIn, request: Request, access: Access = Depends(project_
     params = {**body.params, "project": access.project.name, "model": body.model, "split": body.split,
               "all": body.all, "items": body.items}
     return start_job(request, "predict", params, access.project.id)
+
+
+@router.post("/api/projects/{project_id}/micro-models/train", response_model=JobOut, status_code=202,
+             summary="Train micro-models: one class, or every class with enough examples (a background job)")
+def train_micro_models(body: MicroTrainIn, request: Request, access: Access = Depends(project_access("manage"))):
+    if (body.class_name is None) == (not body.all_classes):
+        raise InvalidInput("give either class or all_classes: true")
+    params = {"seed": 0, **body.params, "project": access.project.name, "min_examples": body.min_examples,
+              "base": body.base, "all_classes": body.all_classes}
+    if body.class_name is not None:
+        params["class"] = body.class_name
+    return start_job(request, "micro-train", params, access.project.id)
+
+
+@router.put("/api/projects/{project_id}/chain", response_model=dict[str, Any],
+            summary="Set the project's chain of micro-models; answers each class's micro-model state")
+def put_chain(body: ChainIn, request: Request, access: Access = Depends(project_access("manage"))):
+    from labelloop.services.assist.micro import set_chain
+
+    return set_chain(workspace_of(request), access.project.name, list(body.chain))
+
+
+@router.post("/api/projects/{project_id}/chain/predict", response_model=JobOut, status_code=202,
+             summary="Pre-label with the project's chain of micro-models, merged into one pre-label per item")
+def predict_chain(body: ChainPredictIn, request: Request, access: Access = Depends(project_access("manage"))):
+    params = {"project": access.project.name, "split": body.split, "all": body.all, "items": body.items}
+    if body.chain is not None:
+        params["chain"] = list(body.chain)
+    return start_job(request, "chain-predict", params, access.project.id)

@@ -135,6 +135,8 @@ def normalise_chain(workspace, project: ProjectInfo, entries: list[Any]) -> list
     chain, seen = [], set()
     for entry in entries:
         if isinstance(entry, int) or str(entry).strip().isdigit():
+            if not 0 < int(entry) < 2**31:
+                raise NotFound(f"no model {entry}")
             model = _model_by_id(workspace, project, int(entry))
             name, version = class_of(model.kind), model.version
         else:
@@ -193,7 +195,7 @@ def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item
                   target_precision: float | None = None) -> dict[str, Any]:
     """Run every micro-model over the items and write one merged pre-label per item (a Prediction whose shapes
     each name the micro-model and version that made them)."""
-    from labelloop.ml.micro import merge_multiclass, merge_multilabel
+    from labelloop.ml.micro import ChainScorer, merge_multiclass, merge_multilabel
     from labelloop.services.assist.model_kinds.classifier import Classifier
     from labelloop.services.assist.predictions import save_predictions
 
@@ -208,18 +210,23 @@ def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item
     names = [class_of(m.kind) for m in models]
     thresholds = np.array([np.inf if e.threshold_ is None else e.threshold_ for e in loaded])
     multilabel = project.kind is ProjectKind.multilabel
+    # Micro-models reading the same inputs are scored together (one matrix product for the chain's
+    # logistic regressions), and their inputs are read once per chunk.
+    groups: dict[tuple, list[int]] = {}
+    for k, model in enumerate(models):
+        groups.setdefault((model.params["encoder"], model.params.get("weights"), model.params["features"]), []).append(k)
+    scorers = {key: ChainScorer([loaded[k] for k in members]) for key, members in groups.items()}
     started = time.perf_counter()
     per_class, written, prelabelled = dict.fromkeys(names, 0), 0, 0
     for start in range(0, len(item_ids), CHUNK):
         chunk = item_ids[start:start + CHUNK]
-        inputs: dict[tuple, np.ndarray] = {}
         scores = np.zeros((len(chunk), len(models)))
-        for k, (model, estimator) in enumerate(zip(models, loaded)):
-            key = (model.params["encoder"], model.params.get("weights"), model.params["features"])
-            if key not in inputs:  # the chain's models share their inputs: embeddings read once per chunk
-                inputs[key] = base._inputs(workspace, chunk, model.params)
-            scores[:, k] = estimator.scores(inputs[key])
-        chances = np.stack([e.chances(scores[:, k]) for k, e in enumerate(loaded)], axis=1)
+        for key, members in groups.items():
+            scores[:, members] = scorers[key].scores(base._inputs(workspace, chunk, models[members[0]].params))
+        passing = merge_multilabel(scores, thresholds)
+        chances = np.full(scores.shape, np.nan)
+        for key, members in groups.items():
+            chances[:, members] = scorers[key].chances(scores[:, members], passing[:, members])
         if multilabel:
             accepted = merge_multilabel(scores, thresholds)
         else:
@@ -235,7 +242,8 @@ def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item
             for shape in shapes:
                 per_class[shape.label] += 1
             prelabelled += bool(shapes)
-            certainty = np.maximum(chances[n], 1 - chances[n]).min() if multilabel else chances[n].max()
+            # The item score orders manual labelling: the surest passing chance, the top raw score otherwise.
+            certainty = np.nanmax(chances[n]) if passing[n].any() else scores[n].max()
             rows.append(PredictionRow(item_id=item_id, model_id=None, model_version=CHAIN_VERSION,
                                       shapes=[shape_to_dict(s) for s in shapes], score=round(float(certainty), 4),
                                       review_state="pending"))
@@ -317,3 +325,14 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
             "in_chain": name in chained,
         })
     return {"chain": chain, "classes": classes}
+
+
+def project_micro_state(workspace, project: ProjectInfo) -> dict[str, Any] | None:
+    """`chain_state` when the project has a chain or a micro-model, else None (nothing to show)."""
+    from labelloop.services.assist.models import list_models
+
+    if project.kind not in Micro.project_kinds:
+        return None
+    if not project.settings.get(SETTING) and not any(m.kind.startswith(PREFIX) for m in list_models(workspace, project)):
+        return None
+    return chain_state(workspace, project)
