@@ -154,7 +154,8 @@ def test_flipped_labels_are_found_by_cleanlab_on_cross_fitted_probabilities():
 # --- services and CLI ---------------------------------------------------------------------------------------
 
 
-def _blob_project(workspace, make_project, root: Path, *, per_class: int = 40, flips: int = 6, seed: int = 0):
+def _blob_project(workspace, make_project, root: Path, *, per_class: int = 40, flips: int = 6, seed: int = 0,
+                  unlabelled: int = 0):
     """A classification project of tiny distinct images whose cached embeddings are separated blobs, labelled
     from the truth except `flips` items given another class. Returns (truth by item id, flipped item ids)."""
     from labelloop.ml.pretrained import DEFAULT_MODEL
@@ -163,7 +164,7 @@ def _blob_project(workspace, make_project, root: Path, *, per_class: int = 40, f
     root.mkdir(parents=True)
     classes = ["ants", "bees", "wasps"]
     rows, truth_by_name = [], {}
-    order = rng.permutation(per_class * len(classes))
+    order = rng.permutation((per_class + unlabelled) * len(classes))
     flipped_names = set()
     for n, k in enumerate(order):
         label = classes[k % len(classes)]
@@ -173,7 +174,7 @@ def _blob_project(workspace, make_project, root: Path, *, per_class: int = 40, f
         if len(flipped_names) < flips and n % 7 == 3:
             given = classes[(classes.index(label) + 1) % len(classes)]
             flipped_names.add(name)
-        rows.append((name, given, "train"))
+        rows.append((name, given if n < per_class * len(classes) else "", "train"))
         truth_by_name[name] = label
     make_project("syn", "classification", classes)
     import_path(workspace, "syn", _write_csv(root, rows), format="csv")
@@ -301,3 +302,132 @@ def test_cli_quality_json_lists_every_suspect_and_spot_check_needs_prelabels(wor
     with pytest.raises(SystemExit):
         main(["spot-check", "syn", *data])
     assert "no auto-accepted pre-labels" in capsys.readouterr().err
+
+
+# --- API -----------------------------------------------------------------------------------------------------
+
+
+def test_api_suspects_listed_by_score_acted_on_and_another_projects_suspect_is_404(workspace, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from labelloop.server import create_app
+    from labelloop.server.background import ThreadExecutor
+    from labelloop.services.quality.suspects import Found, store_run
+
+    from server_support import build_team
+
+    team = build_team(workspace, tmp_path / "images", kind="classification")
+    # a half-size copy of the first image joins the project: a perceptual duplicate
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    first = Image.open(sorted((tmp_path / "images").glob("*.png"))[0])
+    first.resize((first.width // 2, first.height // 2)).save(copy / "half.png")
+    import_path(workspace, "zoo", copy, format="images")
+    with workspace.session() as session:
+        other_item = session.scalar(select(ItemRow.id).where(ItemRow.project_id == team.other_project_id))
+        store_run(session, team.other_project_id, "outlier",
+                  [Found(other_item, "blur", 0.9, "blurred", "image")], "x", {})
+        other_suspect = session.scalar(select(SuspectRow.id).where(SuspectRow.project_id == team.other_project_id))
+    executor = ThreadExecutor(workspace)
+    with TestClient(create_app(workspace, executor=executor)) as client:
+        base = f"/api/projects/{team.project_id}"
+        assert client.post(f"{base}/quality?kind=duplicate", headers=team.auth("annotator")).status_code == 403
+        ran = client.post(f"{base}/quality?kind=duplicate", headers=team.auth("manager"))
+        assert ran.status_code == 200, ran.text
+        assert ran.json()["duplicate"]["groups"] == 1
+        listed = client.get(f"{base}/suspects?kind=duplicate&limit=1", headers=team.auth("reviewer")).json()
+        assert len(listed["items"]) == 1 and listed["next_cursor"] == "1"
+        rest = client.get(f"{base}/suspects?kind=duplicate&cursor=1", headers=team.auth("reviewer")).json()
+        assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+        pair = listed["items"] + rest["items"]
+        assert pair[0]["group"] == pair[1]["group"] and pair[0]["score"] >= pair[1]["score"]
+        before = snapshot(workspace)
+        lost = client.post(f"{base}/suspects/{other_suspect}/action", json={"action": "keep"},
+                           headers=team.auth("owner"))
+        assert lost.status_code == 404
+        bad = client.post(f"{base}/suspects/{pair[0]['id']}/action", json={"action": "fix", "labels": ["cat"]},
+                          headers=team.auth("reviewer"))
+        assert bad.status_code == 422 or bad.status_code == 400
+        assert snapshot(workspace) == before
+        with workspace.session() as session:
+            assert session.get(SuspectRow, other_suspect).state == "open"
+        dropped = client.post(f"{base}/suspects/{pair[1]['id']}/action", json={"action": "drop"},
+                              headers=team.auth("reviewer"))
+        assert dropped.status_code == 200 and dropped.json()["state"] == "dropped"
+        last = client.post(f"{base}/suspects/{pair[0]['id']}/action", json={"action": "drop"},
+                           headers=team.auth("reviewer"))
+        assert last.status_code == 400 and "last one kept" in last.text
+        assert client.get(f"{base}/suspects?kind=duplicate", headers=team.auth("reviewer")).json()["items"] == [pair[0]]
+    executor.shutdown(wait=True)
+
+
+def test_export_exclude_duplicates_keeps_one_per_group(workspace, make_project, tmp_path):
+    from labelloop.services.data.exporting import export_project
+    from labelloop.services.quality.runs import run_checks
+
+    folder = _copies_folder(tmp_path / "imgs")
+    make_project("dups", "classification", ["ants"])
+    rows = [(f.name, "ants", "train") for f in sorted(folder.glob("*.*")) if f.suffix in (".jpg", ".png")]
+    import_path(workspace, "dups", _write_csv(folder, rows), format="csv")
+    run_checks(workspace, _project(workspace, "dups"), "duplicate")
+    every = export_project(workspace, "dups", tmp_path / "all", format="csv", images=False)
+    assert every.items == 5  # 3 photos + JPEG and half-size copies (the exact copy is one item)
+    once = export_project(workspace, "dups", tmp_path / "once", format="csv", images=False, exclude_duplicates=True)
+    assert once.items == 3
+    assert once.left_out == {"a duplicate of an exported item": 2}
+    assert any("quality review" in w for w in once.warnings)
+
+
+def test_spot_checks_sample_auto_accepted_prelabels_and_raise_a_class_threshold(workspace, make_project, tmp_path):
+    from labelloop.services.quality.actions import decide
+    from labelloop.services.quality.runs import report
+    from labelloop.services.quality.spot_checks import SETTING, draw_spot_checks, spot_check_report
+
+    truth, _ = _blob_project(workspace, make_project, tmp_path / "syn", flips=0, unlabelled=60)
+    _done(workspace, "train", project="syn", model="classifier", seed=0)
+    predicted = _done(workspace, "predict", project="syn", model="classifier")
+    assert predicted["prelabelled"] > 100
+    project = _project(workspace, "syn")
+    drawn = draw_spot_checks(workspace, project, width=0.1, confidence=0.9, seed=3)
+    assert drawn["drawn_now"] and drawn["sample"] == sum(c["sample"] for c in drawn["classes"].values())
+    for label, sizes in drawn["classes"].items():
+        assert 0 < sizes["sample"] < sizes["auto_accepted"]
+    assert draw_spot_checks(workspace, project, width=0.1, confidence=0.9, seed=3)["drawn_now"] is False
+    queue = report(workspace, project, "spot_check", every=True)["suspects"]
+    assert len(queue) == drawn["sample"]
+    # the reviewer says every sampled "ants" pre-label is wrong, and the others right
+    for s in queue:
+        if s["check"] == "ants":
+            decide(workspace, project, s["id"], "fix", user="rev", labels=["bees"])
+        else:
+            decide(workspace, project, s["id"], "keep", user="rev")
+    result = spot_check_report(workspace, project)
+    assert result["classes"]["ants"]["verdict"] == "below" and result["classes"]["ants"]["precision"] == 0
+    assert result["classes"]["bees"]["verdict"] in ("meets", "undecided")
+    assert result["raised_thresholds"] == {"ants": None}
+    assert any(m.startswith("ants: precision 0.000") and "no automatic pre-labels" in m for m in result["messages"])
+    assert _project(workspace, "syn").settings[SETTING] == {"ants": None}
+    again = _done(workspace, "predict", project="syn", model="classifier")
+    assert again["prelabels_per_class"]["ants"] == 0 and again["prelabels_per_class"]["bees"] > 0
+    assert again["raised_by_spot_checks"] == {"ants": None}
+
+
+def test_cohens_kappa_for_classes():
+    from labelloop.domain import ProjectKind
+    from labelloop.services.labelling.agreement import class_kappa
+
+    class P:
+        kind = ProjectKind.classification
+
+        @staticmethod
+        def class_names():
+            return ["x", "y"]
+
+    pairs = [(["x"], ["x"]), (["x"], ["y"]), (["y"], ["y"]), (["y"], ["y"])]
+    # observed 0.75; chance 0.5·0.25 + 0.5·0.75 = 0.5; kappa (0.75 - 0.5) / 0.5
+    assert class_kappa(pairs, P) == pytest.approx(0.5)
+    assert class_kappa([(["x"], ["x"])] * 3, P) is None
+    P.kind = ProjectKind.multilabel
+    multi = [(["x"], ["x"]), (["x", "y"], ["x"]), ([], []), (["y"], ["y"])]
+    # x: a=[1,1,0,0] b=[1,1,0,0] -> 1.0; y: a=[0,1,0,1] b=[0,0,0,1] -> po .75, pe .5·.25+.5·.75=.5 -> 0.5
+    assert class_kappa(multi, P) == pytest.approx(0.75)

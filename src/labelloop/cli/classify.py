@@ -102,10 +102,12 @@ def calibration(
     from labelloop.services.assist.models import get_model
 
     workspace = open_workspace(data_dir)
-    found = get_model(workspace, _project(workspace, name), model)
+    project = _project(workspace, name)
+    found = get_model(workspace, project, model)
     metrics = found.metrics
+    spot = _spot_checks(workspace, project, found)
     if as_json:
-        print_json({"model": found.ref, **metrics})
+        print_json({"model": found.ref, **metrics, "spot_checks": spot})
         return
     if found.kind == "detector":
         _detector_report(found)
@@ -123,6 +125,20 @@ def calibration(
                        "held_out", "coverage")), row["reason"])
     out.print(table)
     out.print(f"reliability plot: {metrics['reliability_plot']}", highlight=False)
+    if spot:
+        out.print("spot-checks of auto-accepted pre-labels (Clopper–Pearson interval):")
+        for line in spot["messages"]:
+            out.print(f"  {line}", highlight=False)
+
+
+def _spot_checks(workspace, project, model):
+    """The reviewed spot-checks of this classifier's auto-accepted pre-labels (None: none drawn)."""
+    if model.kind != "classifier":
+        return None
+    from labelloop.services.quality.spot_checks import spot_check_report
+
+    report = spot_check_report(workspace, project, apply=False)
+    return report if report["model"] == model.ref and report["classes"] else None
 
 
 def _detector_report(found) -> None:

@@ -156,6 +156,9 @@ def export_command(
         False, "--include-unlabelled",
         help="Also export items nobody labelled (with empty labels); by default only labelled items are written."),
     scores: bool = typer.Option(False, "--scores", help="yolo: a confidence column after each predicted shape."),
+    exclude_duplicates: bool = typer.Option(
+        False, "--exclude-duplicates",
+        help="Keep one item per duplicate group found by `labelloop quality NAME --kind duplicate`."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -166,7 +169,7 @@ def export_command(
     with workspace.session() as session:
         project = get_project(session, name)
     params = {"project": name, "out": str(out_dir.resolve()), "format": format, "include": include, "images": images,
-              "unlabelled": include_unlabelled, "scores": scores}
+              "unlabelled": include_unlabelled, "scores": scores, "exclude_duplicates": exclude_duplicates}
     job = run_job_here(workspace, "export", params, project.id, quiet=as_json)
     if as_json:
         print_json({"job": job.id, **job.result})

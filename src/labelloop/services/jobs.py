@@ -254,6 +254,7 @@ def _export_job(workspace, ctx: JobContext) -> dict[str, Any]:
     summary = export_project(workspace, p["project"], p["out"], format=p["format"],
                              include=p.get("include", "annotations"), images=p.get("images", True),
                              unlabelled=p.get("unlabelled", False), scores=p.get("scores", False),
+                             exclude_duplicates=p.get("exclude_duplicates", False),
                              progress=ctx.progress)
     line = f"exported {summary.items} items, {summary.shapes} shapes to {p['out']}"
     if summary.left_out:

@@ -67,12 +67,14 @@ def export(request: Request, format: str = Query(..., min_length=1, max_length=3
            images: bool = Query(False, description="Include the image files (labels only by default)"),
            unlabelled: bool = Query(False, description="Also items nobody labelled, with empty labels"),
            scores: bool = Query(False, description="yolo: a confidence column after each predicted shape"),
+           exclude_duplicates: bool = Query(False, description="Keep one item per duplicate group (quality checks)"),
            access: Access = Depends(project_access("manage"))):
     workspace = workspace_of(request)
     staging = Path(tempfile.mkdtemp(prefix="export-", dir=_tmp(workspace)))
     try:
         summary = export_project(workspace, access.project.name, staging / "export", format=format,
-                                 include=include, images=images, unlabelled=unlabelled, scores=scores)
+                                 include=include, images=images, unlabelled=unlabelled, scores=scores,
+                                 exclude_duplicates=exclude_duplicates)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

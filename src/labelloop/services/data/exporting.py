@@ -20,6 +20,7 @@ from labelloop.services.labelling.annotations import latest_for_items
 from labelloop.services.assist.predictions import latest_predictions_for_items
 from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo, get_project
+from labelloop.services.quality.suspects import export_exclusions
 from labelloop.services.workspace import Workspace
 from labelloop.store.tables import ItemRow
 
@@ -132,10 +133,16 @@ def _with_labels(workspace: Workspace, project: ProjectInfo, include: str) -> It
 
 
 def _records(workspace: Workspace, project: ProjectInfo, fmt: str, include: str, unlabelled: bool,
-             saver: _ImageSaver, summary: ExportSummary, skipped: Callable[[int], None]) -> Iterator[ExportRecord]:
+             saver: _ImageSaver, summary: ExportSummary, skipped: Callable[[int], None],
+             removed: dict[int, str] | None = None) -> Iterator[ExportRecord]:
     """Items with the shapes asked for; items without a label are counted in `summary.left_out` unless
-    `unlabelled` asks for them."""
+    `unlabelled` asks for them; items in `removed` (quality review) are left out with their reason."""
+    removed = removed or {}
     for row, annotation, prediction in _with_labels(workspace, project, include):
+        if row.id in removed:
+            summary.left_out[removed[row.id]] = summary.left_out.get(removed[row.id], 0) + 1
+            skipped(1)
+            continue
         if not unlabelled:
             reason = _left_out_reason(project.kind, fmt, annotation, prediction)
             if reason is not None:
@@ -173,6 +180,9 @@ def export_preview(workspace: Workspace, project_name: str, *, format: str, incl
     return {"items": items, "left_out": left_out}
 
 
+QUALITY_REASONS = ("dropped as a duplicate", "excluded in quality review", "a duplicate of an exported item")
+
+
 def left_out_message(left_out: dict[str, int]) -> str:
     """One line for the summary: how many items were not exported, and why."""
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(left_out.items(), key=lambda kv: -kv[1]))
@@ -191,8 +201,11 @@ def export_project(
     images: bool = True,
     unlabelled: bool = False,
     scores: bool = False,
+    exclude_duplicates: bool = False,
     progress: Callable[[int, int | None, str], None] = lambda d, t, m: None,
 ) -> ExportSummary:
+    """Write the project in `format` to `out`. Items dropped or excluded in quality review stay out; with
+    `exclude_duplicates` so does every member of a duplicate group but one (services/quality)."""
     out = Path(out).resolve()
     if include not in INCLUDE:
         raise InvalidInput(f"--include {include!r} is not one of {', '.join(INCLUDE)}")
@@ -204,6 +217,7 @@ def export_project(
     with workspace.session() as session:
         project = get_project(session, project_name)
         total = session.query(ItemRow).filter(ItemRow.project_id == project.id).count()
+        removed = export_exclusions(session, project.id, duplicates=exclude_duplicates)
     # Write beside the target, then rename: a failed export leaves no half-written folder.
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir(parents=True)
@@ -219,10 +233,16 @@ def export_project(
                         include=include, scores=scores)
     left = ExportSummary()
     try:
-        summary = fmt.write(_records(workspace, project, format, include, unlabelled, saver, left, advance), ctx)
+        summary = fmt.write(_records(workspace, project, format, include, unlabelled, saver, left, advance, removed),
+                            ctx)
         summary.left_out = left.left_out
-        if left.left_out:
-            summary.warnings.append(left_out_message(left.left_out))
+        unlabelled_out = {why: n for why, n in left.left_out.items() if why not in QUALITY_REASONS}
+        if unlabelled_out:
+            summary.warnings.append(left_out_message(unlabelled_out))
+        reviewed_out = {why: n for why, n in left.left_out.items() if why in QUALITY_REASONS}
+        if reviewed_out:
+            summary.warnings.append("left out after quality review: " + ", ".join(
+                f"{n} {why}" for why, n in sorted(reviewed_out.items())))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)

@@ -85,10 +85,41 @@ def score_pair(kind: ProjectKind, a: list, b: list, height: int, width: int) -> 
     return _matched_f1(a, b, height, width)
 
 
+def _classes(shapes: list[dict]) -> list[str]:
+    return sorted(s["label"] for s in shapes if s.get("type") == "class")
+
+
+def class_kappa(pairs: list[tuple[list[str], list[str]]], project: ProjectInfo) -> float | None:
+    """Cohen's kappa of two annotators' classes over items: on the class (multi-class; an item left without a
+    class counts as its own category), or the mean over classes of the kappa on present/absent (multi-label).
+    None where it is undefined (every label the same on both sides)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if not pairs:
+        return None
+    with np.errstate(all="ignore"):
+        if project.kind is ProjectKind.multilabel:
+            values = []
+            for name in project.class_names():
+                a = [name in first for first, _ in pairs]
+                b = [name in second for _, second in pairs]
+                if len(set(a) | set(b)) > 1:
+                    values.append(cohen_kappa_score(a, b))
+            values = [v for v in values if np.isfinite(v)]
+            return round(float(np.mean(values)), 4) if values else None
+        a = [first[0] if first else "" for first, _ in pairs]
+        b = [second[0] if second else "" for _, second in pairs]
+        if len(set(a) | set(b)) < 2:
+            return None
+        value = cohen_kappa_score(a, b)
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
 def project_agreement(workspace, project: ProjectInfo) -> dict[str, Any]:
     """Mean agreement over items with two annotators, per pair of annotators, and the items that agree least."""
     per_pair: dict[str, list[float]] = defaultdict(list)
     scored: list[tuple[float, int, str, str]] = []
+    class_pairs: dict[str, list[tuple[list[str], list[str]]]] = defaultdict(list)  # for Cohen's kappa
     for rows in item_pages(workspace, project.id):
         sizes = {r.id: (r.height, r.width) for r in rows}
         with workspace.session() as session:
@@ -109,13 +140,23 @@ def project_agreement(workspace, project: ProjectInfo) -> dict[str, Any]:
                                height, width)
             per_pair[" & ".join(sorted((first, second)))].append(score)
             scored.append((score, item_id, first, second))
+            if project.kind in (ProjectKind.classification, ProjectKind.multilabel):
+                pair_name = " & ".join(sorted((first, second)))
+                ordered = (a, b) if first <= second else (b, a)
+                class_pairs[pair_name].append((_classes(ordered[0]), _classes(ordered[1])))
     scores = [s for s, *_ in scored]
+    every = [pair for pairs in class_pairs.values() for pair in pairs]
+    kappas = {name: class_kappa(pairs, project) for name, pairs in class_pairs.items()}
     return {
         "method": "class-set Jaccard" if project.kind in (ProjectKind.classification, ProjectKind.multilabel)
         else "mean per-class IoU" if project.kind is ProjectKind.semantic else f"F1 of matches at IoU ≥ {MATCH_IOU}",
         "overlap": int(project.settings.get("overlap", 1)),
         "items_compared": len(scores),
         "mean": float(np.mean(scores)) if scores else None,
-        "pairs": {pair: {"items": len(v), "mean": float(np.mean(v))} for pair, v in sorted(per_pair.items())},
+        # Cohen's kappa (classes only): agreement beyond what the two annotators' class frequencies give by chance
+        "kappa": class_kappa(every, project) if every else None,
+        "pairs": {pair: {"items": len(v), "mean": float(np.mean(v)), **({"kappa": kappas[pair]} if pair in kappas
+                                                                        else {})}
+                  for pair, v in sorted(per_pair.items())},
         "least_agreement": [{"item_id": i, "authors": [a, b], "score": s} for s, i, a, b in sorted(scored)[:WORST]],
     }

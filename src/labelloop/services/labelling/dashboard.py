@@ -36,6 +36,8 @@ def model_summary(model, effort: dict[int, dict[str, Any]] | None = None) -> dic
 
 
 def project_dashboard(workspace, project: ProjectInfo) -> dict[str, Any]:
+    from labelloop.services.quality.runs import quality_summary
+
     stats = project_stats(workspace, project.name)
     with workspace.session() as session:
         done_by = dict(session.execute(
@@ -66,6 +68,7 @@ def project_dashboard(workspace, project: ProjectInfo) -> dict[str, Any]:
         "predictions": stats["predictions"],
         "models": [model_summary(m, saved) for m in list_models(workspace, project)],
         "jobs": job_list,
+        "quality": quality_summary(workspace, project),
     }
 
 

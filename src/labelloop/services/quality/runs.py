@@ -57,3 +57,19 @@ def report(workspace, project: ProjectInfo, kind: str | None = None, *, top: int
             if not every or not rows or offset >= total:
                 break
     return {"project": project.name, "counts": per_kind, "open": total, "suspects": listed}
+
+
+def quality_summary(workspace, project: ProjectInfo) -> dict[str, Any]:
+    """For the dashboard: open suspects per kind, and the spot-checks' precision with its interval per class."""
+    from labelloop.services.quality.spot_checks import spot_check_report
+
+    with workspace.session() as session:
+        per_kind = counts(session, project.id)
+    spot = None
+    if project.kind in LABEL_KINDS:
+        try:
+            report_now = spot_check_report(workspace, project, apply=False)
+            spot = report_now if report_now["classes"] else None
+        except InvalidInput:  # no classifier yet: nothing was auto-accepted
+            spot = None
+    return {"open_suspects": {k: v.get("open", 0) for k, v in per_kind.items()}, "spot_checks": spot}

@@ -139,3 +139,22 @@ def removed_item_ids(session: Session, project_id: int) -> set[int]:
     """Items a person dropped as a duplicate or excluded in quality review."""
     return set(session.scalars(select(SuspectRow.item_id).where(
         SuspectRow.project_id == project_id, SuspectRow.state.in_(REMOVED))))
+
+
+def export_exclusions(session: Session, project_id: int, *, duplicates: bool) -> dict[int, str]:
+    """{item id: why it stays out of an export}: items dropped or excluded in quality review, and with
+    `duplicates` every member of a duplicate group but one (the group's first member still in the data)."""
+    out: dict[int, str] = {}
+    for item_id, state in session.execute(select(SuspectRow.item_id, SuspectRow.state).where(
+            SuspectRow.project_id == project_id, SuspectRow.state.in_(REMOVED))):
+        out[item_id] = "dropped as a duplicate" if state == "dropped" else "excluded in quality review"
+    if duplicates:
+        groups: dict[str, list[int]] = {}
+        for key, item_id in session.execute(select(SuspectRow.group_key, SuspectRow.item_id).where(
+                SuspectRow.project_id == project_id, SuspectRow.kind == "duplicate", SuspectRow.active.is_(True))):
+            groups.setdefault(key, []).append(item_id)
+        for members in groups.values():
+            left = sorted(i for i in members if i not in out)
+            for item_id in left[1:]:
+                out[item_id] = "a duplicate of an exported item"
+    return out

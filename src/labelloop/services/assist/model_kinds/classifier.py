@@ -263,6 +263,12 @@ class Classifier:
             model = update_model(workspace, model, metrics=self._recalibrated(model.metrics, prelabeller))
             ctx.log(f"thresholds chosen again for target precision {target:g} ({method}, confidence "
                     f"{confidence:g}) from {model.ref}'s held-out scores; no retraining")
+        from labelloop.services.quality.spot_checks import apply_raised_thresholds
+
+        raised = apply_raised_thresholds(prelabeller, settings)
+        if raised:  # spot-checks of auto-accepted pre-labels found these classes below the target
+            ctx.log("thresholds raised by spot-checks: " + ", ".join(
+                f"{name} {'no pre-labels' if t is None else round(t, 4)}" for name, t in raised.items()))
         if choice["head"] == "logreg":
             embed_items(workspace, item_ids, model_name=choice["encoder"], weights=choice["weights"],
                         progress=ctx.progress)
@@ -295,6 +301,7 @@ class Classifier:
             "coverage": round(prelabelled / written, 4) if written else None,
             "target_precision": prelabeller.target_precision, "prelabels_per_class": per_class,
             "thresholds": {c.name: c.threshold for c in prelabeller.calibration_},
+            "raised_by_spot_checks": raised,
             "no_prelabels": missing,
             "seconds": round(time.perf_counter() - started, 3),
         }
