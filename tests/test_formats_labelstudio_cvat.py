@@ -472,3 +472,38 @@ def test_the_peers_own_reader_reads_our_export(fmt, tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         assert_same_shapes(json.loads(run.stdout.strip().splitlines()[-1]), peer_view(bundle))
+
+
+# --- property tests: the conversions at each format's edge ------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5000), st.data())
+def test_label_studio_percent_boxes_and_points_come_back_within_a_thousandth_of_a_pixel(width, height, data):
+    from labelloop.formats.labelstudio import _Reader
+
+    xs = sorted(data.draw(st.lists(st.floats(0, width), min_size=2, max_size=2)))
+    ys = sorted(data.draw(st.lists(st.floats(0, height), min_size=2, max_size=2)))
+    shapes = [Box("a", xs[0], ys[0], xs[1], ys[1]), Polygon("a", (((xs[0], ys[0]), (xs[1], ys[0]), (xs[1], ys[1])),))]
+    results = labelstudio_writer.shape_results(shapes, width, height)
+    box, polygon = _Reader(ProjectKind.instance, Path("."), "t.json")._results(results, (width, height), "t", None)
+    expected = (xs[0], ys[0], xs[1], ys[1])
+    assert max(abs(a - b) for a, b in zip((box.x0, box.y0, box.x1, box.y1), expected)) < 1e-3
+    assert max(abs(a - b) for p, q in zip(polygon.parts[0], shapes[1].parts[0]) for a, b in zip(p, q)) < 1e-3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0, 1), st.integers(0, 2**31))
+def test_cvat_masks_come_back_pixel_identical(height, width, density, seed):
+    import xml.etree.ElementTree as ET
+
+    from labelloop.formats import cvat
+
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    size, counts = rle.encode(mask)
+    image = ET.Element("image")
+    written = cvat._element(image, Mask("a", size, counts, attributes={"kind": "x"}), width, height)
+    assert written == bool(mask.any())
+    if written:
+        shape = cvat._shape(image[0], width, height, "t", [])
+        assert np.array_equal(rle.decode(shape), mask) and shape.attributes == {"kind": "x"}
