@@ -17,6 +17,7 @@ from labelloop.server.background import make_executor
 from labelloop.server.config import ServerConfig
 from labelloop.server.limits import BodyLimit
 from labelloop.server.routers import annotations, auth, exports, items, jobs, models, predictions, projects, users
+from labelloop.server.routers import simulations
 from labelloop.server.routers import quality
 from labelloop.server.web import mount_web
 from labelloop.services.workspace import Workspace
@@ -24,7 +25,7 @@ from labelloop.store.tables import JobRow
 
 log = logging.getLogger(__name__)
 # Routes are matched in this order: the labelling loop's own (next, save) first, so the busiest requests match soonest.
-ROUTERS = (items, annotations, auth, users, projects, predictions, models, jobs, exports, quality)
+ROUTERS = (items, annotations, auth, users, projects, predictions, models, jobs, exports, simulations, quality)
 
 
 def _resume_queued_jobs(app: FastAPI) -> None:

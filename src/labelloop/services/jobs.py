@@ -60,6 +60,7 @@ def _worker_id() -> str:
 def _register_job_kinds() -> None:
     """Modules whose job kinds register on import (import and export are below, in this module)."""
     from labelloop.services.assist import datasets, embeddings, jobs, micro  # noqa: F401
+    from labelloop.services.assist.simulation import job as simulation_job  # noqa: F401
 
 
 def create_job(workspace, kind: str, params: dict[str, Any], project_id: int | None = None) -> int:
