@@ -108,7 +108,8 @@ def embed_items(workspace, item_ids: Sequence[int], *, model_name: str = DEFAULT
     written; each batch is committed on its own, so a cancelled run keeps what it computed."""
     encoder = encoder_key(model_name, weights)
     ids = list(dict.fromkeys(item_ids))
-    todo = [i for i in ids if i not in cached_ids(workspace, ids, encoder)]
+    cached = cached_ids(workspace, ids, encoder)  # once: inside the comprehension it ran a query per item
+    todo = [i for i in ids if i not in cached]
     summary = EmbeddingSummary(encoder, len(ids), 0, len(ids) - len(todo), 0.0, None)
     if not todo:
         return summary
@@ -163,7 +164,8 @@ def embed_job(workspace, ctx: JobContext) -> dict[str, Any]:
         project = get_project(session, p["project"])
     encoder = encoder_key(p.get("encoder") or DEFAULT_MODEL, p.get("weights"))  # a bad weights file fails here
     ids = project_item_ids(workspace, project)
-    todo = [i for i in ids if i not in cached_ids(workspace, ids, encoder)]
+    cached = cached_ids(workspace, ids, encoder)  # once: inside the comprehension it ran a query per item
+    todo = [i for i in ids if i not in cached]
     if todo:  # the network loads where the work runs (every Ray worker); the cache is read once, here
         summary = run_batches(workspace, "embed", todo, p, ctx, message=f"embedding with {encoder}")
     else:
