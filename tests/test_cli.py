@@ -115,6 +115,8 @@ def test_demo_runs_on_the_bundled_sample(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--data-dir", data)
     assert code == 0, err
     assert "import: 8 new items" in out
+    effort = next(line for line in out.splitlines() if line.startswith("effort: "))
+    assert "effort ratio" in effort and float(effort.split("effort ratio ")[1].split("x")[0]) > 1
     code, out, _ = run(capsys, "stats", "nuclei-sample", "--json", "--data-dir", data)
     stats = json.loads(out)
     assert stats["items"] == 8 and stats["annotated_items"] == 8 and stats["shapes_per_class"]["nucleus"] == 229
