@@ -150,11 +150,12 @@ def test_predictions_on_ray_equal_the_inline_ones_without_duplicates(tmp_path, s
     assert run_job(workspace, create_job(workspace, "train", {"project": "mito", "model": "pixel-rf", "trees": 20,
                                                               "seed": 0})).state == "done"
 
-    def predict() -> dict[int, list]:
+    def predict(executor: str = "inline") -> dict[int, list]:
         job = run_job(workspace, create_job(workspace, "predict", {"project": "mito", "model": "pixel-rf",
                                                                    "split": "test", "instances": "watershed"}))
         assert job.state == "done", job.error
         assert job.result["predictions"] == 4
+        assert job.result.get("executor", "inline") == executor and job.result.get("tasks", 4) == 4
         with workspace.session() as session:
             rows = session.scalars(select(PredictionRow).where(PredictionRow.review_state == "pending")).all()
             return {r.item_id: r.shapes for r in rows}
@@ -162,9 +163,9 @@ def test_predictions_on_ray_equal_the_inline_ones_without_duplicates(tmp_path, s
     inline = predict()
     monkeypatch.setenv("LABELLOOP_EXECUTOR", "ray")
     monkeypatch.setenv("LABELLOOP_CHUNK_ITEMS", "1")
-    on_ray = predict()
+    on_ray = predict("ray")
     assert on_ray == inline and len(on_ray) == 4
-    assert predict() == inline  # a second run on Ray replaces the pending predictions, it does not add to them
+    assert predict("ray") == inline  # a second run on Ray replaces the pending predictions, it does not add to them
     with workspace.session() as session:
         assert session.scalar(select(func.count()).select_from(PredictionRow)) == 4
 
@@ -214,6 +215,17 @@ def test_a_worker_killed_mid_task_is_retried_without_duplicates(tmp_path, images
     assert job.state == "done", (job.state, job.error)
     assert not Path(f"/proc/{killed}").exists()
     assert _embedding_rows(workspace) == (ITEMS, ITEMS)  # each item once, though a chunk ran twice
+    _assert_same(ProjectHandle(workspace, "bugs").embeddings(), inline_vectors)
+
+
+def test_the_server_executor_runs_a_whole_job_as_a_ray_task(tmp_path, images, on_ray, inline_vectors):
+    from labelloop.jobs.ray_runner import RayExecutor
+
+    workspace = _workspace(tmp_path / "ws", images)
+    job_id = create_job(workspace, "embed", {"project": "bugs"})
+    assert RayExecutor(workspace).submit(job_id).result(timeout=300) == "done"
+    job = get_job(workspace, job_id)
+    assert job.result["executor"] == "ray" and job.result["tasks"] == ITEMS // 4  # its task fanned out chunks
     _assert_same(ProjectHandle(workspace, "bugs").embeddings(), inline_vectors)
 
 

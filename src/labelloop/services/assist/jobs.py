@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from labelloop.errors import InvalidInput
+from labelloop.jobs.batches import batch_work, run_batches
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.services.assist.model_cards import model_card
 from labelloop.services.assist.model_kinds import get_model_kind
@@ -46,8 +47,22 @@ def predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
         chosen = [int(i) for i in chosen.split(",") if i.strip().isdigit()] or None
     item_ids = select_items(workspace, project, split=ctx.params.get("split"), everything=ctx.params.get("all", False),
                             items=chosen)
-    summary = kind.predict(workspace, project, model, item_ids, ctx.params, ctx)
-    ctx.log(f"{model.ref} predicted {summary.get('predictions', 0)} items")
+    summary = run_batches(workspace, "predict", item_ids, {**ctx.params, "model": model.ref}, ctx,
+                          message=f"predicting with {model.ref}")
+    predicted = summary.get("predictions", 0)
+    if summary.get("executor") == "ray":  # the chunks' own sentences count their chunk only
+        if "prelabelled" in summary:
+            summary["coverage"] = round(summary["prelabelled"] / predicted, 4) if predicted else None
+        summary["summary"] = (f"{model.ref} predicted {predicted} item(s) in {summary['tasks']} Ray tasks"
+                              + (f"; {summary['prelabelled']} pre-labelled" if "prelabelled" in summary else ""))
+    ctx.log(f"{model.ref} predicted {predicted} items")
     refresh_after_model(workspace, project.name, model)
-    summary.setdefault("summary", f"{model.ref} predicted {summary.get('predictions', 0)} item(s)")
+    summary.setdefault("summary", f"{model.ref} predicted {predicted} item(s)")
     return summary
+
+
+@batch_work("predict")
+def predict_batch(workspace, item_ids: list[int], params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Predictions of one model version on these items (all of a job's, or one chunk of them on Ray)."""
+    project, kind = _project_and_kind(workspace, params)
+    return kind.predict(workspace, project, get_model(workspace, project, params["model"]), item_ids, params, ctx)
