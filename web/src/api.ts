@@ -104,6 +104,11 @@ export const api = {
     request<{ annotation: Annotation | null }>("POST", `/api/predictions/${id}/review`,
       { action, ...(shapes ? { shapes } : {}), ...(baseVersion !== undefined ? { base_version: baseVersion } : {}) }),
   reviewQueue: (projectId: number) => request<Page<Annotation>>("GET", `/api/projects/${projectId}/review?limit=1000`),
+  suspects: (projectId: number, kind = "") =>
+    request<Page<Record<string, any>>>("GET", `/api/projects/${projectId}/suspects?limit=200${kind ? `&kind=${kind}` : ""}`),
+  suspectAction: (projectId: number, id: number, action: string, labels?: string[]) =>
+    request<Record<string, any>>("POST", `/api/projects/${projectId}/suspects/${id}/action`,
+      { action, ...(labels ? { labels } : {}) }),
   reviewAnnotation: (itemId: number, action: string, version: number, shapes?: Shape[]) =>
     request<unknown>("POST", `/api/items/${itemId}/review`, { action, version, ...(shapes ? { shapes } : {}) }),
   stats: (projectId: number) => request<Record<string, any>>("GET", `/api/projects/${projectId}/stats`),

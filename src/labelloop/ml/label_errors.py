@@ -142,6 +142,10 @@ def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: 
     X: embeddings (the classifier is cross-fitted on them, and the neighbours' votes read them); `vote_cut` None
     keeps cleanlab's flag alone."""
     y = np.asarray(y)
+    from labelloop.ml.neighbours import EXACT_LIMIT, compact
+
+    if len(X) > EXACT_LIMIT:  # bounded memory and time: the classifier reads compacted embeddings at scale
+        X = compact(X, seed=seed)
     if proba is None:
         proba = cross_fitted_proba(X, y, len(names), estimator=estimator_factory() if estimator_factory else None,
                                    seed=seed)

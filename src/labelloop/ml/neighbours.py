@@ -1,4 +1,5 @@
-"""Nearest neighbours by cosine similarity: exact (numpy, in blocks) up to EXACT_LIMIT items, hnswlib beyond.
+"""Nearest neighbours by cosine similarity: exact (numpy, in blocks) up to EXACT_LIMIT items, hnswlib beyond
+(on vectors compacted to COMPACT_DIM dimensions).
 
 Arrays in, arrays out. Vectors are L2-normalised first, so cosine similarity is a dot product. Memory stays
 bounded: exact search holds one BLOCK×N block of similarities at a time; the approximate index holds the vectors
@@ -15,7 +16,23 @@ log = logging.getLogger(__name__)
 EXACT_LIMIT = 50_000  # above this many items the exact search (N² dot products) is slower than building an index
 BLOCK = 1024  # query rows per block of the exact search: BLOCK × N float32 similarities in memory at once
 HNSW_M = 16  # links per node of the hnswlib graph
-HNSW_EF = 200  # search breadth when building and querying: recall 0.99+ measured (docs/quality.md)
+HNSW_EF = 200  # search breadth when building and querying (its recall is measured in docs/quality.md)
+COMPACT_DIM = 128  # above EXACT_LIMIT items, vectors are projected to this many dimensions first
+FIT_SAMPLE = 20_000  # rows the projection is fitted on
+
+
+def compact(X: np.ndarray, dim: int = COMPACT_DIM, seed: int = 0) -> np.ndarray:
+    """Unit rows projected onto their top `dim` singular directions (truncated SVD, fitted on a seeded sample,
+    no centring: dot products, hence cosine similarities, are kept as well as `dim` directions allow)."""
+    X = unit_rows(X)
+    if X.shape[1] <= dim or len(X) <= dim:
+        return X
+    from sklearn.decomposition import TruncatedSVD
+
+    rng = np.random.default_rng(seed)
+    sample = X[rng.choice(len(X), min(len(X), FIT_SAMPLE), replace=False)]
+    svd = TruncatedSVD(dim, algorithm="randomized", random_state=seed).fit(sample)
+    return unit_rows(svd.transform(X).astype(np.float32))
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
@@ -71,7 +88,7 @@ def neighbours(X: np.ndarray, k: int, *, exact_limit: int = EXACT_LIMIT, seed: i
     if len(X) <= exact_limit:
         return exact_neighbours(X, k)
     log.info("approximate neighbours (hnswlib) over %d items", len(X))
-    return approximate_neighbours(X, k, seed=seed, threads=threads)
+    return approximate_neighbours(compact(X, seed=seed), k, seed=seed, threads=threads)
 
 
 def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:

@@ -8,6 +8,7 @@ import { clear, formatError, h, isTyping, toast } from "../dom";
 import { preLabelsOf, type Prediction } from "../lib/prelabels";
 import { link } from "../router";
 import { projectNav } from "./nav";
+import { showSuspects } from "./suspects";
 
 type Entry = { kind: "prediction"; prediction: Prediction } | { kind: "annotation"; annotation: Annotation };
 
@@ -23,11 +24,37 @@ export async function reviewPage(root: HTMLElement, params: Record<string, strin
   const list = h("aside", { class: "sidebar review-list", "data-testid": "review-list" });
   const mapEl = h("div", { class: "map" });
   const actions = h("aside", { class: "toolbar" });
-  root.append(projectNav(project, "review"), h("div", { class: "workspace" }, list, mapEl, actions));
+  let tab: "queue" | "suspects" = "queue";
+  const tabButton = (which: "queue" | "suspects", text: string) => h("button", {
+    role: "tab", "data-testid": `review-tab-${which}`, onclick: async () => {
+      tab = which;
+      for (const b of tabs.children) b.setAttribute("aria-selected", String(b === tabs.children[which === "queue" ? 0 : 1]));
+      try {
+        if (which === "suspects") await showSuspects(project, list, actions, showItem);
+        else {
+          await refresh();
+          if (entries.length) await open(entries[0]);
+        }
+      } catch (error) {
+        toast(formatError(error), "error");
+      }
+    } }, text);
+  const tabs = h("div", { class: "tabs", role: "tablist" }, tabButton("queue", "Waiting for review"), tabButton("suspects", "Suspects"));
+  tabs.children[0].setAttribute("aria-selected", "true");
+  root.append(projectNav(project, "review"), tabs, h("div", { class: "workspace" }, list, mapEl, actions));
   let editor: Editor | null = null;
   let entries: Entry[] = [];
 
+  /** A suspect's item on the map, with its current labels. */
+  async function showItem(itemId: number): Promise<void> {
+    const detail = await api.item(itemId);
+    editor?.dispose();
+    mapEl.replaceChildren();
+    editor = new Editor(mapEl, project, detail.item, detail.annotation?.shapes ?? [], [], () => {});
+  }
+
   async function refresh(): Promise<void> {
+    if (tab !== "queue") return;
     const [predictions, annotations] = await Promise.all([api.predictions(id), api.reviewQueue(id)]);
     entries = [...predictions.items.map((prediction) => ({ kind: "prediction" as const, prediction })),
       ...annotations.items.map((annotation) => ({ kind: "annotation" as const, annotation }))];

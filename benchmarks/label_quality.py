@@ -1,0 +1,290 @@
+"""Benchmark: label errors, duplicates and scale of the quality checks (issue 21).
+
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py labels --seeds 0 1 2
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py duplicates
+    OMP_NUM_THREADS=2 nice .venv/bin/python benchmarks/label_quality.py scale --items 100000
+
+labels: hymenoptera (398 photos, 2 classes) and clothing10 (1,501 photos, 10 classes) with 10 % of labels flipped
+(seeded, uniformly to another class). Every item is scored by a classifier that never trained on it (5 cross-fitted
+folds of the logistic regression on lite2 pooled embeddings) and cleanlab; the default cut (cleanlab's flag and a
+majority of the 8 nearest labelled neighbours disagreeing) was chosen on hymenoptera, clothing10 only reports it.
+Precision and recall at the default cut, at cleanlab's flag alone, and the precision-recall curve of the score.
+
+duplicates: copies injected into a set (exact bytes, JPEG quality 60, half size, 5 % crop of each side; 25 of each,
+seeded) plus the clean set's own pairs. Recall per kind (a copy grouped with its original) and pairs that join two
+different clean pictures. The cuts (pHash Hamming <= 8, cosine >= 0.9) were chosen on hymenoptera; clothing10
+reports them.
+
+scale: N synthetic embeddings (1280-d, 10 Gaussian classes, 10 % flipped labels): wall time and peak memory of the
+neighbours (hnswlib above 50,000 items, with its recall against exact search on 1,000 queries), outliers,
+semantic duplicates, label errors (cross-fitted), and pHash pairs over N random hashes.
+
+Embeddings come from the cache of benchmarks/classifier_clothing10.py (/tmp/labelloop-embeddings), computed there
+if missing. Figures in docs/quality.md came from a shared, loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import classifier_clothing10 as datasets  # noqa: E402
+
+from labelloop.ml.duplicates import MAX_HAMMING, MIN_COSINE  # noqa: E402
+
+ENCODER = "tf_efficientnet_lite2"
+CACHE = Path("/tmp/labelloop-embeddings")
+
+
+def flipped_labels(y: np.ndarray, k: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    flip = rng.choice(len(y), round(share * len(y)), replace=False)
+    noisy = y.copy()
+    noisy[flip] = (y[flip] + rng.integers(1, k, len(flip))) % k
+    truth = np.zeros(len(y), bool)
+    truth[flip] = True
+    return noisy, truth
+
+
+def pr(selected: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    hits = int((selected & truth).sum())
+    return hits / max(int(selected.sum()), 1), hits / max(int(truth.sum()), 1)
+
+
+def curve(score: np.ndarray, truth: np.ndarray, points: int = 50) -> list[tuple[float, float, float]]:
+    """(cut, precision, recall) over score cuts."""
+    cuts = np.quantile(score, np.linspace(0.5, 0.999, points))
+    return [(float(c), *pr(score >= c, truth)) for c in cuts]
+
+
+def labels(args) -> dict:
+    from labelloop.ml.label_errors import cross_fitted_proba, disagreement, label_issues, neighbour_votes, VOTE_CUT
+
+    out = {}
+    for name in args.datasets:
+        files, y, _, classes = datasets.dataset(name)
+        X, _ = datasets.embeddings(name, files, ENCODER, CACHE)
+        k = len(classes)
+        runs = []
+        for seed in args.seeds:
+            noisy, truth = flipped_labels(y, k, 0.1, seed)
+            started = time.perf_counter()
+            proba = cross_fitted_proba(X, noisy, k, seed=seed)
+            flagged, score = label_issues(proba, noisy)
+            against = disagreement(neighbour_votes(X, noisy, k), noisy)
+            seconds = time.perf_counter() - started
+            default = flagged & (against >= VOTE_CUT)
+            runs.append({"seed": seed, "default": pr(default, truth), "cleanlab_only": pr(flagged, truth),
+                         "flagged": int(default.sum()), "flipped": int(truth.sum()), "seconds": round(seconds, 2),
+                         "curve": curve(score, truth),
+                         "curve_with_votes": curve(np.where(against >= VOTE_CUT, score, 0.0), truth)})
+            print(f"{name} seed {seed}: default P {runs[-1]['default'][0]:.3f} R {runs[-1]['default'][1]:.3f} "
+                  f"({runs[-1]['flagged']} flagged of {len(y)}, {runs[-1]['flipped']} flipped); cleanlab alone "
+                  f"P {runs[-1]['cleanlab_only'][0]:.3f} R {runs[-1]['cleanlab_only'][1]:.3f}; {seconds:.1f} s",
+                  flush=True)
+        p = np.array([r["default"] for r in runs])
+        out[name] = {"runs": runs, "precision_mean": round(float(p[:, 0].mean()), 4),
+                     "recall_mean": round(float(p[:, 1].mean()), 4),
+                     "precision_range": [round(float(p[:, 0].min()), 3), round(float(p[:, 0].max()), 3)],
+                     "recall_range": [round(float(p[:, 1].min()), 3), round(float(p[:, 1].max()), 3)]}
+        print(f"{name}: default cut precision {out[name]['precision_mean']} {out[name]['precision_range']}, "
+              f"recall {out[name]['recall_mean']} {out[name]['recall_range']}", flush=True)
+    if args.png:
+        _pr_png(out, args.png)
+    return out
+
+
+def _pr_png(out: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(out), figsize=(5 * len(out), 4), squeeze=False)
+    for ax, (name, result) in zip(axes[0], out.items()):
+        for run in result["runs"]:
+            c = np.array(run["curve"])
+            ax.plot(c[:, 2], c[:, 1], color="tab:blue", alpha=0.5, label="score" if run is result["runs"][0] else None)
+            c = np.array(run["curve_with_votes"])
+            ax.plot(c[:, 2], c[:, 1], color="tab:orange", alpha=0.5,
+                    label="score, neighbours disagree" if run is result["runs"][0] else None)
+            ax.scatter([run["default"][1]], [run["default"][0]], color="black", zorder=3, s=12,
+                       label="default cut" if run is result["runs"][0] else None)
+        ax.set(title=f"{name}: 10 % flipped", xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def _copies(files: list[Path], per_kind: int, seed: int) -> list[tuple[int, str, bytes]]:
+    """(index of the original, kind, encoded copy) for per_kind originals of each kind (distinct originals)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(files), 4 * per_kind, replace=False)
+    copies = []
+    for n, index in enumerate(chosen):
+        kind = ("exact", "jpeg60", "half", "crop5")[n // per_kind]
+        raw = files[index].read_bytes()
+        if kind == "exact":
+            copies.append((int(index), kind, raw))
+            continue
+        image = Image.open(io.BytesIO(raw)).convert("RGB")
+        if kind == "half":
+            image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
+        elif kind == "crop5":
+            dx, dy = round(image.width * 0.05), round(image.height * 0.05)
+            image = image.crop((dx, dy, image.width - dx, image.height - dy))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=60 if kind == "jpeg60" else 95)
+        copies.append((int(index), kind, buffer.getvalue()))
+    return copies
+
+
+def duplicates(args) -> dict:
+    import hashlib
+
+    from PIL import Image
+
+    from labelloop.ml.duplicates import exact_pairs, group_pairs, perceptual_pairs, phash, semantic_pairs
+    from labelloop.ml.embeddings import Embedder, centre_crop
+
+    embedder = None
+    out = {}
+    for name in args.datasets:
+        files, _, _, _ = datasets.dataset(name)
+        X, _ = datasets.embeddings(name, files, ENCODER, CACHE)
+        copies = _copies(files, args.per_kind, args.seed)
+        cache = CACHE / f"{name}-copies-{args.seed}-{args.per_kind}.npz"
+        if cache.is_file():
+            stored = np.load(cache)
+            copy_X, hashes = stored["X"], stored["hashes"]
+        else:
+            embedder = embedder or Embedder(ENCODER).load()
+            pictures = [np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")) for _, _, raw in copies]
+            copy_X = np.concatenate([embedder.embed_crops([centre_crop(p, embedder.image_size) for p in pictures[i:i + 16]])
+                                     for i in range(0, len(pictures), 16)])
+            hashes = np.array([phash(np.asarray(Image.open(f).convert("RGB"))) for f in files] +
+                              [phash(p) for p in pictures], np.int64)
+            np.savez(cache, X=copy_X, hashes=hashes)
+        content = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files] + \
+                  [hashlib.sha256(raw).hexdigest() for _, _, raw in copies]
+        all_X = np.concatenate([X, copy_X])
+        n_clean = len(files)
+        result = {}
+        for hamming in args.hamming:
+            for cosine in args.cosine:
+                started = time.perf_counter()
+                pairs = exact_pairs(content) + perceptual_pairs(hashes, hamming) + semantic_pairs(all_X, cosine)
+                groups = group_pairs(pairs, len(content))
+                seconds = time.perf_counter() - started
+                group_of = {m: g for g, grp in enumerate(groups) for m in grp.members}
+                recall = {}
+                for kind in ("exact", "jpeg60", "half", "crop5"):
+                    found = [group_of.get(n_clean + n) is not None and group_of.get(n_clean + n) == group_of.get(orig)
+                             for n, (orig, k, _) in enumerate(copies) if k == kind]
+                    recall[kind] = round(sum(found) / len(found), 3)
+                copy_of = {n_clean + n: orig for n, (orig, _, _) in enumerate(copies)}
+                source = lambda i: copy_of.get(i, i)  # noqa: E731  the clean picture an item shows
+                false_by: dict[tuple[int, int], str] = {}
+                for i, j, test, _ in pairs:
+                    if source(i) != source(j):
+                        key = (min(source(i), source(j)), max(source(i), source(j)))
+                        false_by[key] = min(false_by.get(key, test), test, key=("exact", "perceptual", "semantic").index)
+                false_pairs = sorted(false_by)
+                result[f"hamming<={hamming},cosine>={cosine}"] = {
+                    "recall": recall, "clean_pairs": len(false_pairs),
+                    "clean_pairs_per_1000": round(1000 * len(false_pairs) / n_clean, 2),
+                    "clean_pairs_by_test": {t: sum(v == t for v in false_by.values())
+                                            for t in ("exact", "perceptual", "semantic")},
+                    "clean_pair_examples": [(files[a].name, files[b].name) for a, b in false_pairs[:8]],
+                    "seconds": round(seconds, 2)}
+                print(f"{name} hamming<={hamming} cosine>={cosine}: recall {recall}; pairs of two clean pictures "
+                      f"{len(false_pairs)} ({1000 * len(false_pairs) / n_clean:.2f} per 1,000 images; by test "
+                      f"{result[f'hamming<={hamming},cosine>={cosine}']['clean_pairs_by_test']})", flush=True)
+        out[name] = result
+    return out
+
+
+def _peak(fn):
+    tracemalloc.start()
+    started = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return value, round(seconds, 2), round(peak / 2**20, 1)
+
+
+def scale(args) -> dict:
+    import resource
+
+    from labelloop.ml.duplicates import hamming_pairs, semantic_pairs
+    from labelloop.ml.label_errors import find_suspects
+    from labelloop.ml.neighbours import compact, neighbours, recall_at_k, unit_rows
+    from labelloop.ml.outliers import knn_distance
+
+    rng = np.random.default_rng(0)
+    n, dim, k = args.items, 1280, 10
+    centres = rng.normal(0, 1, (k, dim)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    X = centres[y] + rng.normal(0, 1.5, (n, dim)).astype(np.float32)
+    noisy, truth = flipped_labels(y, k, 0.1, 0)
+    out = {"items": n, "dim": dim}
+    total_started = time.perf_counter()
+    Z, out["compact_s"], out["compact_mb"] = _peak(lambda: compact(X))
+    (index, _), out["neighbours_s"], out["neighbours_mb"] = _peak(lambda: neighbours(Z, 10))
+    queries = rng.choice(n, 1000, replace=False)
+    Zu = unit_rows(Z)
+    sims = Zu[queries] @ Zu.T
+    sims[np.arange(1000), queries] = -np.inf
+    exact = np.argsort(-sims, axis=1)[:, :10]
+    out["hnsw_recall_at_10"] = round(recall_at_k(index[queries], exact), 4)
+    _, out["outliers_s"], out["outliers_mb"] = _peak(lambda: knn_distance(Z, 5))
+    _, out["semantic_duplicates_s"], out["semantic_duplicates_mb"] = _peak(lambda: semantic_pairs(Z))
+    (suspects, _, _), out["label_errors_s"], out["label_errors_mb"] = _peak(
+        lambda: find_suspects(Z, noisy, [str(c) for c in range(k)]))
+    flagged = np.zeros(n, bool)
+    flagged[[s.index for s in suspects]] = True
+    out["label_errors_pr"] = [round(v, 3) for v in pr(flagged, truth)]
+    hashes = rng.integers(-(1 << 62), 1 << 62, n, dtype=np.int64)
+    _, out["phash_pairs_s"], out["phash_pairs_mb"] = _peak(lambda: hamming_pairs(hashes))
+    out["total_s"] = round(time.perf_counter() - total_started, 1)
+    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["exact_check"] = "exact kNN on 1,000 queries against all items (numpy)"
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("labels")
+    p.add_argument("--datasets", nargs="+", default=["hymenoptera", "clothing10"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--png", default=None, help="write the precision-recall curves here")
+    p = sub.add_parser("duplicates")
+    p.add_argument("--datasets", nargs="+", default=["hymenoptera", "clothing10"])
+    p.add_argument("--per-kind", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hamming", nargs="+", type=int, default=[MAX_HAMMING])
+    p.add_argument("--cosine", nargs="+", type=float, default=[MIN_COSINE])
+    p = sub.add_parser("scale")
+    p.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--json", default=None, help="write the figures here")
+    args = parser.parse_args()
+    result = {"labels": labels, "duplicates": duplicates, "scale": scale}[args.part](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

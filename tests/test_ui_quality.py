@@ -1,0 +1,37 @@
+"""The Suspects tab of the review page: a suspect's reason on screen, and one action recorded."""
+
+from __future__ import annotations
+
+from ui_support import browser, page, screenshot, ui_server  # noqa: F401
+
+from labelloop.services.quality.suspects import Found, store_run
+from labelloop.store.tables import SuspectRow
+
+
+def test_suspects_tab_shows_reasons_and_fixes_a_label(page, ui_server):
+    pid, (first, second) = ui_server.project("quality", "classification", ["ants", "bees"], images=2)
+    with ui_server.api() as http:
+        for item in (first, second):
+            http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "state": "submitted", "shapes": [
+                {"type": "class", "label": "ants"}]}).raise_for_status()
+    with ui_server.workspace.session() as session:
+        store_run(session, pid, "label", [
+            Found(first, "label", 0.97, "labelled ants; the model says bees with 0.97, and 6 of its 8 nearest "
+                  "labelled neighbours are bees", "1", {"labels": ["ants"], "suggested": ["bees"]}),
+            Found(second, "label", 0.4, "labelled ants; the model gives it only 0.40", "1",
+                  {"labels": ["ants"], "suggested": ["ants"]})], "ui-test", {})
+    page.goto(f"/projects/{pid}/review")
+    page.click("[data-testid=review-tab-suspects]")
+    page.get_by_text("Suspects (2)").wait_for()
+    reason = page.locator("[data-testid=suspect-reason]")
+    reason.wait_for()
+    assert "the model says bees with 0.97" in reason.inner_text()  # most suspect first
+    assert page.locator("[data-testid=suspect-label]").input_value() == "bees"  # the suggested label preselected
+    screenshot(page, "suspects")
+    page.click("[data-testid=suspect-fix]")
+    page.get_by_text("Suspects (1)").wait_for()
+    with ui_server.api() as http:
+        assert http.get(f"/api/items/{first}").json()["annotation"]["shapes"][0]["label"] == "bees"
+    with ui_server.workspace.session() as session:
+        states = {r.item_id: r.state for r in session.query(SuspectRow).filter(SuspectRow.project_id == pid)}
+    assert states == {first: "fixed", second: "open"}
