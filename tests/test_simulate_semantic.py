@@ -151,7 +151,9 @@ def test_simulate_semantic_end_to_end_on_the_sample(nuclei_project):
     with ws.session() as session:
         assert get_project(session, "nuclei").class_names() == ["nucleus"], "the real project is unchanged"
     again = run_simulation(ws, plan_simulation(ws, "nuclei", truth, format="masks", start=1, batch=2, seeds="0"))
-    strip = lambda r: json.dumps([{k: v for k, v in x.items() if k != "timing"} for x in r["runs"]], sort_keys=True)  # noqa: E731
+    def strip(r):
+        return json.dumps([{k: v for k, v in x.items() if k != "timing"} for x in r["runs"]], sort_keys=True)
+
     assert strip(again) == strip(result), "the same seeds give the same result"
 
 

@@ -84,11 +84,14 @@ def run_loop(workspace, out: Console) -> dict:
     shutil.rmtree(truth, ignore_errors=True)
     (run,) = result["runs"]
     started = run["curve"][0]["human_labelled"]
-    out.print(f"loop: {run['pool']} images as a semantic task ({plan.model}): {started} drawn from scratch (every nucleus outlined), then "
-              f"{run['rounds']} rounds of {plan.batch}: pre-labels corrected with {run['actions'].get('scribble_stroke', 0):.0f} "
-              f"scribble strokes and the rest of their wrong area, the model retrained after each round", highlight=False, soft_wrap=True)
+    say = {"highlight": False, "soft_wrap": True}
+    strokes = run["actions"].get("scribble_stroke", 0)
+    out.print(f"loop: {run['pool']} images as a semantic task ({plan.model}): {started} drawn from scratch (every "
+              f"nucleus outlined), then {run['rounds']} rounds of {plan.batch}: pre-labels corrected with "
+              f"{strokes:.0f} scribble strokes and the rest of their wrong area, the model retrained after each round",
+              **say)
     out.print(f"effort: {run['human_seconds']:.0f} s of expert time instead of {run['scratch_seconds']:.0f} s drawing "
               f"every mask by hand: effort ratio {run['effort_ratio']:.2f}x at {plan.task.quality} "
-              f"{run['dataset_quality']:.3f} (cost model {plan.costs.name}; docs/simulate.md)", highlight=False, soft_wrap=True)
-    out.print(f"figure: {result['files']['png']}", highlight=False, soft_wrap=True)
+              f"{run['dataset_quality']:.3f} (cost model {plan.costs.name}; docs/simulate.md)", **say)
+    out.print(f"figure: {result['files']['png']}", **say)
     return result

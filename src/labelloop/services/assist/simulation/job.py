@@ -67,8 +67,9 @@ def simulate_job(workspace, ctx: JobContext) -> dict[str, Any]:
     best_name = result["summary"]["best_by_effort_ratio"]
     best = result["summary"]["strategies"][best_name]
     ratio = (best.get("effort_ratio") or {}).get("mean")
-    line = (f"{best_name}: {best['human_seconds']['mean']:.0f} s of human time vs {best['scratch_seconds']['mean']:.0f} s "
-            f"by hand, effort ratio {ratio:.2f}x" if ratio else "no effort figure: no human time was spent")
+    human, scratch = best["human_seconds"]["mean"], best["scratch_seconds"]["mean"]
+    line = (f"{best_name}: {human:.0f} s of human time vs {scratch:.0f} s by hand, effort ratio {ratio:.2f}x"
+            if ratio else "no effort figure: no human time was spent")
     ctx.log(line)
     # The job list shows `summary` as words; the simulation's JSON (as `labelloop simulate --json` prints it) follows.
     return {"summary": line, "simulation": result}
