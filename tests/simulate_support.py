@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -44,3 +45,15 @@ def synthetic_project(workspace, root: Path, per_class: int = 30, classes=("ant"
         writer.writerow(["image", "labels"])
         writer.writerows(truth_rows)
     return truth
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A SQLite workspace (simulations' scratch copies are SQLite whatever the real workspace uses; running the
+    same code paths on PostgreSQL too would only double the time)."""
+    from labelloop.services.workspace import Workspace
+
+    root = tmp_path / "workspace"
+    workspace = Workspace.init(root, database_url=f"sqlite:///{root / 'labelloop.db'}", blob_url=str(root / "blobs"))
+    yield workspace
+    workspace.close()

@@ -17,19 +17,7 @@ from labelloop.services.assist.simulation.costs import DEFAULT_COSTS, default_co
 from labelloop.store.tables import (AnnotationRow, AssignmentRow, EmbeddingRow, ItemRankRow, ItemRow, ModelRow,
                                     PredictionRow, ProjectRow, QueueItemRow)
 
-from simulate_support import synthetic_project
-
-
-@pytest.fixture
-def ws(tmp_path):
-    """A SQLite workspace (the scratch copies are SQLite whatever the real workspace uses; the PostgreSQL run of
-    the same code paths would only double the time)."""
-    from labelloop.services.workspace import Workspace
-
-    root = tmp_path / "workspace"
-    workspace = Workspace.init(root, database_url=f"sqlite:///{root / 'labelloop.db'}", blob_url=str(root / "blobs"))
-    yield workspace
-    workspace.close()
+from simulate_support import synthetic_project, ws  # noqa: F401 (fixture)
 
 
 def _shown(label: str) -> dict:

@@ -9,6 +9,8 @@ import pytest
 from labelloop.errors import InvalidInput
 from labelloop.services.labelling.strategies import PoolScores, STRATEGIES, order
 
+from simulate_support import synthetic_project, ws  # noqa: F401 (fixture)
+
 PROBA = np.array([
     [0.90, 0.05, 0.05],  # 0: confident
     [0.40, 0.35, 0.25],  # 1: least confident, small margin, highest entropy
@@ -81,3 +83,62 @@ def test_unknown_strategy_and_missing_inputs_are_clear_errors():
         order("margin", PoolScores(size=3))
     with pytest.raises(InvalidInput, match="needs embeddings"):
         order("k-center", PoolScores(size=3))
+
+
+def test_the_queue_follows_the_projects_strategy_from_ranks_cached_per_model_version(ws, tmp_path, monkeypatch):
+    from sqlalchemy import select
+    from typer.testing import CliRunner
+
+    from labelloop.cli.main import app
+    from labelloop.domain import ClassLabel
+    from labelloop.services import projects as project_service
+    from labelloop.services.assist import sampling
+    from labelloop.services.jobs import create_job, run_job
+    from labelloop.services.labelling import annotations, strategies
+    from labelloop.services.labelling.queue import mark_done, next_item
+    from labelloop.services.labelling.users import create_user
+    from labelloop.store.tables import ItemRankRow, ItemRow
+
+    synthetic_project(ws, tmp_path / "syn", per_class=30, spread=2.5)  # overlapping classes: margins differ
+    with ws.session() as session:
+        project = project_service.get_project(session, "syn")
+        items = session.execute(select(ItemRow.id, ItemRow.source).order_by(ItemRow.id)).all()
+        for item_id, source in items[:8] + items[30:38]:  # 8 ants and 8 bees labelled (accepted: out of the queue)
+            annotations.save(session, project, item_id, [ClassLabel(source.split("-")[0])], author="ann",
+                             base_version=None, state="accepted")
+        user = create_user(session, "ann")
+    job = run_job(ws, create_job(ws, "train", {"project": "syn", "model": "classifier", "seed": 0}))
+    assert job.state == "done", job.error
+    with ws.session() as session:  # shuffled: no ranks written
+        assert session.scalar(select(ItemRankRow.id).limit(1)) is None
+
+    monkeypatch.setenv("LABELLOOP_DATA_DIR", str(ws.root))
+    result = CliRunner().invoke(app, ["project", "set", "syn", "sampling=margin"])
+    assert result.exit_code == 0, result.output
+    with ws.session() as session:
+        project = project_service.get_project(session, "syn")
+        ranks = dict(session.execute(select(ItemRankRow.item_id, ItemRankRow.rank).where(
+            ItemRankRow.strategy == "margin", ItemRankRow.model_version == "classifier:1")).all())
+    open_ids = sampling.open_items(ws, project)
+    assert sorted(ranks) == sorted(open_ids) and len(open_ids) == 60 - 16
+    model = sampling.newest_model(ws, project)
+    pool = sampling.pool_scores(ws, project, model, open_ids)
+    expected = [open_ids[k] for k in order("margin", pool, 0)]
+
+    # a claim reads the cached rank: scoring the pool is not on its path
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("next scored the pool")
+
+    monkeypatch.setattr(sampling, "pool_scores", no_scoring)
+    monkeypatch.setattr(strategies, "order", no_scoring)
+    claimed = []
+    for _ in range(3):
+        lease = next_item(ws, project, user.id)
+        claimed.append(lease.item_id)
+        with ws.session() as session:
+            annotations.save(session, project, lease.item_id, [ClassLabel("ant")], author="ann", base_version=None)
+            mark_done(session, project, lease.item_id, user.id)
+    assert claimed == expected[:3]
+
+    with ws.session() as session, pytest.raises(InvalidInput, match="choose one of .*margin"):
+        project_service.update_settings(session, project_service.get_row(session, "syn"), {"sampling": "smart"})

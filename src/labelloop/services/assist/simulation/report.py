@@ -65,7 +65,6 @@ def write_outputs(result: dict[str, Any], out: Path) -> dict[str, str]:
 
 def quality_png(result: dict[str, Any], title: str | None = None) -> bytes:
     import io
-    import warnings
 
     import matplotlib
 
@@ -77,29 +76,25 @@ def quality_png(result: dict[str, Any], title: str | None = None) -> bytes:
     runs = result["runs"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     top = max((p["human_seconds"] for r in runs for p in r["curve"]), default=1.0) or 1.0
-    grid = np.linspace(0, top, 200)
+    scratch = runs[0]["scratch_seconds"] if runs else None
+    grid = np.linspace(0, top, 400)
     colours = plt.get_cmap("tab10")
     for n, name in enumerate(plan["strategies"]):
         curves = []
         for run in (r for r in runs if r["strategy"] == name):
-            x = np.array([p["human_seconds"] for p in run["curve"]])
-            y = np.array([p["dataset_quality"] for p in run["curve"]])
+            x = np.array([0.0] + [p["human_seconds"] for p in run["curve"]])  # nothing labelled at 0 s
+            y = np.array([0.0] + [p["dataset_quality"] for p in run["curve"]])
             # a step: the quality reached after a round holds until the next round's labels are in
-            curves.append(np.where(grid >= x[0], y[np.clip(np.searchsorted(x, grid, side="right") - 1, 0, None)],
-                                   np.nan))
+            curves.append(y[np.searchsorted(x, grid, side="right") - 1])  # a finished run keeps its quality
         stack = np.array(curves)
         style = "--" if name == "random" else "-"
         colour = "black" if name == "random" else colours(n % 10)
-        with warnings.catch_warnings():  # before a run's first point its curve is empty (NaN), not zero
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean, low, high = np.nanmean(stack, axis=0), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+        mean, low, high = stack.mean(axis=0), stack.min(axis=0), stack.max(axis=0)
         ax.plot(grid / 60, mean, style, color=colour, label=f"{name} ({len(curves)} seeds)")
         if len(curves) > 1:
             ax.fill_between(grid / 60, low, high, color=colour, alpha=0.15)
-    scratch = runs[0]["scratch_seconds"] if runs else None
-    if scratch:
-        ax.axvline(scratch / 60, color="grey", lw=0.8, ls=":")
-        ax.text(scratch / 60, 0.02, " every item by hand", color="grey", fontsize=8, rotation=90, va="bottom")
+    if scratch:  # labelling every item by hand, no model: quality grows with the items done
+        ax.plot([0, scratch / 60], [0, 1], color="grey", lw=0.8, ls=":", label="every item by hand")
     ax.axhline(plan["quality_goal"], color="grey", lw=0.8, ls=":")
     ax.set_xlabel("human time (minutes, cost model: " + result["cost_model"]["name"] + ")")
     ax.set_ylabel(f"dataset quality ({plan['quality']})")
