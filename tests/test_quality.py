@@ -431,3 +431,42 @@ def test_cohens_kappa_for_classes():
     multi = [(["x"], ["x"]), (["x", "y"], ["x"]), ([], []), (["y"], ["y"])]
     # x: a=[1,1,0,0] b=[1,1,0,0] -> 1.0; y: a=[0,1,0,1] b=[0,0,0,1] -> po .75, pe .5·.25+.5·.75=.5 -> 0.5
     assert class_kappa(multi, P) == pytest.approx(0.75)
+
+
+@pytest.mark.slow
+def test_flipped_classes_found_on_a_real_hymenoptera_slice(tmp_path):
+    """48 real photos (24 ants, 24 bees), 4 labels flipped: lite2 embeddings, the classifier, then `quality`."""
+    from labelloop.services.projects import create_project
+    from labelloop.services.quality.runs import report, run_checks
+    from labelloop.services.workspace import Workspace
+
+    if not HYMENOPTERA.is_dir():
+        pytest.skip(f"hymenoptera not found at {HYMENOPTERA}")
+    root = tmp_path / "csv"
+    root.mkdir()
+    (root / "data").symlink_to(HYMENOPTERA)
+    rng = np.random.default_rng(0)
+    rows, flipped_names = [], set()
+    for label, other in (("ants", "bees"), ("bees", "ants")):
+        files = sorted((HYMENOPTERA / "train" / label).glob("*.jpg"))
+        for n, i in enumerate(sorted(rng.choice(len(files), 24, replace=False))):
+            name = f"data/train/{label}/{files[i].name}"
+            given = other if n < 2 else label
+            if given != label:
+                flipped_names.add(name)
+            rows.append((name, given, "train"))
+    workspace = Workspace.init(tmp_path / "ws")
+    try:
+        with workspace.session() as session:
+            create_project(session, "bugs", "classification", ["ants", "bees"])
+        import_path(workspace, "bugs", _write_csv(root, rows), format="csv")
+        _done(workspace, "train", project="bugs", model="classifier", seed=0)
+        run_checks(workspace, _project(workspace, "bugs"), "label")
+        found = report(workspace, _project(workspace, "bugs"), "label", every=True)["suspects"]
+        names = {s["file"] for s in found}
+        assert len(names & flipped_names) >= 3  # of 4 flipped
+        assert len(names - flipped_names) <= 2  # few correct labels put up for review
+        flipped_hit = next(s for s in found if s["file"] in flipped_names)
+        assert "nearest labelled neighbours are" in flipped_hit["reason"]
+    finally:
+        workspace.close()
