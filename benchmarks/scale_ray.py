@@ -1,6 +1,7 @@
 """Embeddings inline versus on Ray with 2 local workers on the same cores (issue 22): Ray's overhead.
 
-    .venv/bin/python benchmarks/scale_ray.py --images 2000 [--workers 2] [--chunk 64] [--out results.json]
+    .venv/bin/python benchmarks/scale_ray.py --images 2000 [--workers 2] [--chunk 64] [--inline-threads 1]
+        [--out results.json]
 
 Images are photos of ../shared/data (clothing10, hymenoptera, coco128, in that order, up to --images), imported
 once into a fresh workspace. The inline executor embeds them in this process (torch on every core, decoding on a
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--inline-threads", type=int, default=0,
+                        help="torch threads of the inline run (0: torch's default, every core); 1 matches a Ray worker")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -111,6 +114,11 @@ def main() -> None:
     report: dict = {"images": args.images, "cpus": cpus, "workers": args.workers, "chunk": args.chunk}
 
     os.environ.pop("LABELLOOP_EXECUTOR", None)
+    if args.inline_threads:
+        import torch
+
+        torch.set_num_threads(args.inline_threads)
+    report["inline_threads"] = args.inline_threads or "default"
     report["load_before_inline"] = load()
     cpu_started = time.process_time()
     inline_seconds, inline = run_embed(workspace)
