@@ -17,6 +17,24 @@ app.add_typer(project_app, name="project")
 app.add_typer(jobs_app, name="jobs")
 from labelloop.cli.common import DataDir, JsonFlag, err, open_workspace, out, parse_pairs, print_json, run_job_here  # noqa: E402
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("labelloop")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from labelloop import __version__ as number
+        out.print(f"labelloop {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print labelloop's version and exit.")) -> None:
+    """Turn raw images into labelled training data."""
+
 @app.command()
 def init(data_dir: Optional[Path] = DataDir) -> None:
     """Create a workspace (database and blob store) in a folder."""
@@ -297,19 +315,22 @@ def _hoist_data_dir(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
+    try:  # typer >= 0.24 carries its own copy of click (and no longer installs click); older typer uses click
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click import ClickException
 
     from labelloop.errors import Cancelled, LabelloopError
 
     args = _hoist_data_dir(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="labelloop", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
     except Cancelled as exc:
@@ -320,6 +341,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except LabelloopError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except ImportError as exc:  # a lazily imported extra that is not installed: say which one
+        from labelloop.extras import missing_extra
+
+        if (missing := missing_extra(exc)) is None:
+            raise
+        err.print(f"error: {missing}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
 
 

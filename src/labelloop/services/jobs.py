@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from labelloop.errors import Cancelled, InvalidInput, LabelloopError, NotFound
+from labelloop.extras import missing_extra
 from labelloop.jobs.registry import JobContext, get_job_kind, job_kind
 from labelloop.store.tables import JobRow, ModelRow, utcnow
 
@@ -169,9 +170,12 @@ def run_job(workspace, job_id: int, on_progress=None) -> JobInfo:
         raise
     except LabelloopError as exc:
         values = {"state": "failed", "error": str(exc), "message": str(exc).splitlines()[0]}
-    except Exception as exc:  # a bug: keep the traceback in the job's log for the report
-        reporter.lines.append(traceback.format_exc())
-        values = {"state": "failed", "error": f"internal error: {exc!r}", "message": "internal error"}
+    except Exception as exc:  # a bug (keep the traceback in the job's log), or an extra that is not installed
+        if (missing := missing_extra(exc)) is not None:
+            values = {"state": "failed", "error": str(missing), "message": str(missing)}
+        else:
+            reporter.lines.append(traceback.format_exc())
+            values = {"state": "failed", "error": f"internal error: {exc!r}", "message": "internal error"}
     return _finish(workspace, job_id, reporter, values)
 
 
