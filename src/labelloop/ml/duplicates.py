@@ -118,13 +118,15 @@ def perceptual_pairs(hashes: np.ndarray, max_hamming: int = MAX_HAMMING) -> list
     return [(i, j, "perceptual", 1.0 - d / 64) for i, j, d in hamming_pairs(hashes, max_hamming)]
 
 
-def semantic_pairs(embeddings: np.ndarray, min_cosine: float = MIN_COSINE, k: int = NEIGHBOURS) -> list[Pair]:
-    """Pairs among each row's k nearest neighbours whose cosine similarity reaches `min_cosine`."""
+def semantic_pairs(embeddings: np.ndarray, min_cosine: float = MIN_COSINE, k: int = NEIGHBOURS, *,
+                   found: tuple | None = None) -> list[Pair]:
+    """Pairs among each row's k nearest neighbours whose cosine similarity reaches `min_cosine` (`found`:
+    neighbours computed already)."""
     from labelloop.ml.neighbours import neighbours
 
     if len(embeddings) < 2:
         return []
-    index, similarity = neighbours(embeddings, k)
+    index, similarity = found if found is not None else neighbours(embeddings, k)
     rows, cols = np.nonzero(similarity >= min_cosine)
     found = {}
     for i, j, s in zip(rows.tolist(), index[rows, cols].tolist(), similarity[rows, cols].tolist()):

@@ -74,14 +74,16 @@ def label_issues(proba: np.ndarray, y: np.ndarray, *, filter_by: str = DEFAULT_F
     return np.asarray(flagged, bool), 1.0 - np.asarray(quality, np.float64)
 
 
-def neighbour_votes(X: np.ndarray, y: np.ndarray, n_classes: int, k: int = VOTERS) -> np.ndarray:
-    """N×K counts: the labels of each item's k nearest other labelled items (cosine on embeddings)."""
+def neighbour_votes(X: np.ndarray, y: np.ndarray, n_classes: int, k: int = VOTERS, *,
+                    found: tuple | None = None) -> np.ndarray:
+    """N×K counts: the labels of each item's k nearest other labelled items (cosine on embeddings; `found`:
+    neighbours computed already, k or more per row, most similar first)."""
     from labelloop.ml.neighbours import neighbours
 
     y = np.asarray(y)
     if len(y) < 2:
         return np.zeros((len(y), n_classes), np.int64)
-    index, _ = neighbours(X, k)
+    index = (found if found is not None else neighbours(X, k))[0][:, :k]
     if y.ndim == 2:
         return y[index].sum(axis=1).astype(np.int64)
     votes = np.zeros((len(y), n_classes), np.int64)
@@ -136,7 +138,8 @@ def disagreement(votes: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: np.ndarray | None = None,
                   filter_by: str = DEFAULT_FILTER, vote_cut: float | None = VOTE_CUT, seed: int = 0,
-                  estimator_factory: Callable | None = None) -> tuple[list[Suspect], np.ndarray, np.ndarray]:
+                  estimator_factory: Callable | None = None,
+                  found: tuple | None = None) -> tuple[list[Suspect], np.ndarray, np.ndarray]:
     """(flagged suspects most suspect first, every item's score, the cross-fitted probabilities).
 
     X: embeddings (the classifier is cross-fitted on them, and the neighbours' votes read them); `vote_cut` None
@@ -150,7 +153,7 @@ def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: 
         proba = cross_fitted_proba(X, y, len(names), estimator=estimator_factory() if estimator_factory else None,
                                    seed=seed)
     flagged, score = label_issues(proba, y, filter_by=filter_by)
-    votes = neighbour_votes(X, y, len(names))
+    votes = neighbour_votes(X, y, len(names), found=found)
     if vote_cut is not None and y.ndim == 1:
         flagged &= disagreement(votes, y) >= vote_cut
     suspects = []

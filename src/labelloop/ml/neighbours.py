@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 EXACT_LIMIT = 50_000  # above this many items the exact search (N² dot products) is slower than building an index
 BLOCK = 1024  # query rows per block of the exact search: BLOCK × N float32 similarities in memory at once
 HNSW_M = 16  # links per node of the hnswlib graph
-HNSW_EF = 200  # search breadth when building and querying (its recall is measured in docs/quality.md)
+HNSW_EF = 100  # search breadth when building and querying (its recall is measured in docs/quality.md)
 COMPACT_DIM = 128  # above EXACT_LIMIT items, vectors are projected to this many dimensions first
 FIT_SAMPLE = 20_000  # rows the projection is fitted on
 
@@ -83,7 +83,7 @@ def approximate_neighbours(X: np.ndarray, k: int, *, seed: int = 0, threads: int
 
 
 def neighbours(X: np.ndarray, k: int, *, exact_limit: int = EXACT_LIMIT, seed: int = 0,
-               threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+               threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """k nearest others by cosine similarity: exact up to `exact_limit` items, hnswlib above."""
     if len(X) <= exact_limit:
         return exact_neighbours(X, k)

@@ -75,14 +75,15 @@ def image_checks(image: np.ndarray) -> ImageChecks:
                        flat_rows / grey.shape[0] if flat_rows else 0.0, float(grey.std()))
 
 
-def knn_distance(X: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """Mean cosine distance of each item to its k nearest others."""
+def knn_distance(X: np.ndarray, k: int = NEIGHBOURS, *, found: tuple | None = None) -> np.ndarray:
+    """Mean cosine distance of each item to its k nearest others (`found`: neighbours computed already, k or more
+    per row, most similar first)."""
     from labelloop.ml.neighbours import neighbours
 
     if len(X) < 2:
         return np.zeros(len(X))
-    _, similarity = neighbours(X, k)
-    return 1.0 - similarity.mean(axis=1)
+    _, similarity = found if found is not None else neighbours(X, k)
+    return 1.0 - similarity[:, :k].mean(axis=1)
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
