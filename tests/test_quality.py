@@ -470,3 +470,29 @@ def test_flipped_classes_found_on_a_real_hymenoptera_slice(tmp_path):
         assert "nearest labelled neighbours are" in flipped_hit["reason"]
     finally:
         workspace.close()
+
+
+def test_a_new_item_is_the_only_one_measured_again(workspace, make_project, tmp_path):
+    from labelloop.services.quality.runs import run_checks
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for f in _photos(4)[:3]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    make_project("inc", "detection", ["ant"])
+    import_path(workspace, "inc", folder, format="images")
+    totals = []
+    progress = lambda done, total, message: totals.append(total) if message == "measuring images" else None  # noqa: E731
+    first = run_checks(workspace, _project(workspace, "inc"), progress=progress)
+    assert "skipped" in first["label"] and first["duplicate"]["rescored"] and totals == [3]
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "new.jpg").write_bytes(_photos(4)[3].read_bytes())
+    import_path(workspace, "inc", more, format="images")
+    totals.clear()
+    again = run_checks(workspace, _project(workspace, "inc"), progress=progress)
+    assert totals == [1]  # duplicates measures the new item; outliers finds it measured already
+    assert again["duplicate"]["rescored"] and again["outlier"]["rescored"]
+    totals.clear()
+    unchanged = run_checks(workspace, _project(workspace, "inc"), progress=progress)
+    assert totals == [] and not unchanged["duplicate"]["rescored"] and not unchanged["outlier"]["rescored"]
