@@ -105,7 +105,7 @@ class SemanticTask(Task):
     name = "semantic"
     project_kinds = (ProjectKind.semantic,)
     default_model = "pixel-rf"
-    quality = "mean foreground IoU (pooled over items)"
+    quality = "mean IoU"  # over the foreground classes, pooled over items (docs/simulate.md)
     quality_goal = 0.95  # issue 19: masks reach >= 0.95 of the from-scratch mean IoU (1.0: drawn from the truth)
     budget_param = None  # the forest trains in seconds; the runner checks the round budget
 
