@@ -175,7 +175,8 @@ def test_simulate_route_runs_a_job_and_serves_its_figure(workspace, tmp_path):
         before = len(list_jobs(workspace))
         for body, who, status in (({"strategy": "nope"}, "manager", 400), ({"start": 99}, "manager", 400),
                                   ({"cost_model": {"draw_mask": -1}}, "manager", 400),
-                                  ({"truth": str(tmp_path / "nuclei")}, "manager", 403), ({}, "annotator", 403)):
+                                  ({"truth": str(tmp_path / "nuclei")}, "manager", 403), ({}, "annotator", 403),
+                                  ({"truth": str(tmp_path / "nowhere")}, "admin", 400)):
             answer = client.post(url, json=body, headers=team.auth(who))
             assert answer.status_code == status, (body, answer.text)
             assert answer.json()["detail"]
