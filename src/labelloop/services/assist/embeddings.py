@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from labelloop import media
 from labelloop.errors import InvalidInput
-from labelloop.jobs.batches import batch_work, run_batches
+from labelloop.jobs.batches import batch_work, executor_name, run_batches
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.data.project_data import item_pages, item_rows
@@ -36,6 +36,7 @@ class EmbeddingSummary:
     cached: int  # found in the cache
     seconds: float  # wall time of the computation (decode + network)
     images_per_second: float | None
+    tasks: int | None = None  # Ray tasks that computed them (None: computed here)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,23 +158,34 @@ def embed_batch(workspace, item_ids: list[int], params: dict[str, Any], ctx: Job
                        progress=ctx.progress).to_dict()
 
 
+def embed_on_executor(workspace, item_ids: Sequence[int], ctx: JobContext, *, model_name: str = DEFAULT_MODEL,
+                      weights: str | Path | None = None, batch_size: int = BATCH) -> EmbeddingSummary:
+    """`embed_items` inside a job, on the executor LABELLOOP_EXECUTOR names: here, or the missing embeddings as
+    chunks of Ray tasks (the cache is read once, here; each worker loads the network once)."""
+    encoder = encoder_key(model_name, weights)  # a bad weights file fails here, before any task starts
+    ids = list(dict.fromkeys(item_ids))
+    if executor_name() != "ray":
+        return embed_items(workspace, ids, model_name=model_name, weights=weights, batch_size=batch_size,
+                           progress=ctx.progress)
+    todo = [i for i in ids if i not in cached_ids(workspace, ids, encoder)]
+    summary = EmbeddingSummary(encoder, len(ids), 0, len(ids) - len(todo), 0.0, None)
+    if todo:
+        params = {"encoder": model_name, "weights": str(weights) if weights else None, "batch_size": batch_size}
+        done = run_batches(workspace, "embed", todo, params, ctx, message=f"embedding with {encoder}")
+        summary.computed, summary.seconds = done["computed"], done["wall_seconds"]
+        summary.images_per_second = round(summary.computed / summary.seconds, 2) if summary.seconds else None
+        summary.tasks = done["tasks"]
+    return summary
+
+
 @job_kind("embed")
 def embed_job(workspace, ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     with workspace.session() as session:
         project = get_project(session, p["project"])
-    encoder = encoder_key(p.get("encoder") or DEFAULT_MODEL, p.get("weights"))  # a bad weights file fails here
-    ids = project_item_ids(workspace, project)
-    cached = cached_ids(workspace, ids, encoder)  # once: inside the comprehension it ran a query per item
-    todo = [i for i in ids if i not in cached]
-    if todo:  # the network loads where the work runs (every Ray worker); the cache is read once, here
-        summary = run_batches(workspace, "embed", todo, p, ctx, message=f"embedding with {encoder}")
-    else:
-        summary = EmbeddingSummary(encoder, 0, 0, 0, 0.0, None).to_dict()
-    summary.update(items=len(ids), cached=len(ids) - len(todo), encoder=encoder)
-    if summary.get("executor") == "ray":  # the chunks' seconds add up on the workers; the rate is over the wall time
-        summary["seconds"] = summary["wall_seconds"]
-        summary["images_per_second"] = round(summary["computed"] / summary["seconds"], 2) if summary["seconds"] else None
-    ctx.log(f"{summary['computed']} embeddings computed, {summary['cached']} cached ({encoder})"
-            + (f" by {summary['tasks']} Ray tasks" if summary.get("executor") == "ray" else ""))
-    return summary
+    summary = embed_on_executor(workspace, project_item_ids(workspace, project), ctx,
+                                model_name=p.get("encoder") or DEFAULT_MODEL, weights=p.get("weights"),
+                                batch_size=int(p.get("batch_size") or BATCH))
+    ctx.log(f"{summary.computed} embeddings computed, {summary.cached} cached ({summary.encoder})"
+            + (f" by {summary.tasks} Ray tasks" if summary.tasks else ""))
+    return {**summary.to_dict(), "executor": "ray" if executor_name() == "ray" else "inline"}

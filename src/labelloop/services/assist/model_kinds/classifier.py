@@ -14,7 +14,7 @@ from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput
 from labelloop.ml.calibration import METHODS
 from labelloop.ml.pretrained import DEFAULT_MODEL
-from labelloop.services.assist.embeddings import embed_items, encoder_key, load_embeddings
+from labelloop.services.assist.embeddings import embed_items, embed_on_executor, encoder_key, load_embeddings
 from labelloop.services.assist.model_kinds import register_model_kind
 from labelloop.services.assist.models import load_estimator, save_model, update_model
 from labelloop.services.data.project_data import item_pages, item_rows, labelled_items
@@ -174,8 +174,8 @@ class Classifier:
         pool = _unlabelled_ids(workspace, project, set(ids))
         embedding = None
         if choice["head"] == "logreg":  # every item: the pool is scored for coverage, and predict reuses them
-            embedding = embed_items(workspace, ids + pool, model_name=choice["encoder"], weights=choice["weights"],
-                                    progress=ctx.progress)
+            embedding = embed_on_executor(workspace, ids + pool, ctx, model_name=choice["encoder"],
+                                          weights=choice["weights"])
             self._resolve_features(workspace, ids, choice)
         ctx.progress(0, None, "training and calibrating")
         prelabeller = PreLabeller(self._estimator(choice, multilabel), tuple(project.class_names()), multilabel,
