@@ -132,10 +132,12 @@ def project_set(
 @app.command("import")
 def import_command(
     name: str,
-    path: Path,
+    path: str = typer.Argument(..., help="A file or folder, or an object-store prefix such as s3://bucket/prefix."),
     format: str = typer.Option("auto", "--format", help="auto, images, coco, yolo, voc, masks, instances, scribbles, folders, csv, dicom"),
     split: Optional[str] = typer.Option(None, "--split", help="Put every item in this split: train, val or test."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Import the readable files and list the others."),
+    by_reference: bool = typer.Option(False, "--by-reference", help="Register the objects under an s3:// prefix "
+                                      "where they lie, without copying them into the blob store."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = JsonFlag,
 ) -> None:
@@ -145,7 +147,15 @@ def import_command(
     workspace = open_workspace(data_dir)
     with workspace.session() as session:
         project = get_project(session, name)
-    params = {"project": name, "path": str(path.resolve()), "format": format, "split": split, "skip_bad": skip_bad}
+    from labelloop.errors import InvalidInput
+    from labelloop.services.data.object_import import is_object_url
+
+    if by_reference and not is_object_url(path):
+        raise InvalidInput(f"--by-reference registers objects of an object store (s3://bucket/prefix); {path} is a "
+                           f"local path: import it without --by-reference")
+    where = path if is_object_url(path) else str(Path(path).resolve())
+    params = {"project": name, "path": where, "format": format, "split": split, "skip_bad": skip_bad,
+              **({"by_reference": True} if by_reference else {})}
     job = run_job_here(workspace, "import", params, project.id, quiet=as_json)
     report = job.result
     if as_json:

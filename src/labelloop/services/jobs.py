@@ -61,6 +61,7 @@ def _worker_id() -> str:
 def _register_job_kinds() -> None:
     """Modules whose job kinds register on import (import and export are below, in this module)."""
     from labelloop.services.assist import datasets, embeddings, jobs, micro  # noqa: F401
+    from labelloop.services.data import object_import  # noqa: F401  (batch work object-check)
     from labelloop.services.assist.simulation import job as simulation_job  # noqa: F401
 
 
@@ -238,10 +239,17 @@ def _fail_models_of(session, job_id: int, reason: str) -> None:
 @job_kind("import")
 def _import_job(workspace, ctx: JobContext) -> dict[str, Any]:
     from labelloop.services.data.importing import import_path
+    from labelloop.services.data.object_import import import_objects, is_object_url
 
     p = ctx.params
-    report = import_path(workspace, p["project"], p["path"], format=p.get("format", "auto"), split=p.get("split"),
-                         skip_bad=p.get("skip_bad", False), progress=ctx.progress)
+    if p.get("by_reference") or is_object_url(p["path"]):  # s3://bucket/prefix (services/data/object_import.py)
+        if p.get("format", "auto") not in ("auto", "images"):
+            raise InvalidInput(f"{p['path']}: from an object store only plain images are imported (--format images)")
+        report = import_objects(workspace, p["project"], p["path"], by_reference=bool(p.get("by_reference")),
+                                split=p.get("split"), skip_bad=p.get("skip_bad", False), ctx=ctx)
+    else:
+        report = import_path(workspace, p["project"], p["path"], format=p.get("format", "auto"),
+                             split=p.get("split"), skip_bad=p.get("skip_bad", False), progress=ctx.progress)
     ctx.log(f"imported {report.items_added} items, {report.annotations_added} annotations from {p['path']}")
     for line in report.skipped:
         ctx.log(f"skipped {line}")

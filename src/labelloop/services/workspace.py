@@ -35,16 +35,31 @@ class Workspace:
         self.blob_url = blob_url or os.environ.get("LABELLOOP_BLOB_URL") or str(root / "blobs")
         self.engine = make_engine(self.database_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.blobs = BlobStore(self.blob_url, cache_dir=root / "cache" / "blobs")
+        self.blobs = BlobStore(self.blob_url, cache_dir=root / "cache" / "blobs", references=self._blob_reference)
+
+    def _blob_reference(self, sha: str) -> str | None:
+        """Where a blob imported by reference lives (None for blobs stored in the blob store)."""
+        from sqlalchemy import select
+
+        from labelloop.store.tables import BlobRow
+
+        with self.reader() as connection:
+            return connection.scalar(select(BlobRow.url).where(BlobRow.sha256 == sha))
 
     @classmethod
     def init(cls, data_dir: str | Path | None = None, **kwargs) -> Workspace:
         root = resolve_data_dir(data_dir)
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
+        try:
+            workspace = cls(root, **kwargs)  # checks the blob store (bucket, credentials) before anything is written
+        except Exception:
+            if created and not any(root.iterdir()):
+                root.rmdir()
+            raise
         marker = root / MARKER
         if not marker.exists():
             marker.write_text("# labelloop workspace\nversion = 1\n")
-        workspace = cls(root, **kwargs)
         migrate(workspace.engine)
         return workspace
 
