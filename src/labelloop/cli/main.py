@@ -165,6 +165,8 @@ def import_command(
         f"imported {report['items_added']} items ({report['items_existing']} already there) and "
         f"{report['annotations_added']} annotations from {report['files']} files as {report['format']} (job {job.id})"
     )
+    if report.get("predictions_added"):
+        out.print(f"and {report['predictions_added']} predictions with their scores (they wait in review)")
     if report["classes_added"]:
         out.print(f"classes taken from the files: {', '.join(report['classes_added'])}")
     for line in report["skipped"]:
