@@ -24,15 +24,17 @@ FIT_SAMPLE = 20_000  # rows the projection is fitted on
 def compact(X: np.ndarray, dim: int = COMPACT_DIM, seed: int = 0) -> np.ndarray:
     """Unit rows projected onto their top `dim` singular directions (truncated SVD, fitted on a seeded sample,
     no centring: dot products, hence cosine similarities, are kept as well as `dim` directions allow)."""
-    X = unit_rows(X)
     if X.shape[1] <= dim or len(X) <= dim:
-        return X
+        return unit_rows(X)
     from sklearn.decomposition import TruncatedSVD
 
     rng = np.random.default_rng(seed)
-    sample = X[rng.choice(len(X), min(len(X), FIT_SAMPLE), replace=False)]
+    sample = unit_rows(X[np.sort(rng.choice(len(X), min(len(X), FIT_SAMPLE), replace=False))])
     svd = TruncatedSVD(dim, algorithm="randomized", random_state=seed).fit(sample)
-    return unit_rows(svd.transform(X).astype(np.float32))
+    out = np.empty((len(X), dim), np.float32)
+    for start in range(0, len(X), 10_000):  # in blocks: no full-size copy of the input
+        out[start:start + 10_000] = svd.transform(unit_rows(X[start:start + 10_000]))
+    return unit_rows(out)
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
