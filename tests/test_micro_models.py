@@ -302,6 +302,7 @@ def test_cli_train_chain_predict_models(workspace, make_project, tmp_path, capsy
     predicted = json.loads(run("predict", "syn", "--chain", "--unlabelled", "--json"))
     assert predicted["chain"] == ["micro:ant:1", "micro:bee:2"] and predicted["predictions"] == 45
     assert "pre-labelled" in run("predict", "syn", "--chain", "--items", "1,2")
+    assert "pseudo-labels" in run("train", "syn", "--model", "micro", "--class", "ant", "--pseudo-labels")
     models = json.loads(run("models", "syn", "--json"))
     assert {m["ref"] for m in models} >= {"micro:ant:1", "micro:bee:1", "micro:bee:2"}
     table = run("models", "syn")
@@ -378,3 +379,53 @@ def test_api_lists_each_class_micro_model_state_and_refuses_a_bad_chain(workspac
         done = wait_for_job(client, job.json()["id"], Who)
         assert done["state"] == "done" and done["result"]["predictions"] == 45
     executor.shutdown(wait=True)
+
+
+# --- pseudo-labels -----------------------------------------------------------------------------------------------
+
+def test_pseudo_labels_train_only_when_they_help_and_never_reach_an_export_of_human_labels(workspace, make_project,
+                                                                                           tmp_path):
+    from labelloop.services.assist.micro import set_chain
+    from labelloop.services.data.exporting import export_project
+
+    truth = _project(workspace, make_project, tmp_path / "syn", {"ant": (12, 40), "bee": (12, 40), "fly": (12, 40)})
+    without = _done(workspace, "micro-train", project="syn", all_classes=True, pseudo_labels=True)["classes"]
+    assert without["ant"]["pseudo_labels"] == {"requested": True, "available": 0, "positives": 0, "negatives": 0,
+                                               "kept": False, "reason": without["ant"]["pseudo_labels"]["reason"]}
+    assert "run `predict --chain` first" in without["ant"]["pseudo_labels"]["reason"]
+    set_chain(workspace, "syn", ["micro:ant", "micro:bee", "micro:fly"])
+    predicted = _done(workspace, "chain-predict", project="syn")
+    with_chain = _done(workspace, "micro-train", project="syn", all_classes=True, pseudo_labels=True)
+    ant = with_chain["classes"]["ant"]["pseudo_labels"]
+    # multi-class: the chain's pre-labels of ant are positives, those of the other classes negatives
+    assert ant["available"] == predicted["prelabelled"] and ant["positives"] == predicted["prelabels_per_class"]["ant"]
+    assert ant["negatives"] == predicted["prelabelled"] - ant["positives"]
+    assert "pseudo-labels" in with_chain["lines"][0]
+    from labelloop.services.assist.model_kinds.micro import in_use
+    from labelloop.services.projects import get_project
+
+    with workspace.session() as session:
+        project = get_project(session, "syn")
+    model = in_use(workspace, project, "ant") if ant["kept"] else None
+    if model is not None:  # the pseudo-labelled items are recorded apart from the human-labelled ones
+        assert len(model.params["pseudo_item_ids"]) == ant["available"] and len(model.item_ids) == 36
+    # Wrong pre-labels (every unlabelled bee item said to be an ant): the held-out score turns them off for ant
+    with workspace.session() as session:
+        for row in session.scalars(select(PredictionRow).where(PredictionRow.model_version == "chain")):
+            session.delete(row)
+        session.flush()
+        labelled = {i for i, in session.execute(select(PredictionRow.item_id))}
+        for item_id, c in truth.items():
+            if c == "bee" and item_id not in labelled:
+                session.add(PredictionRow(item_id=item_id, model_id=None, model_version="chain", review_state="pending",
+                                          shapes=[{"type": "class", "label": "ant", "score": 0.99, "attributes": {}}]))
+    poisoned = _done(workspace, "micro-train", project="syn", **{"class": "ant"}, pseudo_labels=True)
+    ant = poisoned["classes"]["ant"]["pseudo_labels"]
+    assert ant["available"] >= 28 and ant["positives"] == ant["available"] and not ant["kept"]
+    assert "held-out log loss" in ant["reason"] or "average precision" in ant["reason"]
+    assert ant["held_out_log_loss_with"] > ant["held_out_log_loss_without"]
+    # An export of human labels holds the 36 labelled items only: no pseudo-label, no pre-label
+    summary = export_project(workspace, "syn", tmp_path / "out", format="csv")
+    assert summary.items == 36
+    rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").open()))
+    assert len(rows) == 36 and all(r["labels"] for r in rows)

@@ -52,6 +52,7 @@ def train(
     all_classes: bool = typer.Option(False, "--all-classes", help="micro: every class with enough examples (one line each)."),
     base: Optional[str] = typer.Option(None, "--base", help="micro: the base model (classifier)."),
     min_examples: Optional[int] = typer.Option(None, "--min-examples", help="micro: labelled examples a class needs (5)."),
+    pseudo: bool = typer.Option(False, "--pseudo-labels", help="micro: the chain's pending pre-labels join training where the held-out score says they help."),
     extra: list[str] = typer.Option([], "--set", help="Any other model parameter as key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     data_dir: Optional[Path] = DataDir,
@@ -79,7 +80,7 @@ def train(
         from labelloop.cli.micro import train_micro
 
         params.update(_given(base=base, min_examples=min_examples, all_classes=all_classes or None,
-                             **{"class": class_name}))
+                             pseudo_labels=pseudo or None, **{"class": class_name}))
         return train_micro(workspace, project, params, as_json)
     job = run_job_here(workspace, "train", params, project.id, quiet=as_json)
     result = job.result

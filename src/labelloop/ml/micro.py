@@ -15,10 +15,40 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from labelloop.ml.calibration import ClassCalibration, temperature_posterior
-from labelloop.ml.classifier import EmbeddingClassifier, PreLabeller
+from labelloop.ml.calibration import ClassCalibration, held_out_folds, temperature_posterior
+from labelloop.ml.classifier import EmbeddingClassifier, PreLabeller, take
 
 WORSE_BY = 0.02  # held-out average precision a retrain may lose before it counts as worse (noise of few labels)
+
+
+class PseudoLabelled(PreLabeller):
+    """A PreLabeller whose last `extra` training rows are pseudo-labels: they join every fit (each fold's training
+    part and the final fit) but are never held out, so the held-out scores and the threshold rest on human labels
+    only."""
+
+    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None, extra: int = 0) -> PseudoLabelled:
+        import time
+
+        y = np.asarray(y)
+        human = len(y) - extra
+        started = time.perf_counter()
+        self.folds_ = np.r_[held_out_folds(y[:human], self.held_out, self.random_state), np.full(extra, -1)]
+        proba = np.zeros((len(y), len(self.class_names)))
+        for fold in sorted(set(self.folds_[:human].tolist())):
+            test, train = np.flatnonzero(self.folds_ == fold), np.flatnonzero(self.folds_ != fold)
+            model = self._base().fit(take(X, train), y[train])
+            proba[test] = self._full_proba(model, take(X, test), y)
+        self.held_out_index_ = np.arange(human)
+        self.held_out_proba_, self.held_out_y_ = proba[:human], y[:human]
+        self.calibration_seconds_ = time.perf_counter() - started
+        started = time.perf_counter()
+        self.estimator_ = self._base().fit(X, y)
+        self.training_seconds_ = time.perf_counter() - started
+        has_pool = unlabelled is not None and len(unlabelled) > 0
+        self.pool_proba_ = self._full_proba(self.estimator_, unlabelled, y).astype(np.float32) if has_pool else None
+        self.classes_ = np.arange(len(self.class_names))
+        self.set_target(self.target_precision)
+        return self
 
 
 class MicroModel(ClassifierMixin, BaseEstimator):
@@ -34,16 +64,26 @@ class MicroModel(ClassifierMixin, BaseEstimator):
         self.method = method
         self.random_state = random_state
 
-    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None) -> MicroModel:
+    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None, pseudo_X: Any = None,
+            pseudo_y: np.ndarray | None = None) -> MicroModel:
+        """Human labels (X, y) and, optionally, pseudo-labels (pseudo_X, pseudo_y) that only ever train: the
+        held-out scores, the threshold and `held_out_score` come from the human labels alone."""
         y = (np.asarray(y).reshape(-1) > 0).astype(np.int64)
         if not 0 < y.sum() < len(y):
             raise ValueError(f"a micro-model of {self.class_name!r} needs labelled items with and without the class")
         estimator = self.estimator if self.estimator is not None else EmbeddingClassifier(
             multilabel=True, random_state=self.random_state)
-        self.prelabeller_ = PreLabeller(estimator, (self.class_name,), multilabel=True,
-                                        target_precision=self.target_precision, confidence=self.confidence,
-                                        held_out=self.held_out, method=self.method,
-                                        random_state=self.random_state).fit(X, y[:, None], unlabelled)
+        kwargs = dict(multilabel=True, target_precision=self.target_precision, confidence=self.confidence,
+                      held_out=self.held_out, method=self.method, random_state=self.random_state)
+        extra = 0 if pseudo_y is None else len(pseudo_y)
+        if extra:
+            X = np.concatenate([np.asarray(X), np.asarray(pseudo_X)])
+            y = np.r_[y, (np.asarray(pseudo_y).reshape(-1) > 0).astype(np.int64)]
+            self.prelabeller_ = PseudoLabelled(estimator, (self.class_name,), **kwargs).fit(
+                X, y[:, None], unlabelled, extra=extra)
+        else:
+            self.prelabeller_ = PreLabeller(estimator, (self.class_name,), **kwargs).fit(X, y[:, None], unlabelled)
+        self.pseudo_labels_ = extra
         self.classes_ = np.array([0, 1])
         self.temperatures_, self.weights_ = temperature_posterior(self.prelabeller_.held_out_proba_,
                                                                   self.prelabeller_.held_out_y_, multilabel=True)
@@ -88,12 +128,13 @@ class MicroModel(ClassifierMixin, BaseEstimator):
     def held_out_score(self) -> dict[str, Any]:
         """What self-validation compares: the held-out average precision of the class's scores, and the held-out
         precision and recall at the calibrated threshold."""
-        from sklearn.metrics import average_precision_score
+        from sklearn.metrics import average_precision_score, log_loss
 
         y = self.prelabeller_.held_out_y_[:, 0] > 0
         p = self.prelabeller_.held_out_proba_[:, 0]
         c = self.calibration_
         return {"average_precision": round(float(average_precision_score(y, p)), 4) if y.any() else None,
+                "log_loss": round(float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[False, True])), 4),
                 "positives": int(y.sum()), "negatives": int((~y).sum()), "ready": c.threshold is not None,
                 "threshold": c.threshold, "precision": c.precision, "recall": c.recall,
                 "reason": "" if c.threshold is not None else c.reason}
@@ -161,6 +202,19 @@ def is_worse(new: dict[str, Any], current: dict[str, Any] | None, tolerance: flo
     old_ap, new_ap = current.get("average_precision"), new.get("average_precision")
     if old_ap is not None and new_ap is not None and new_ap < old_ap - tolerance:
         return f"its held-out average precision {new_ap:.3f} is below the version in use's {old_ap:.3f}"
+    return ""
+
+
+def pseudo_labels_hurt(with_pseudo: dict[str, Any], without: dict[str, Any]) -> str:
+    """Why pseudo-labels should stay off ('' when they may stay on), from the held-out scores of the same human
+    folds with and without them: a lost threshold, a lower average precision (ranking), or a higher log loss
+    (pseudo-labels that rank well but pull the chances of the wrong items up)."""
+    worse = is_worse(with_pseudo, without, tolerance=0.0)
+    if worse:
+        return worse
+    if with_pseudo["log_loss"] > without["log_loss"]:
+        return (f"its held-out log loss {with_pseudo['log_loss']:.3f} is above {without['log_loss']:.3f} without "
+                "pseudo-labels")
     return ""
 
 

@@ -27,6 +27,8 @@ class MicroTrainIn(Strict):
     all_classes: bool = Field(False, description="Every class with at least min_examples labelled examples")
     min_examples: int = Field(5, ge=2, le=1_000_000)
     base: Literal["classifier", "detector", "pixel-rf", "unet"] = "classifier"
+    pseudo_labels: bool = Field(False, description="Let the chain's pending pre-labels join training as pseudo-labels "
+                                                   "where the held-out score says they help")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters, as `labelloop train --set`.")
 
 
@@ -113,7 +115,7 @@ def train_micro_models(body: MicroTrainIn, request: Request, access: Access = De
     if (body.class_name is None) == (not body.all_classes):
         raise InvalidInput("give either class or all_classes: true")
     params = {"seed": 0, **body.params, "project": access.project.name, "min_examples": body.min_examples,
-              "base": body.base, "all_classes": body.all_classes}
+              "base": body.base, "all_classes": body.all_classes, "pseudo_labels": body.pseudo_labels}
     if body.class_name is not None:
         params["class"] = body.class_name
     return start_job(request, "micro-train", params, access.project.id)

@@ -59,7 +59,8 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
             continue
         current = in_use(workspace, project, name)
         positives = sorted(item.id for item, shapes in rows if any(s.label == name for s in shapes))
-        if params.get("all_classes") and not params.get("force") and current is not None \
+        if params.get("all_classes") and not params.get("force") and not params.get("pseudo_labels") \
+                and current is not None \
                 and sorted(current.params.get("positives", [])) == positives:
             results[name] = {"trained": False, "examples": counts[name], "model": current.ref,
                              "reason": f"no new labels since {current.ref}; it stays in use"}
@@ -70,7 +71,7 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
                          "threshold": model.metrics["threshold"], "precision": model.metrics["held_out_precision"],
                          "recall": model.metrics["held_out_recall"], "coverage": model.metrics["coverage"],
                          "self_validation": model.metrics["self_validation"],
-                         "reason": model.metrics["reason"]}
+                         "pseudo_labels": model.metrics["pseudo_labels"], "reason": model.metrics["reason"]}
     lines = [_line(name, r) for name, r in results.items()]
     return {"summary": "; ".join(lines), "lines": lines, "classes": results}
 
@@ -80,6 +81,10 @@ def _line(name: str, r: dict[str, Any]) -> str:
         return f"{name}: not trained ({r['reason']})"
     figures = (f"threshold {r['threshold']:.3f}, held-out precision {r['precision']:.2f}, recall {r['recall']:.2f}"
                if r["ready"] else f"no pre-labels yet ({r['reason']})")
+    pseudo = r.get("pseudo_labels") or {}
+    if pseudo.get("requested"):
+        figures += (f"; pseudo-labels {'kept' if pseudo.get('kept') else 'off'} ({pseudo.get('available', 0)} "
+                    f"available: {pseudo.get('reason', '')})")
     return f"{name}: {r['model']} on {r['examples']} examples, {figures}; {r['self_validation']}"
 
 

@@ -73,6 +73,29 @@ def why_not_trainable(class_name: str, examples: int, labelled: int, min_example
     return ""
 
 
+def pseudo_labels(workspace, project, name: str, labelled: set[int]) -> tuple[list[int], np.ndarray]:
+    """(item ids, 0/1) from the chain's pending pre-labels on items nobody labelled: 1 where this class was
+    pre-labelled; 0 where another class was (multi-class only: in a multi-label project a missing class is no
+    evidence). They stay Predictions: never annotations, never exported as human labels."""
+    from labelloop.services.assist.micro import CHAIN_VERSION
+    from labelloop.store.tables import ItemRow, PredictionRow
+
+    with workspace.session() as session:
+        rows = session.execute(select(PredictionRow.item_id, PredictionRow.shapes).join(
+            ItemRow, ItemRow.id == PredictionRow.item_id).where(
+            ItemRow.project_id == project.id, PredictionRow.model_version == CHAIN_VERSION,
+            PredictionRow.review_state == "pending", PredictionRow.shape_count > 0)
+            .order_by(PredictionRow.id)).all()
+    found: dict[int, int] = {}
+    for item_id, shapes in rows:  # the newest chain pre-label of an item wins
+        if item_id in labelled:
+            continue
+        has = any(s.get("label") == name for s in shapes)
+        if has or project.kind is ProjectKind.classification:
+            found[item_id] = int(has)
+    return list(found), np.array(list(found.values()), np.int64)
+
+
 def check_base(project, base: str) -> None:
     if base in PLANNED_BASES:
         raise InvalidInput(f"--base {base}: micro-models on {base} are not built yet; only --base classifier "
@@ -122,7 +145,7 @@ class Micro:
                     pool: list[int] | None = None) -> ModelInfo:
         import time
 
-        from labelloop.ml.micro import MicroModel, is_worse
+        from labelloop.ml.micro import MicroModel, is_worse, pseudo_labels_hurt
         from labelloop.services.assist.model_kinds.classifier import Classifier
 
         if name not in project.class_names():
@@ -150,7 +173,28 @@ class Micro:
                            held_out=choice["held_out"], method=choice["calibration_method"],
                            random_state=choice["seed"])
         unlabelled = base._inputs(workspace, pool, choice) if pool else None
-        model.fit(base._inputs(workspace, ids, choice), y, unlabelled)
+        X = base._inputs(workspace, ids, choice)
+        model.fit(X, y, unlabelled)
+        pseudo = {"requested": bool(params.get("pseudo_labels"))}
+        pseudo_ids: list[int] = []
+        if pseudo["requested"]:
+            candidate_ids, pseudo_y = pseudo_labels(workspace, project, name, set(ids))
+            pseudo.update(available=len(candidate_ids), positives=int(pseudo_y.sum()),
+                          negatives=int(len(pseudo_y) - pseudo_y.sum()), kept=False)
+            if candidate_ids:
+                with_pseudo = MicroModel(**model.get_params()).fit(
+                    X, y, unlabelled, base._inputs(workspace, candidate_ids, choice), pseudo_y)
+                # The held-out score (the same human folds for both) decides whether pseudo-labels stay on.
+                worse = pseudo_labels_hurt(with_pseudo.held_out_score(), model.held_out_score())
+                pseudo.update(kept=not worse, reason=worse or "held-out score no worse with them",
+                              held_out_average_precision_with=with_pseudo.held_out_score()["average_precision"],
+                              held_out_average_precision_without=model.held_out_score()["average_precision"],
+                              held_out_log_loss_with=with_pseudo.held_out_score()["log_loss"],
+                              held_out_log_loss_without=model.held_out_score()["log_loss"])
+                if not worse:
+                    model, pseudo_ids = with_pseudo, candidate_ids
+            else:
+                pseudo["reason"] = "no chain pre-label to learn from yet: run `predict --chain` first"
         seconds = time.perf_counter() - started
         score = model.held_out_score()
         current = in_use(workspace, project, name)
@@ -172,11 +216,12 @@ class Micro:
             "calibration_method": choice["calibration_method"], "features": choice["features"],
             "prelabelled": prelabelled, "coverage": round(prelabelled / len(pool), 4) if pool else None,
             "in_use": not worse, "self_validation": verdict, "training_seconds": round(seconds, 3),
+            "pseudo_labels": pseudo,
             "classes": {name: {**model.calibration_.to_dict(), "prelabelled": prelabelled}},
         }
         metrics["classes"][name].pop("name")
         stored = {**choice, "class": name, "base": "classifier", "min_examples": min_examples,
-                  "positives": [i for i, v in zip(ids, y) if v]}
+                  "positives": [i for i, v in zip(ids, y) if v], "pseudo_item_ids": pseudo_ids}
         saved = save_model(workspace, project, kind, model, params=stored, metrics=metrics, item_ids=ids)
         if worse:
             saved = update_model(workspace, saved, status="worse")
