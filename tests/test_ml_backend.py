@@ -349,3 +349,66 @@ def test_local_files_are_read_only_under_the_named_folder(workspace, make_projec
     assert inside.status_code == 201, inside.text
     with workspace.session() as session:
         assert session.scalar(select(ItemRow.source)) == "raccoon-2.jpg"
+
+
+@pytest.mark.slow
+def test_detector_prelabels_are_the_boxes_above_its_threshold_in_percent(workspace, make_project, tmp_path):
+    """A detector trained on drawn shapes, with enough held-out images to certify a threshold: the backend answers
+    exactly the boxes the detector kind itself marks as pre-labels, as rectangles in percent of the image."""
+    from test_detector import FAST, drawn_shapes
+
+    from labelloop.domain import Box
+    from labelloop.services.labelling import annotations
+    from labelloop.store.tables import PredictionRow
+
+    make_project("shapes", "detection", ["square", "disc"])
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    images, boxes = drawn_shapes(44, 3)
+    for n, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"s{n:02d}.png")
+    import_path(workspace, "shapes", folder, format="images")
+    names = {1: "square", 2: "disc"}
+    with workspace.session() as session:
+        project = get_project(session, "shapes")
+        ids = {Path(r.source).stem: r.id for r in session.scalars(select(ItemRow))}
+        for n, target in enumerate(boxes[:40]):
+            shapes = [Box(names[int(k)], *map(float, b)) for b, k in zip(target["boxes"], target["labels"])]
+            annotations.save(session, project, ids[f"s{n:02d}"], shapes, author="ann", base_version=None)
+        update_settings(session, get_row(session, "shapes"), {"target_precision": 0.8})
+        project = get_project(session, "shapes")
+    held_out = ",".join(str(ids[f"s{n:02d}"]) for n in range(24, 40))
+    job = run_job(workspace, create_job(workspace, "train", {"project": "shapes", "model": "detector", "epochs": 8,
+                                                              **FAST, "test_items": held_out, "seed": 0}))
+    assert job.state == "done", job.error
+    fresh = [ids[f"s{n:02d}"] for n in range(40, 44)]
+    # The detector kind's own pre-labels, called directly: its predict job cannot store its summary when a box is
+    # pre-labelled (a numpy count in the job's JSON result; reported, not fixed here).
+    from labelloop.jobs.registry import JobContext
+    from labelloop.services.assist.model_kinds import get_model_kind
+
+    kind = get_model_kind("detector")
+    kind.predict(workspace, project, get_model(workspace, project, "detector"), fresh, {},
+                 JobContext(0, {}, lambda *a: None, lambda line: None))
+    with workspace.session() as session:
+        own = {r.item_id: [s for s in r.shapes if s["attributes"]["prelabel"]]
+               for r in session.scalars(select(PredictionRow))}
+    assert sum(map(len, own.values())) >= 2, "no box reached a certified threshold: the test shows nothing"
+    config = BOX_CONFIG.replace('<Label value="raccoon"/>', '<Label value="square"/><Label value="disc"/>')
+    tasks = [_task(n, _upload_url(f"s{n:02d}.png"), "picture") for n in range(40, 44)]
+    body = _client(workspace, "shapes").post("/predict", json=_predict_request(tasks, config)).json()
+    assert body["model_version"] == "detector:1"
+    for n, prediction in zip(range(40, 44), body["results"]):
+        expected = own[ids[f"s{n:02d}"]]
+        assert len(prediction["result"]) == len(expected)
+        for region, shape in zip(prediction["result"], expected):
+            assert (region["from_name"], region["to_name"], region["type"]) == ("tag", "img", "rectanglelabels")
+            assert (region["original_width"], region["original_height"]) == (160, 160)
+            value = region["value"]
+            assert value["rectanglelabels"] == [shape["label"]]
+            assert region["score"] == pytest.approx(shape["score"], abs=1e-3)
+            pixels = [value["x"] * 1.6, value["y"] * 1.6, (value["x"] + value["width"]) * 1.6,
+                      (value["y"] + value["height"]) * 1.6]
+            assert np.allclose(pixels, [shape["x0"], shape["y0"], shape["x1"], shape["y1"]], atol=0.5)
+        if expected:
+            assert prediction["score"] == pytest.approx(min(s["score"] for s in expected), abs=1e-3)

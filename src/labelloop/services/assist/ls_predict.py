@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from labelloop.domain import Box, ClassLabel, ProjectKind
 from labelloop.errors import InvalidInput
-from labelloop.services.assist.ls_results import Targets, box_result, class_result
+from labelloop.formats.labelstudio_writer import prediction_results
+from labelloop.services.assist.ls_results import Targets, control_names
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import ModelRow
 
@@ -129,12 +130,12 @@ class Predictor:
     def _classify(self, loaded: _Loaded, images: Sequence[TaskImage], found: Targets) -> list[dict]:
         prelabeller, choice = loaded.estimator, loaded.model.params
         proba, accepted = prelabeller.prelabel(self._features(images, choice))
-        names = list(prelabeller.class_names)
+        names, tags = list(prelabeller.class_names), control_names(found)
         predictions = []
-        for p, ok in zip(proba, accepted):
-            labels = [ClassLabel(names[k], score=float(p[k])) for k in np.flatnonzero(ok)]
+        for task, p, ok in zip(images, proba, accepted):
+            labels = [ClassLabel(names[k], score=round(float(p[k]), 4)) for k in np.flatnonzero(ok)]
             certainty = np.maximum(p, 1 - p).min() if prelabeller.multilabel else p.max()
-            predictions.append({"result": [class_result(found, labels)] if labels else [],
+            predictions.append({"result": prediction_results(labels, *task.size, tags),
                                 "score": round(float(certainty), 4), "model_version": loaded.model.ref})
         return predictions
 
@@ -190,21 +191,20 @@ class Predictor:
         return media.read(self.workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
 
     def _detect(self, project: ProjectInfo, loaded: _Loaded, images: Sequence[TaskImage], found: Targets) -> list[dict]:
-        detector = loaded.estimator
+        detector, tags = loaded.estimator, control_names(found)
         names = {c.index: c.name for c in project.classes}
         pixels = [self._pixels(t) for t in images]
         predictions = []
         for task, detections in zip(images, detector.predict(pixels)):
-            width, height = task.size
-            result = []
+            boxes = []
             for box, label, score in zip(detections["boxes"], detections["labels"], detections["scores"]):
                 threshold = detector.threshold_for(int(label))
-                if threshold is None or score < threshold:
-                    continue
-                shape = Box(names[int(label)], *(float(v) for v in box), score=float(score))
-                result.append(box_result(found, shape, width, height))
-            score = min((r["score"] for r in result), default=None)
-            predictions.append({"result": result, "score": score, "model_version": loaded.model.ref})
+                if threshold is not None and score >= threshold:
+                    boxes.append(Box(names[int(label)], *(float(v) for v in box), score=round(float(score), 4)))
+            # The task's score: the least certain pre-label shown (None: nothing reached its threshold).
+            score = min((b.score for b in boxes), default=None)
+            predictions.append({"result": prediction_results(boxes, *task.size, tags), "score": score,
+                                "model_version": loaded.model.ref})
         return predictions
 
 

@@ -1,5 +1,6 @@
-"""Label Studio results <-> labelloop shapes, for the ML backend: which tags of the labelling config to answer,
-class labels as `choices`, boxes as `rectanglelabels` in percent of the image (converted here, at the edge).
+"""Label Studio configs and results for the ML backend: which tags of the labelling config to answer (the results
+themselves are written by formats/labelstudio_writer.py), and an annotation's `choices` / `rectanglelabels` regions
+read back as shapes, percent of the image converted to pixels here, at the edge.
 
 Label Studio's result format: https://labelstud.io/guide/task_format (regions with `from_name`, `to_name`, `type`,
 `value`; rectangles in percent of `original_width` × `original_height`).
@@ -8,7 +9,6 @@ Label Studio's result format: https://labelstud.io/guide/task_format (regions wi
 from __future__ import annotations
 
 import math
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from typing import Any
 
 from labelloop.domain import Box, ClassLabel, ProjectKind, Shape
 from labelloop.errors import InvalidInput
+from labelloop.formats.labelstudio_writer import ControlNames
 
 MAX_CONFIG_CHARS = 1_000_000
 # The control tag that carries each project kind's labels in a Label Studio config, and its result type.
@@ -74,30 +75,9 @@ def check_labels(found: Targets, class_names: Sequence[str]) -> None:
                            f"{', '.join(missing)}; add them as values (it offers {', '.join(found.labels) or 'none'})")
 
 
-def _region_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def class_result(found: Targets, labels: Sequence[ClassLabel]) -> dict[str, Any]:
-    """One `choices` region holding the accepted classes; its score is the least certain of them."""
-    scores = [s.score for s in labels if s.score is not None]
-    result = {"id": _region_id(), "from_name": found.from_name, "to_name": found.to_name, "type": "choices",
-              "value": {"choices": [s.label for s in labels]}}
-    if scores:
-        result["score"] = round(min(scores), 4)
-    return result
-
-
-def box_result(found: Targets, box: Box, width: int, height: int) -> dict[str, Any]:
-    """A `rectanglelabels` region: pixels (x0, y0, x1, y1) -> percent x, y, width, height of the image."""
-    result = {"id": _region_id(), "from_name": found.from_name, "to_name": found.to_name, "type": "rectanglelabels",
-              "original_width": width, "original_height": height, "image_rotation": 0,
-              "value": {"x": 100.0 * box.x0 / width, "y": 100.0 * box.y0 / height,
-                        "width": 100.0 * box.width / width, "height": 100.0 * box.height / height,
-                        "rotation": 0, "rectanglelabels": [box.label]}}
-    if box.score is not None:
-        result["score"] = round(box.score, 4)
-    return result
+def control_names(found: Targets) -> ControlNames:
+    """The writer's tag names (formats/labelstudio_writer.py) for this config: results go to its control and image."""
+    return ControlNames(choices=found.from_name, rectangles=found.from_name, image=found.to_name)
 
 
 def shapes_from_results(results: Any, kind: ProjectKind, width: int, height: int) -> list[Shape]:
