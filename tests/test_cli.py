@@ -75,7 +75,7 @@ def test_project_set_changes_checked_settings_only(capsys, tmp_path):
     for bad, message in (("calibration_method=guess", "choose one of estimate, bound, auto"),
                          ("target_precision=2", "must lie between"), ("taget_precision=0.9", "unknown project"),
                          ("target_precision", "give key=value")):
-        code, _, err = run(capsys, "project", "set", "pets", "sampling=clustered", bad, "--data-dir", data)
+        code, _, err = run(capsys, "project", "set", "pets", "sampling=margin", bad, "--data-dir", data)
         assert code != 0 and message in err, (bad, err)
     code, out, _ = run(capsys, "project", "show", "pets", "--json", "--data-dir", data)
     settings = json.loads(out)["settings"]

@@ -146,7 +146,7 @@ def test_fit_predict_shapes_and_classes():
     pred = clf.predict(image)
     assert set(np.unique(pred)) <= {3, 6}
     assert _iou(pred == 6, truth) > 0.8
-    feats = compute_features(image)
+    feats = compute_features(image, intensity=clf.intensity)  # precomputed features must match the classifier's
     np.testing.assert_allclose(clf.predict_proba(features=feats), proba, atol=1e-6)
     small_chunks = clone(clf).set_params(chunk_pixels=1000).fit([image], [labels])
     np.testing.assert_allclose(small_chunks.predict_proba(image), proba, atol=1e-6)
@@ -251,3 +251,45 @@ def test_forest_beats_otsu_on_lucchi_crops():
         [max(_iou(img < threshold_otsu(img), mask), _iou(img > threshold_otsu(img), mask)) for img, mask in test]
     )
     assert forest_iou > otsu_iou + 0.1, (forest_iou, otsu_iou)
+
+
+# ---------------------------------------------------------------- smoothing the probability map
+def test_smoothing_removes_isolated_wrong_pixels_and_keeps_probabilities():
+    # A forest decides each pixel alone: a speckle of confident "object" pixels inside background (and a hole in
+    # an object) is what smoothing the map before the argmax removes; a large object survives it.
+    proba = np.zeros((64, 64, 2), np.float32)
+    proba[..., 0] = 0.8
+    proba[20:44, 20:44, 0] = 0.1               # a 24x24 object
+    proba[5, 5, 0] = proba[50, 8, 0] = 0.05    # two isolated speckles
+    proba[30, 30, 0] = 0.9                     # a one-pixel hole in the object
+    proba[..., 1] = 1 - proba[..., 0]
+    from labelloop.ml.pixel_classifier import _smoothed
+
+    before = proba.argmax(axis=2)
+    after = _smoothed(proba.copy(), 2.0).argmax(axis=2)
+    assert before[5, 5] == before[50, 8] == 1 and before[30, 30] == 0
+    assert after[5, 5] == after[50, 8] == 0 and after[30, 30] == 1
+    assert after[22:42, 22:42].all() and not after[:15, :15].any()
+    assert np.allclose(_smoothed(proba.copy(), 2.0).sum(axis=2), 1.0, atol=1e-5)
+    assert np.array_equal(_smoothed(proba.copy(), 0.0), proba)  # 0 turns it off
+
+
+def test_smoothing_reaches_predictions_of_both_stages():
+    from labelloop.ml.pixel_classifier import _smoothed
+
+    image, truth = _blobs(seed=3)
+    labels = [_scribbles(truth, 150, 1)]
+    for autocontext in (False, True):
+        plain = PixelClassifier(smoothing=0.0, autocontext=autocontext, random_state=0).fit([image], labels)
+        smooth = PixelClassifier(smoothing=3.0, autocontext=autocontext, random_state=0).fit([image], labels)
+        # the same forests underneath (same seed): only the final map is smoothed, after the last stage
+        assert np.allclose(smooth.predict_proba(image), _smoothed(plain.predict_proba(image), 3.0), atol=1e-6)
+        assert not np.allclose(smooth.predict_proba(image), plain.predict_proba(image), atol=1e-3)
+
+
+def test_models_pickled_before_smoothing_existed_still_predict():
+    image, truth = _blobs()
+    clf = PixelClassifier(smoothing=0.0, random_state=0).fit([image], [_scribbles(truth, 100, 0)])
+    expected = clf.predict(image)
+    del clf.smoothing  # what unpickling a model saved by an older labelloop gives
+    assert np.array_equal(clf.predict(image), expected)

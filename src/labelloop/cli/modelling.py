@@ -27,7 +27,9 @@ def train(
     model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet, classifier, detector or micro."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
     trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
-    autocontext: bool = typer.Option(False, "--autocontext", help="pixel-rf: add a second, auto-context stage."),
+    autocontext: Optional[bool] = typer.Option(None, "--autocontext/--no-autocontext", help="pixel-rf: a second, auto-context stage (default on; off trains and predicts faster)."),
+    intensity: Optional[str] = typer.Option(None, "--intensity", help="pixel-rf: dtype (default: the dtype's range to [0, 1]) or percentile (each image's 1st-99.8th percentile; for images whose exposure differs, e.g. fluorescence)."),
+    smoothing: Optional[float] = typer.Option(None, "--smoothing", help="pixel-rf: Gaussian sigma (px) over the probability map before the argmax; 0 turns it off."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="unet: encoder name (default tu-tf_efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="unet/classifier: a local pretrained weights file."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="unet: number of epochs."),
@@ -69,8 +71,18 @@ def train(
                        resume=resume, head=head, backbone=backbone, gamma=gamma, gamma_epochs=gamma_epochs,
                        rois_per_image=rois_per_image, eval_period=eval_period, test_fraction=test_fraction,
                        test_split=test_split, test_items=test_items, min_size=min_size, **{"from": start_from})}
-    if autocontext:
-        params["autocontext"] = True
+    if autocontext is not None:
+        params["autocontext"] = autocontext
+    if intensity is not None:
+        from labelloop.ml.features import INTENSITY_SCALINGS
+
+        if intensity not in INTENSITY_SCALINGS:
+            raise InvalidInput(f"--intensity {intensity!r}: choose one of {', '.join(INTENSITY_SCALINGS)}")
+        params["intensity"] = intensity
+    if smoothing is not None:
+        if smoothing < 0:
+            raise InvalidInput(f"--smoothing {smoothing}: give a sigma in pixels >= 0 (0 turns smoothing off)")
+        params["smoothing"] = smoothing
     if scales:
         try:
             params["scales"] = [float(s) for s in scales.split(",") if s.strip()]

@@ -45,6 +45,7 @@ _TRUNCATE = 4.0
 _DOG_RATIO = 0.66
 _OUTER_RATIO = 0.5
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+INTENSITY_SCALINGS: tuple[str, ...] = ("dtype", "percentile")
 _DEFAULT_TILE = 1024
 _THREADS = max(1, min(4, int(os.environ.get("LABELLOOP_FEATURE_THREADS", os.cpu_count() or 1))))
 
@@ -57,6 +58,7 @@ class FeatureSettings:
     kinds: tuple[str, ...] = FEATURE_KINDS
     colour: str = "luminance"
     downsample: bool = True
+    intensity: str = "dtype"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
@@ -68,6 +70,8 @@ class FeatureSettings:
             raise ValueError(f"unknown feature kinds {unknown}; choose from {FEATURE_KINDS}")
         if self.colour not in ("luminance", "channels"):
             raise ValueError(f"colour must be 'luminance' or 'channels', got {self.colour!r}")
+        if self.intensity not in INTENSITY_SCALINGS:
+            raise ValueError(f"intensity must be one of {INTENSITY_SCALINGS}, got {self.intensity!r}")
 
     @property
     def margin(self) -> int:
@@ -118,8 +122,12 @@ def _eigenvalues(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarra
     return mean + d, mean - d
 
 
-def normalise(image: np.ndarray, colour: str = "luminance") -> np.ndarray:
-    """Image (H×W, H×W×1, H×W×3/4) -> float32 H×W×C in [0, 1] by dtype range; C = 1 unless colour='channels'."""
+def normalise(image: np.ndarray, colour: str = "luminance", intensity: str = "dtype") -> np.ndarray:
+    """Image (H×W, H×W×1, H×W×3/4) -> float32 H×W×C in [0, 1] by dtype range; C = 1 unless colour='channels'.
+
+    ``intensity="percentile"`` then stretches each image's own 1st–99.8th percentile to [0, 1] (csbdeep's
+    ``normalize`` default), for sets whose exposure differs from image to image.
+    """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
@@ -137,11 +145,23 @@ def normalise(image: np.ndarray, colour: str = "luminance") -> np.ndarray:
     else:
         raise ValueError(f"unsupported image dtype {image.dtype}")
     if out.ndim == 2:
-        return out[..., None]
-    out = out[..., :3]
-    if colour == "luminance":
-        return (out @ _LUMA)[..., None]
-    return np.ascontiguousarray(out)
+        out = out[..., None]
+    else:
+        out = out[..., :3]
+        out = (out @ _LUMA)[..., None] if colour == "luminance" else np.ascontiguousarray(out)
+    return _percentile_stretch(out) if intensity == "percentile" else out
+
+
+def _percentile_stretch(planes: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Each channel's [low, high] percentile -> [0, 1] (not clipped). Percentiles of at most ~1M sampled pixels."""
+    h, w = planes.shape[:2]
+    step = max(1, int(math.sqrt(h * w / 1_000_000)))
+    out = np.empty_like(planes, dtype=np.float32)
+    for c in range(planes.shape[2]):
+        lo, hi = np.percentile(planes[::step, ::step, c], (low, high))
+        span = float(hi - lo) if hi - lo > 1e-6 else 1.0  # a flat image stays flat instead of blowing up noise
+        out[..., c] = (planes[..., c] - np.float32(lo)) / np.float32(span)
+    return out
 
 
 def feature_names(
@@ -290,10 +310,11 @@ def iter_feature_tiles(
     colour: str = "luminance",
     tile_shape: tuple[int, int] = (_DEFAULT_TILE, _DEFAULT_TILE),
     downsample: bool = True,
+    intensity: str = "dtype",
 ) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
     """Yield ((row slice, col slice), features of that tile); memory per step ~ (tile + 2 margin)² × F × 4 bytes."""
-    settings = FeatureSettings(tuple(scales), tuple(kinds), colour, downsample)
-    norm = normalise(image, colour)
+    settings = FeatureSettings(tuple(scales), tuple(kinds), colour, downsample, intensity)
+    norm = normalise(image, colour, intensity)
     yield from _iter_tiles(norm, settings, tile_shape)
 
 
@@ -320,6 +341,7 @@ def compute_features(
     colour: str = "luminance",
     tile_shape: tuple[int, int] | None = None,
     downsample: bool = True,
+    intensity: str = "dtype",
 ) -> np.ndarray:
     """H×W×F float32 feature stack (order: feature_names). Images larger than 2048² are filtered in 1024² tiles.
 
@@ -327,8 +349,8 @@ def compute_features(
     to float rounding while filter scratch memory stays bounded by the tile size. ``downsample=False`` filters
     every scale at full resolution (exact, ~4× slower with the default scales).
     """
-    settings = FeatureSettings(tuple(scales), tuple(kinds), colour, downsample)
-    norm = normalise(image, colour)
+    settings = FeatureSettings(tuple(scales), tuple(kinds), colour, downsample, intensity)
+    norm = normalise(image, colour, intensity)
     h, w, c = norm.shape
     if tile_shape is None and h * w <= 2048 * 2048:
         return _features_untiled(norm, settings)
@@ -398,7 +420,8 @@ class FeatureCache:
         feats = self.get(item_key, settings)
         if feats is None:
             feats = self.put(item_key, settings, compute_features(image, settings.scales, settings.kinds, settings.colour,
-                                                                  downsample=settings.downsample))
+                                                                  downsample=settings.downsample,
+                                                                  intensity=settings.intensity))
         return feats
 
     def clear(self) -> None:

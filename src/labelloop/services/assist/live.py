@@ -15,7 +15,7 @@ from labelloop import media
 from labelloop.domain import Scribble
 from labelloop.geometry import rle
 from labelloop.ml.features import FeatureCache, FeatureSettings
-from labelloop.ml.pixel_classifier import PixelClassifier
+from labelloop.ml.pixel_classifier import DEFAULT_INTENSITY, DEFAULT_SMOOTHING, PixelClassifier
 from labelloop.services.data.project_data import item_rows, labelled_items
 from labelloop.services.projects import get_project
 
@@ -29,7 +29,7 @@ class LiveSegmenter:
         with workspace.session() as session:
             self.project = get_project(session, project_name)
         self.cache = cache or FeatureCache(max_bytes=2 << 30)
-        self.settings = settings or FeatureSettings()
+        self.settings = settings or FeatureSettings(intensity=DEFAULT_INTENSITY)
         self.trees = trees
         self._lock = threading.Lock()
 
@@ -58,7 +58,9 @@ class LiveSegmenter:
             targets.append(labels[chosen])
         with self._lock:  # one fit at a time per project view; scikit-learn uses both cores already
             classifier = PixelClassifier(scales=self.settings.scales, feature_kinds=self.settings.kinds,
-                                         colour=self.settings.colour, n_estimators=self.trees, random_state=0)
+                                         colour=self.settings.colour, intensity=self.settings.intensity,
+                                         n_estimators=self.trees,
+                                         smoothing=DEFAULT_SMOOTHING, random_state=0)
             classifier.fit_features(np.concatenate(tables), np.concatenate(targets))
             proba = classifier.predict_proba(features=self.features(item_id))
         values = np.asarray(classifier.classes_)[proba.argmax(axis=2)]

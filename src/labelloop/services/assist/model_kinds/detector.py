@@ -237,7 +237,7 @@ class Detector:
             for box, label, score in zip(found["boxes"], found["labels"], found["scores"]):
                 threshold = detector.threshold_for(int(label))
                 chosen = threshold is not None and score >= threshold
-                prelabels += chosen
+                prelabels += int(chosen)
                 shapes.append(Box(names[int(label)], *(round(float(v), 2) for v in box), score=round(float(score), 4),
                                   attributes={"prelabel": bool(chosen),
                                               "threshold": round(threshold, 4) if threshold is not None else None}))
