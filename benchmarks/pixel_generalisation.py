@@ -31,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pixel_classifier import scribbles  # the same seeded truth-pixel scribbles (benchmarks/ is on the path)
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LUCCHI = DATA / "lucchi_mito"
 NUCLEI = DATA / "nuclei_dsb2018"
 
 VARIANTS: dict[str, dict] = {
-    "default": {},  # PixelClassifier's defaults: what live prediction in the labelling view uses
-    "train-default": {"autocontext": True},  # what `labelloop train --model pixel-rf` uses (pixel-rf model kind)
+    "default": {},  # PixelClassifier's defaults: what `labelloop train --model pixel-rf` and the live view use
+    "train-default": {"autocontext": True},  # the defaults + `--autocontext`
     "plain": {"smoothing": 0.0, "autocontext": False, "intensity": "dtype"},  # the defaults before issue 17
     "smooth1": {"smoothing": 1.0},
     "smooth2": {"smoothing": 2.0},
@@ -100,15 +102,6 @@ def load_set(name: str, n_test: int, seed: int):
     else:
         raise SystemExit(f"unknown set {name!r}; known: lucchi-train, lucchi-test, nuclei")
     return [p[0] for p in train], [p[1] for p in train], [p[0] for p in test], [p[1] for p in test]
-
-
-def scribbles(mask: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Label map: per_class random pixels of background (1) and foreground (2), 0 elsewhere."""
-    labels = np.zeros(mask.shape, np.uint8)
-    for value, region in ((1, ~mask), (2, mask)):
-        idx = np.flatnonzero(region)
-        labels.flat[rng.choice(idx, min(per_class, idx.size), replace=False)] = value
-    return labels
 
 
 def iou(predicted: list[np.ndarray], truth: list[np.ndarray]) -> float:
