@@ -8,6 +8,7 @@ every image, checks declared sizes and shape bounds, and commits atomically.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,3 +129,12 @@ def require_kind(format_name: str, kind: ProjectKind, allowed: Iterable[ProjectK
         raise InvalidInput(
             f"format {format_name!r} holds {choices} labels; it cannot import into a {kind.value} project"
         )
+
+
+def peek_json(path: Path) -> Any:
+    """The parsed JSON of a file, or None when it cannot be read or parsed (for format sniffing)."""
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -18,7 +18,7 @@ from typing import Any
 
 from labelloop.domain import Box, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
+from labelloop.formats.base import peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
 from labelloop.formats.paths import first_names, safe_name, shown_path, split_in_name
 from labelloop.formats.registry import register
 from labelloop.geometry import rle
@@ -39,8 +39,8 @@ class CocoFormat:
 
     def detect(self, path: Path) -> bool:
         if path.is_file():
-            return path.suffix.lower() == ".json" and _looks_like_coco(_peek(path))
-        return any(_looks_like_coco(_peek(p)) for p in _candidates(path))
+            return path.suffix.lower() == ".json" and _looks_like_coco(peek_json(path))
+        return any(_looks_like_coco(peek_json(p)) for p in _candidates(path))
 
     def read(self, path: Path, kind: ProjectKind) -> ImportBundle:
         kind = ProjectKind(kind)
@@ -78,14 +78,6 @@ def _candidates(folder: Path) -> list[Path]:
         if found:
             return found
     return []
-
-
-def _peek(path: Path) -> Any:
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _looks_like_coco(data: Any) -> bool:

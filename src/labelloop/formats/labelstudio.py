@@ -22,7 +22,7 @@ import numpy as np
 from labelloop import media
 from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, ImportedPrediction
+from labelloop.formats.base import peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, ImportedPrediction
 from labelloop.formats.labelstudio_writer import write_tasks
 from labelloop.formats.paths import first_names, safe_name, shown_path
 from labelloop.formats.registry import register
@@ -42,7 +42,7 @@ class LabelStudioFormat:
 
     def detect(self, path: Path) -> bool:
         file = _tasks_file(path)
-        return file is not None and _looks_like_tasks(_peek(file))
+        return file is not None and _looks_like_tasks(peek_json(file))
 
     def read(self, path: Path, kind: ProjectKind) -> ImportBundle:
         file = _tasks_file(path)
@@ -63,14 +63,6 @@ def _tasks_file(path: Path) -> Path | None:
         return path / "tasks.json"
     found = [p for p in sorted(path.glob("*.json")) if not p.name.startswith(".")] if path.is_dir() else []
     return found[0] if len(found) == 1 else None
-
-
-def _peek(file: Path) -> Any:
-    try:
-        with file.open("rb") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _looks_like_tasks(data: Any) -> bool:
