@@ -138,3 +138,17 @@ def peek_json(path: Path) -> Any:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_json(file: Path, shown: str) -> Any:
+    """The parsed JSON of a file; malformed JSON, other encodings and unreadable files get an InvalidInput that
+    names the file (as ``shown``) and, for JSON errors, the line and column."""
+    try:
+        with file.open("rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{shown} line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InvalidInput(f"{shown}: cannot read ({exc.strerror})") from None

@@ -18,7 +18,7 @@ from typing import Any
 
 from labelloop.domain import Box, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
+from labelloop.formats.base import load_json, peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry
 from labelloop.formats.paths import first_names, safe_name, shown_path, split_in_name
 from labelloop.formats.registry import register
 from labelloop.geometry import rle
@@ -238,15 +238,7 @@ class _Reader:
 
 
 def _load_json(file: Path, shown: str, require_object: bool = True) -> Any:
-    try:
-        with file.open("rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{shown} line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InvalidInput(f"{shown}: cannot read ({exc.strerror})") from None
+    data = load_json(file, shown)
     if require_object and not isinstance(data, dict):
         raise InvalidInput(
             f"{shown}: expected a JSON object with images, annotations and categories, got {type(data).__name__}"

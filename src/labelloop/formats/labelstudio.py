@@ -22,7 +22,7 @@ import numpy as np
 from labelloop import media
 from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind, Shape, Split
 from labelloop.errors import InvalidInput
-from labelloop.formats.base import peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, ImportedPrediction
+from labelloop.formats.base import load_json, peek_json, ExportContext, ExportRecord, ExportSummary, ImportBundle, ImportEntry, ImportedPrediction
 from labelloop.formats.labelstudio_writer import write_tasks
 from labelloop.formats.paths import first_names, safe_name, shown_path
 from labelloop.formats.registry import register
@@ -72,15 +72,7 @@ def _looks_like_tasks(data: Any) -> bool:
 
 
 def _load(file: Path, shown: str) -> list:
-    try:
-        with file.open("rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{shown} line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InvalidInput(f"{shown}: cannot read ({exc.strerror})") from None
+    data = load_json(file, shown)
     tasks = [data] if isinstance(data, dict) else data
     if not isinstance(tasks, list):
         raise InvalidInput(f"{shown}: expected a JSON list of Label Studio tasks, got {type(data).__name__}")
