@@ -10,7 +10,6 @@ https://labelstud.io/guide/predictions, https://labelstud.io/tags/ (the result v
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
