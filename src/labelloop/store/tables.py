@@ -90,6 +90,34 @@ class AnnotationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LatestAnnotationRow(Base):
+    """An item's newest non-draft annotation revision, in brief (migration 0010): stats and the dashboard count
+    these rows instead of reading every item's revisions. Triggers on `annotations` keep it in step (every
+    writer, COPY included); a deleted item takes its row along."""
+
+    __tablename__ = "latest_annotations"
+    __table_args__ = (Index("ix_latest_annotations_project", "project_id", "state", "author"),)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    author: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    shape_count: Mapped[int] = mapped_column(Integer)  # 0: the newest revision cleared the item (not annotated)
+
+
+class LatestAnnotationLabelRow(Base):
+    """How many shapes of each class the item's newest non-draft revision has (migration 0010, same triggers)."""
+
+    __tablename__ = "latest_annotation_labels"
+    __table_args__ = (Index("ix_latest_annotation_labels_project", "project_id", "label"),)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    shapes: Mapped[int] = mapped_column(Integer)
+
+
 class ModelRow(Base):
     __tablename__ = "models"
     __table_args__ = (UniqueConstraint("project_id", "kind", "version", name="uq_models_version"),)

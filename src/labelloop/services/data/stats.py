@@ -8,12 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from labelloop.domain import CLASS_KINDS
-from labelloop.services.labelling.annotations import latest_for_items
-from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import get_project
-from labelloop.store.tables import ItemRow, ModelRow, PredictionRow
-
-PAGE = 2000
+from labelloop.store.tables import ItemRow, LatestAnnotationLabelRow, LatestAnnotationRow, ModelRow, PredictionRow
 
 
 def project_stats(workspace, name: str) -> dict[str, Any]:
@@ -27,23 +23,27 @@ def project_stats(workspace, name: str) -> dict[str, Any]:
         predictions = dict(session.execute(
             counted.where(ItemRow.project_id == project.id).group_by(PredictionRow.review_state)).all())
         models = session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.project_id == project.id))
+        # the newest non-draft revision of each item, as the triggers of migration 0010 keep it
+        work = session.execute(
+            select(LatestAnnotationRow.state, LatestAnnotationRow.author, func.count())
+            .where(LatestAnnotationRow.project_id == project.id, LatestAnnotationRow.shape_count > 0)
+            .group_by(LatestAnnotationRow.state, LatestAnnotationRow.author)
+            .order_by(LatestAnnotationRow.state, LatestAnnotationRow.author)).all()
+        labels = session.execute(
+            select(LatestAnnotationLabelRow.label, func.count(), func.sum(LatestAnnotationLabelRow.shapes))
+            .where(LatestAnnotationLabelRow.project_id == project.id)
+            .group_by(LatestAnnotationLabelRow.label).order_by(LatestAnnotationLabelRow.label)).all()
     per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})
     items_per_class: Counter[str] = Counter({c.name: 0 for c in project.classes})
     per_author: Counter[str] = Counter()
     states: Counter[str] = Counter()
-    annotated = 0
-    for ids in item_pages(workspace, project.id, PAGE, ids_only=True):
-        with workspace.session() as session:
-            latest = latest_for_items(session, ids)
-        for row in latest.values():
-            if not row.shapes:
-                continue
-            annotated += 1
-            per_author[row.author] += 1
-            states[row.state] += 1
-            labels = [s["label"] for s in row.shapes]
-            per_class.update(labels)
-            items_per_class.update(set(labels))
+    for state, author, count in work:
+        states[state] += count
+        per_author[author] += count
+    for label, items, shapes in labels:
+        items_per_class[label] += items
+        per_class[label] += int(shapes)
+    annotated = sum(states.values())
     total = sum(splits.values())
     return {
         "project": project.name,
