@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text
 
 from labelloop.domain import Box
 from labelloop.services.data.importing import import_path
@@ -14,7 +14,7 @@ from labelloop.services.data.stats import project_stats
 from labelloop.services.labelling import annotations, review
 from labelloop.services.labelling.dashboard import project_dashboard
 from labelloop.services.projects import create_project, get_project
-from labelloop.store.tables import ItemRow
+from labelloop.store.tables import AnnotationRow, ItemRow
 
 from server_support import write_images
 
@@ -108,14 +108,25 @@ def test_stats_follow_imports_saves_reviews_and_deleted_items(workspace, tmp_pat
     stats = assert_stats_match_revisions(workspace)
     assert (stats["items"], stats["annotated_items"]) == (4, 2)
 
+    box = {"type": "box", "x0": 1, "y0": 1, "x1": 9, "y1": 9}
+    with workspace.session() as session:  # one statement with several revisions of one item (a bulk writer's)
+        session.execute(insert(AnnotationRow).values([
+            {"item_id": ids["img0004.png"], "version": 1, "author": "x", "state": "submitted",
+             "shapes": [{**box, "label": "cat"}]},
+            {"item_id": ids["img0004.png"], "version": 2, "author": "y", "state": "submitted",
+             "shapes": [{**box, "label": "dog"}] * 2},
+            {"item_id": ids["img0004.png"], "version": 3, "author": "y", "state": "draft", "shapes": []}]))
+    stats = assert_stats_match_revisions(workspace)
+    assert stats["items_per_annotator"] == {"bob": 1, "rev": 1, "y": 1}
+
     write_coco(images, {"img0001.png": [("cat", (3, 3, 8, 8)), ("eel", (1, 1, 4, 4))]})
     import_path(workspace, "zoo", images, format="coco")  # a re-import appends a revision to a known item
     stats = assert_stats_match_revisions(workspace)
-    assert stats == {**stats, "annotated_items": 3, "annotation_states": {"submitted": 2, "accepted": 1},
-                     "shapes_per_class": {"cat": 1, "dog": 1, "eel": 2}, "items_per_class": {"cat": 1, "dog": 1, "eel": 2},
-                     "items_per_annotator": {"bob": 1, "rev": 1, "import": 1}}
+    assert stats == {**stats, "annotated_items": 4, "annotation_states": {"submitted": 3, "accepted": 1},
+                     "shapes_per_class": {"cat": 1, "dog": 3, "eel": 2}, "items_per_class": {"cat": 1, "dog": 2, "eel": 2},
+                     "items_per_annotator": {"bob": 1, "rev": 1, "import": 1, "y": 1}}
     dashboard = project_dashboard(workspace, project)
-    assert dashboard["items_per_state"] == {"unlabelled": 1, "submitted": 2, "accepted": 1}
+    assert dashboard["items_per_state"] == {"unlabelled": 0, "submitted": 3, "accepted": 1}
     assert dashboard["per_class"]["eel"] == {"items": 2, "shapes": 2}
     assert project_stats(workspace, "other")["annotated_items"] == 2
 
