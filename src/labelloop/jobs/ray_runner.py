@@ -5,9 +5,12 @@ local one started for this process; `auto` that running one and no other; `local
 `HOST:PORT` (or `ray://HOST:PORT`) a cluster elsewhere. Workers open the same workspace (LABELLOOP_DATABASE_URL,
 LABELLOOP_BLOB_URL) and read the images from the blob store themselves: tasks carry item ids, never pixels.
 
-Batch work (jobs/batches.py) becomes one task per chunk of items; the job that started it waits, adds their
-progress up on the Job row, cancels them (`ray.cancel`) when the job is cancelled, and merges their summaries. A
-chunk whose worker died is run again by Ray (`max_retries`); its results are keyed so nothing is written twice.
+Batch work (jobs/batches.py) becomes one task per chunk of items; the job that started it keeps a few tasks per
+cluster CPU in flight, adds their progress up on the Job row and merges their summaries. When the job is cancelled
+it submits no more, drops the waiting tasks and interrupts the running ones (`ray.cancel`), and waits for them to
+end, so nothing is written after the job reads `cancelled`; a running chunk also reads the job's cancel flag
+between its batches. A chunk whose worker died is run again by Ray (`max_retries`); its results are keyed so
+nothing is written twice.
 A whole job can run as a task too (RayExecutor: the server's executor), training with `num_gpus` when asked."""
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit
 
-from labelloop.errors import InvalidInput, LabelloopError
+from labelloop.errors import Cancelled, InvalidInput, LabelloopError
 from labelloop.jobs.batches import Chunk, get_batch_work, merge_summaries
 from labelloop.jobs.registry import JobContext
 
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 3  # runs of a chunk after its worker died (a crash, the OOM killer, a node lost)
 CONNECT_TIMEOUT = 5.0
 POLL_SECONDS = 0.25
+IN_FLIGHT_PER_CPU = 2  # tasks submitted per cluster CPU: every worker busy and one queued, little to drop on cancel
+CANCEL_GRACE = 5.0  # seconds a cancelled task has to stop at its KeyboardInterrupt before its worker is killed
+CANCEL_CHECK_SECONDS = 0.5  # a running chunk reads the job's cancel flag at most this often
 _workspaces: dict[tuple[str, str, str], Any] = {}  # per worker process: one engine and blob store per workspace
 
 
@@ -101,12 +108,32 @@ def _workspace(root: str, database_url: str, blob_url: str):
     return _workspaces[key]
 
 
+def _stop_when_cancelled(workspace, job_id: int):
+    """A chunk's progress callback: raises Cancelled once the job was asked to stop, so a chunk that was running
+    when the cancel landed (and missed the KeyboardInterrupt of `ray.cancel`) computes no further batch."""
+    from labelloop.services.jobs import cancel_requested
+
+    last = -CANCEL_CHECK_SECONDS
+
+    def progress(done: int, total: int | None, message: str) -> None:
+        nonlocal last
+        if time.monotonic() - last < CANCEL_CHECK_SECONDS:
+            return
+        last = time.monotonic()
+        if cancel_requested(workspace, job_id):
+            raise Cancelled(f"job {job_id} was cancelled")
+
+    return progress
+
+
 def _chunk_task(root: str, database_url: str, blob_url: str, work: str, item_ids: tuple[int, ...],
                 params: dict[str, Any], job_id: int) -> tuple[dict[str, Any], list[str]]:
     """One chunk on a worker: open the workspace, run the batch work on these ids; returns (summary, log lines)."""
+    workspace = _workspace(root, database_url, blob_url)
     lines: list[str] = []
-    ctx = JobContext(job_id, params, progress=lambda done, total, message: None, log=lines.append)
-    summary = get_batch_work(work)(_workspace(root, database_url, blob_url), list(item_ids), params, ctx)
+    ctx = JobContext(job_id, params, progress=_stop_when_cancelled(workspace, job_id), log=lines.append)
+    ctx.progress(0, len(item_ids), "starting")  # a task that started as the job was cancelled does nothing
+    summary = get_batch_work(work)(workspace, list(item_ids), params, ctx)
     return summary, lines
 
 
@@ -125,10 +152,30 @@ def _cause(exc: Exception) -> Exception:
     return getattr(exc, "cause", None) or exc
 
 
+def _in_flight(ray) -> int:
+    """How many chunk tasks to keep submitted: read each time, so nodes an autoscaler adds get work too."""
+    return IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 0)))
+
+
+def _stop(ray, refs: list) -> None:
+    """Cancel these tasks and wait for them to end: a waiting one is dropped, a running one gets a KeyboardInterrupt,
+    and one still running after CANCEL_GRACE (deep in native code) has its worker killed, so no chunk writes after
+    the job has ended. Cancelled tasks are not retried."""
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE, fetch_local=False)
+    for ref in left:
+        ray.cancel(ref, force=True)
+    if left:
+        ray.wait(left, num_returns=len(left), timeout=CANCEL_GRACE, fetch_local=False)
+        log.warning("%d Ray tasks did not stop within %.0f s of the cancel; their workers were killed",
+                    len(left), CANCEL_GRACE)
+
+
 def run_chunks(workspace, work: str, chunks: list[Chunk], params: dict[str, Any], ctx: JobContext,
                *, message: str = "working") -> dict[str, Any]:
-    """Run a batch work as one Ray task per chunk and wait for them all; the job's progress is the items of the
-    finished chunks. Cancelling the job cancels the tasks still running or waiting."""
+    """Run a batch work as Ray tasks, one per chunk, a few per cluster CPU at a time; the job's progress is the
+    items of the finished chunks. Cancelling the job drops the tasks not yet run and stops the running ones."""
     connect()
     ray = _ray()
     total = sum(len(c.item_ids) for c in chunks)
@@ -136,31 +183,41 @@ def run_chunks(workspace, work: str, chunks: list[Chunk], params: dict[str, Any]
         return get_batch_work(work)(workspace, [], params, ctx)
     task = _remote(_chunk_task, num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
     started = time.perf_counter()
-    pending = {task.remote(str(workspace.root), workspace.database_url, workspace.blob_url, work, c.item_ids,
-                           params, ctx.job_id): c for c in chunks}
+    waiting = deque(chunks)
+    running: dict[Any, Chunk] = {}
     summaries: dict[int, dict[str, Any]] = {}
     lines: list[str] = []
     done = 0
-    ctx.progress(0, total, f"{message} on Ray: {len(chunks)} tasks")
     try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS, fetch_local=True)
+        # reports (and so reads the cancel flag) before the first submit: a job cancelled while it listed its
+        # items submits nothing
+        ctx.progress(0, total, f"{message} on Ray: {len(chunks)} tasks")
+        while waiting or running:
+            window = _in_flight(ray)
+            while waiting and len(running) < window:
+                chunk = waiting.popleft()
+                running[task.remote(str(workspace.root), workspace.database_url, workspace.blob_url, work,
+                                    chunk.item_ids, params, ctx.job_id)] = chunk
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS, fetch_local=True)
             for ref in ready:
-                chunk = pending.pop(ref)
+                chunk = running.pop(ref)
                 try:
                     summary, chunk_lines = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     raise _cause(exc) from None
+                except ray.exceptions.TaskCancelledError as exc:
+                    raise Cancelled(f"job {ctx.job_id}: its Ray task for chunk {chunk.index} was cancelled") from exc
                 except ray.exceptions.WorkerCrashedError as exc:
                     raise LabelloopError(f"chunk {chunk.index} (items {chunk.item_ids[0]}..{chunk.item_ids[-1]}): "
                                          f"its Ray worker died {MAX_RETRIES + 1} times; see the Ray logs") from exc
                 summaries[chunk.index] = summary
                 lines.extend(line for line in chunk_lines if line not in lines)
                 done += len(chunk.item_ids)
-            ctx.progress(done, total, f"{message} on Ray: {len(chunks) - len(pending)}/{len(chunks)} tasks")
+            finished = len(chunks) - len(waiting) - len(running)
+            ctx.progress(done, total, f"{message} on Ray: {finished}/{len(chunks)} tasks")
     except BaseException:  # cancelled, a chunk failed, Ctrl-C: the other tasks stop too
-        for ref in pending:
-            ray.cancel(ref, force=False)
+        if running:
+            _stop(ray, list(running))
         raise
     for line in lines:
         ctx.log(line)

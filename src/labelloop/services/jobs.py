@@ -115,6 +115,12 @@ def cancel_job(workspace, job_id: int) -> JobInfo:
         return _info(row)
 
 
+def cancel_requested(workspace, job_id: int) -> bool:
+    """Whether the job was asked to stop (a Ray chunk task reads it between its batches)."""
+    with workspace.session() as session:
+        return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+
 class _Reporter:
     """Throttled progress writes; raises Cancelled when the job was asked to stop."""
 
