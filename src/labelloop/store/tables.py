@@ -58,6 +58,7 @@ class ItemRow(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "blob_sha256", "page", name="uq_items_content"),
         Index("ix_items_order", "project_id", "position"),
+        Index("ix_items_split", "project_id", "split"),  # stats count items per split from this index alone
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

@@ -55,7 +55,7 @@ def project_stats(workspace, name: str) -> dict[str, Any]:
         "annotation_states": dict(states),
         "shapes_per_class": dict(per_class),
         "items_per_class": dict(items_per_class),
-        "items_per_annotator": dict(per_author),
+        "items_per_annotator": dict(sorted(per_author.items())),
         "predictions": dict(predictions),
         "models": models or 0,
     }

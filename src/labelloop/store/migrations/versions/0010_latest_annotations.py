@@ -1,5 +1,6 @@
 """latest annotations: each item's newest non-draft revision in brief (author, state, shape count) and its shapes
-per class, kept in step by triggers, so project stats and the dashboard count rows instead of reading revisions
+per class, kept in step by triggers, so project stats and the dashboard count rows instead of reading revisions;
+and an index to count items per split
 
 Annotation rows are only ever inserted (a deleted item cascades to these tables), so an insert trigger is all it
 takes. A later migration that rebuilds `annotations` on SQLite (batch mode copies the table) drops the trigger
@@ -112,6 +113,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('item_id', 'label')
     )
     op.create_index('ix_latest_annotation_labels_project', 'latest_annotation_labels', ['project_id', 'label'])
+    # an index-only count per split (once vacuum has marked the pages all-visible): at 10^6 items, ~70 ms
+    # instead of a ~200 ms scan of the items table
+    op.create_index('ix_items_split', 'items', ['project_id', 'split'])
     dialect = op.get_bind().dialect.name
     postgres = dialect == "postgresql"
     op.execute(BACKFILL.format(length='jsonb_array_length' if postgres else 'json_array_length'))
@@ -127,6 +131,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS latest_annotations_new_revisions()")
     else:
         op.execute("DROP TRIGGER IF EXISTS latest_annotations_new_revision")
+    op.drop_index('ix_items_split', table_name='items')
     op.drop_index('ix_latest_annotation_labels_project', table_name='latest_annotation_labels')
     op.drop_table('latest_annotation_labels')
     op.drop_index('ix_latest_annotations_project', table_name='latest_annotations')
