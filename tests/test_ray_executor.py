@@ -176,7 +176,10 @@ def _run_in_thread(workspace, job_id: int) -> threading.Thread:
     return thread
 
 
-def test_cancel_stops_the_ray_tasks(tmp_path, images, on_ray, monkeypatch):
+@pytest.mark.parametrize("when", ["as_it_starts", "mid_run"])
+def test_cancel_stops_the_ray_tasks(tmp_path, images, on_ray, monkeypatch, when):
+    """As it starts: the job is still listing its items, and submits nothing. Mid-run: the waiting tasks are
+    dropped, the running ones interrupted, and nothing is written once the job reads `cancelled`."""
     monkeypatch.setenv("LABELLOOP_CHUNK_ITEMS", "1")  # one task per item: most still wait when the job is cancelled
     # 240 distinct pictures (a warm cluster embeds the 24 photos in about a second, before any cancel can land)
     from PIL import Image
@@ -193,15 +196,19 @@ def test_cancel_stops_the_ray_tasks(tmp_path, images, on_ray, monkeypatch):
     deadline = time.monotonic() + 240
     while get_job(workspace, job_id).state != "running" and time.monotonic() < deadline:
         time.sleep(0.02)
+    while when == "mid_run" and _embedding_rows(workspace)[0] < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled_at = time.monotonic()
     cancel_job(workspace, job_id)
     thread.join(60)
     job = get_job(workspace, job_id)
     assert job.state == "cancelled", (job.state, job.error)
+    assert time.monotonic() - cancelled_at < 15  # the next progress report, then at most the cancel grace
+    stopped, _ = _embedding_rows(workspace)
     deadline = time.monotonic() + 30
     while _task_pids() and time.monotonic() < deadline:  # the running ones are interrupted, the waiting ones dropped
         time.sleep(0.2)
     assert _task_pids() == []
-    stopped, _ = _embedding_rows(workspace)
     time.sleep(2)
     assert _embedding_rows(workspace)[0] == stopped < 10 * ITEMS
 
