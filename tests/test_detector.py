@@ -103,10 +103,60 @@ def test_the_detector_learns_drawn_shapes():
     from labelloop.ml.detection import BoxDetector
 
     train, test = drawn_shapes(32, 0), drawn_shapes(12, 1)
-    detector = BoxDetector(2, epochs=8, **{**FAST, "eval_period": 4}, target_precision=0.9)
+    detector = BoxDetector(2, epochs=8, **{**FAST, "eval_period": 4}, target_precision=0.9, calibration_folds=0)
     detector.fit(*train, *test)
     assert detector.history_["map50"][-1] >= 0.9, detector.history_
     assert detector.history_["loss"][-1] < detector.history_["loss"][0] / 2
+
+
+def test_calibration_folds_are_added_only_when_the_held_out_boxes_are_too_few():
+    from labelloop.ml.detection import BoxDetector
+
+    auto = BoxDetector(1)
+    assert auto.folds_for(held_out_boxes=12, train_images=40) == 3
+    assert auto.folds_for(held_out_boxes=45, train_images=160) == 0  # enough held-out evidence on its own
+    assert auto.folds_for(held_out_boxes=2, train_images=5) == 0  # too few images to hold a fold out of each
+    assert BoxDetector(1, calibration_folds=0).folds_for(2, 40) == 0
+    assert BoxDetector(1, calibration_folds=5).folds_for(200, 40) == 5
+    with pytest.raises(ValueError, match="calibration folds 1"):
+        BoxDetector(1, calibration_folds=1).validate_params()
+
+
+@pytest.mark.slow
+def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_and_survives_a_checkpoint():
+    from labelloop.ml.detection import BoxDetector
+
+    (images, targets), (test_images, test_targets) = drawn_shapes(12, 3), drawn_shapes(3, 4)
+    messages = []
+    detector = BoxDetector(2, epochs=4, **FAST, calibration_folds=2, fold_share=0.5, target_precision=0.9)
+    detector.fit(images, targets, test_images, test_targets, on_progress=lambda d, t, m: messages.append(m))
+    preds, truths, info = detector.cv_
+    assert info == {"folds": 2, "steps": 6, "images": 12} and len(preds) == len(truths) == 12
+    assert sorted(len(t["boxes"]) for t in truths) == sorted(len(t["boxes"]) for t in targets)  # each image once
+    assert any(m.startswith("calibration fold 2 of 2") for m in messages)
+    assert detector.calibration_images == 15 and detector.summary_["calibrated_on"] == \
+        "3 held-out images + 12 out-of-fold (2 folds)"
+    overall = detector.thresholds_[0]
+    assert overall.boxes == sum(len(p["scores"]) for p in preds + detector.held_out_[0])
+    again = BoxDetector.from_checkpoint(detector.checkpoint())
+    assert again.thresholds_[0] == overall and again.calibration_images == 15
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_calibration_folds_keeps_the_held_out_threshold():
+    from labelloop.ml.detection import BoxDetector
+    from labelloop.ml.detection.detector import Stop
+
+    (images, targets), (test_images, test_targets) = drawn_shapes(8, 5), drawn_shapes(2, 6)
+
+    def stop_in_folds(done, total, message):
+        if message.startswith("calibration fold"):
+            raise Stop
+
+    detector = BoxDetector(2, epochs=2, **FAST, calibration_folds=2)
+    detector.fit(images, targets, test_images, test_targets, on_progress=stop_in_folds)
+    assert detector.summary_["stopped"] == "stopped" and getattr(detector, "cv_", None) is None
+    assert detector.summary_["calibrated_on"] == "2 held-out images" and detector.summary_["epochs"] == 2
 
 
 # --- through the project (model kind, CLI) ---

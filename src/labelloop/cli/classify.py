@@ -142,11 +142,12 @@ def _spot_checks(workspace, project, model):
 
 
 def _detector_report(found) -> None:
-    """A detector's pre-label thresholds, chosen on its held-out images."""
+    """A detector's pre-label thresholds, chosen on its held-out images (and out-of-fold ones, when few)."""
     metrics = found.metrics
+    evidence = metrics.get("calibrated_on") or f"{metrics.get('test_items')} held-out images"
     out.print(f"{found.ref}: {metrics.get('test_items')} held-out images; target precision "
               f"{found.params.get('target_precision')}; mAP@0.5 {metrics.get('map50')}, mAP@0.5:0.95 "
-              f"{metrics.get('map')}", highlight=False)
+              f"{metrics.get('map')}; thresholds chosen on {evidence}", highlight=False)
     table = Table("classes", "threshold", "precision", "recall", "pre-labels per image", "held-out boxes", "note")
     for name, row in metrics.get("thresholds", {}).items():
         table.add_row(name, *("" if row.get(key) is None else str(row[key]) for key in

@@ -20,6 +20,8 @@ from labelloop.ml.unet.training import cpu_threads
 
 log = logging.getLogger(__name__)
 PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own (else the one for all classes)
+AUTO_FOLDS = 3  # calibration_folds="auto": this many cross-validation folds ...
+AUTO_FOLDS_BELOW = 30  # ... when the held-out images have fewer true boxes than this
 
 
 class Stop(Exception):
@@ -46,7 +48,8 @@ class BoxDetector:
                  gamma_epochs: Sequence[int] | None = None, rois_per_image: int = 128, eval_period: int = 2,
                  min_size: int = 416, max_size: int = 704, warmup_steps: int = 50, momentum: float = 0.9,
                  weight_decay: float = 1e-4, flip: bool = True, colour: float = 0.2, seed: int = 0,
-                 threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True):
+                 threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True,
+                 calibration_folds: int | str = "auto", fold_share: float = 0.5):
         self.n_classes, self.backbone, self.weights, self.pretrained = n_classes, backbone, weights, pretrained
         self.batch_size, self.epochs, self.time_budget, self.lr = batch_size, epochs, time_budget, lr
         self.gamma, self.gamma_epochs, self.rois_per_image = gamma, gamma_epochs, rois_per_image
@@ -55,6 +58,7 @@ class BoxDetector:
         self.flip, self.colour, self.seed, self.threads = flip, colour, seed, threads
         self.target_precision = target_precision
         self.frozen_norms = frozen_norms
+        self.calibration_folds, self.fold_share = calibration_folds, fold_share
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
@@ -70,7 +74,10 @@ class BoxDetector:
                   (self.eval_period >= 1, f"evaluation period {self.eval_period} must be at least 1 epoch"),
                   (64 <= self.min_size <= self.max_size, f"min size {self.min_size} must lie in [64, max size "
                                                          f"{self.max_size}]"),
-                  (0.5 <= self.target_precision < 1, f"target precision {self.target_precision} must lie in [0.5, 1)")]
+                  (0.5 <= self.target_precision < 1, f"target precision {self.target_precision} must lie in [0.5, 1)"),
+                  (self.calibration_folds == "auto" or self.calibration_folds in (0, *range(2, 11)),
+                   f"calibration folds {self.calibration_folds!r}: give auto, 0 (none) or 2 to 10"),
+                  (0 < self.fold_share <= 2, f"fold share {self.fold_share} must lie in (0, 2]")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -103,7 +110,60 @@ class BoxDetector:
         self.optimizer_ = torch.optim.SGD([p for p in self.network_.parameters() if p.requires_grad], lr=self.lr,
                                           momentum=self.momentum, weight_decay=self.weight_decay)
         self._train(images, targets, test_images, test_targets, on_progress, on_checkpoint)
+        self._cross_calibrate(images, targets, test_images, test_targets, on_progress, on_checkpoint)
         return self
+
+    # --- cross-validated calibration ---
+
+    def folds_for(self, held_out_boxes: int, train_images: int) -> int:
+        """How many cross-validation folds calibration adds: `calibration_folds`, or for "auto" AUTO_FOLDS when the
+        held-out images hold fewer than AUTO_FOLDS_BELOW true boxes (too few to show a precision near 0.9) and
+        there are training images enough for each fold to hold out at least one."""
+        if self.calibration_folds != "auto":
+            return int(self.calibration_folds) if train_images >= int(self.calibration_folds) else 0
+        return AUTO_FOLDS if held_out_boxes < AUTO_FOLDS_BELOW and train_images >= 2 * AUTO_FOLDS else 0
+
+    def _cross_calibrate(self, images, targets, test_images, test_targets, on_progress, on_checkpoint) -> None:
+        """More held-out evidence for the threshold when the held-out images are few: K fold models, each trained
+        from the same start on the held-out images plus the training images less one fold, for `fold_share` of
+        the main run's steps, predict their fold. The threshold is then chosen on the main network's held-out
+        predictions pooled with these out-of-fold ones (the final network itself is not changed: as scikit-learn's
+        CalibratedClassifierCV(ensemble=False)). Stopped during the folds: the held-out threshold stays."""
+        state = self._state
+        held_boxes = sum(len(np.asarray(t["labels"]).reshape(-1)) for t in test_targets)
+        folds = self.folds_for(held_boxes, len(images))
+        if not folds or state["stopped"] == "stopped" or getattr(self, "cv_", None) is not None:
+            return
+        steps = max(1, round(self.fold_share * state["step"]))
+        parts = np.array_split(np.random.default_rng(self.seed + 1).permutation(len(images)), folds)
+        preds, truths, done = [], [], 0
+        for k, part in enumerate(parts):
+            inside = set(part.tolist())
+            keep = [i for i in range(len(images)) if i not in inside]
+            fold_images = [images[i] for i in keep] + list(test_images)
+            fold_targets = [targets[i] for i in keep] + list(test_targets)
+            epochs = -(-steps // -(-len(fold_images) // self.batch_size))
+            model = BoxDetector(**{**self.get_params(), "epochs": epochs, "time_budget": None, "gamma_epochs": None,
+                                   "eval_period": epochs, "calibration_folds": 0, "seed": self.seed + 10 + k,
+                                   "pretrained": True})
+
+            def report(step, total, message, k=k):
+                if on_progress:
+                    on_progress(done + step, steps * folds, f"calibration fold {k + 1} of {folds}: {message}")
+
+            model.fit(fold_images, fold_targets, on_progress=report)
+            if model._state["stopped"] == "stopped":
+                state["stopped"] = "stopped"
+                log.info("stopped during the calibration folds: the threshold stays the held-out images' one")
+                return
+            done += model._state["step"]
+            preds.extend(model.predict([images[i] for i in part]))
+            truths.extend({"boxes": np.asarray(targets[i]["boxes"], float).reshape(-1, 4),
+                           "labels": np.asarray(targets[i]["labels"], int)} for i in part)
+        self.cv_ = (preds, truths, {"folds": folds, "steps": steps, "images": len(images)})
+        self.calibrate(self.target_precision)
+        if on_checkpoint:
+            on_checkpoint(self)
 
     def _milestones(self) -> list[float]:
         """Where the learning rate drops, as a share of the run (epochs when given, else the time budget)."""
@@ -206,10 +266,13 @@ class BoxDetector:
         self.history_["recall"].append(overall.recall if overall else None)
 
     def calibrate(self, target_precision: float) -> dict[int, BoxThreshold]:
-        """Thresholds from the held-out predictions of the last evaluation: one for all classes (key 0), and one
-        per class that has ≥ PER_CLASS_BOXES held-out boxes; no refit."""
+        """Thresholds from the held-out predictions of the last evaluation (with the out-of-fold ones of the
+        calibration folds, when they ran): one for all classes (key 0), and one per class that has ≥
+        PER_CLASS_BOXES held-out boxes; no refit."""
         self.target_precision = target_precision
         preds, truths = getattr(self, "held_out_", ([], []))
+        if getattr(self, "cv_", None) is not None:
+            preds, truths = list(preds) + list(self.cv_[0]), list(truths) + list(self.cv_[1])
         scores, correct, classes = [], [], []
         for p, t in zip(preds, truths):
             matched, _ = match(p, t, 0.5)
@@ -255,14 +318,28 @@ class BoxDetector:
         overall = getattr(self, "thresholds_", {}).get(0)
         return {"epochs": state["epoch"], "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
                 "stopped": state["stopped"] or "running", **last,
-                "threshold": round(overall.threshold, 4) if overall and overall.threshold is not None else None}
+                "threshold": round(overall.threshold, 4) if overall and overall.threshold is not None else None,
+                "calibrated_on": self.calibration_evidence}
+
+    @property
+    def calibration_evidence(self) -> str:
+        """Where the thresholds come from, in words: "10 held-out images + 40 out-of-fold (3 folds)"."""
+        held = len(getattr(self, "held_out_", ([], []))[0])
+        cv = getattr(self, "cv_", None)
+        return f"{held} held-out images" + (f" + {len(cv[0])} out-of-fold ({cv[2]['folds']} folds)" if cv else "")
+
+    @property
+    def calibration_images(self) -> int:
+        cv = getattr(self, "cv_", None)
+        return len(getattr(self, "held_out_", ([], []))[0]) + (len(cv[0]) if cv else 0)
 
     def checkpoint(self) -> bytes:
         buffer = io.BytesIO()
         torch.save({"params": self.get_params(), "network": self.network_.state_dict(),
                     "optimizer": self.optimizer_.state_dict(), "history": self.history_,
                     "state": {k: v for k, v in self._state.items() if k != "rng"},
-                    "rng": self._state["rng"].bit_generator.state, "held_out": getattr(self, "held_out_", None)},
+                    "rng": self._state["rng"].bit_generator.state, "held_out": getattr(self, "held_out_", None),
+                    "cv": getattr(self, "cv_", None)},
                    buffer)
         return buffer.getvalue()
 
@@ -280,8 +357,10 @@ class BoxDetector:
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
         detector._state = {**saved["state"], "rng": rng}
-        if saved["held_out"] is not None:
-            detector.held_out_ = saved["held_out"]
+        detector.cv_ = saved.get("cv")
+        if saved["held_out"] is not None or detector.cv_ is not None:
+            if saved["held_out"] is not None:
+                detector.held_out_ = saved["held_out"]
             detector.calibrate(detector.target_precision)
         else:
             detector.thresholds_ = {}
@@ -298,4 +377,5 @@ class BoxDetector:
             self.time_budget = self._state["elapsed"] + time_budget
         self._state["stopped"] = ""
         self._train(images, targets, test_images, test_targets, on_progress, on_checkpoint)
+        self._cross_calibrate(images, targets, test_images, test_targets, on_progress, on_checkpoint)
         return self

@@ -4,7 +4,10 @@ Training holds some labelled images out for testing (a seeded share, a split, or
 period scores them (COCO mAP), chooses the pre-label threshold on them for the project's target precision, and
 replaces the version's checkpoint, so stopping keeps the last evaluated network. `--from V` fine-tunes version V
 on today's labels; `--resume V` continues a run. Predictions keep every box the network finds (score ≥ 0.05);
-those at or above the calibrated threshold are marked as pre-labels. Torch is imported only inside the methods."""
+those at or above the calibrated threshold are marked as pre-labels. When the held-out images hold few boxes (under
+30), K cross-validation fold models (3, each for half the training's steps) add out-of-fold predictions of every
+labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). Torch is
+imported only inside the methods."""
 
 from __future__ import annotations
 
@@ -59,6 +62,11 @@ def settings(params: dict[str, Any], target_precision: float) -> dict[str, Any]:
         if str(params["lr"]).lower() == "auto":
             raise InvalidInput("--lr auto is not available for the detector yet; give a number (default 0.01)")
         out["lr"] = _number("--lr", params["lr"], float)
+    if params.get("calibration_folds") is not None:
+        folds = str(params["calibration_folds"]).lower()
+        out["calibration_folds"] = "auto" if folds == "auto" else _number("calibration_folds", folds, int)
+    if params.get("fold_share") is not None:
+        out["fold_share"] = _number("fold_share", params["fold_share"], float)
     if params.get("frozen_norms") is not None:
         out["frozen_norms"] = str(params["frozen_norms"]).lower() not in ("false", "0", "no")
     if params.get("gamma_epochs") is not None:
@@ -87,7 +95,8 @@ class Detector:
                ("threshold", "pre-label threshold", "number"), ("precision", "precision above it", "share"),
                ("recall", "recall above it", "share"), ("test_items", "test images", "count"),
                ("train_items", "training images", "count"), ("epochs", "epochs", "count"),
-               ("training_seconds", "training time", "seconds"), ("stopped", "stopped by", "text"))
+               ("training_seconds", "training time", "seconds"), ("stopped", "stopped by", "text"),
+               ("calibrated_on", "threshold chosen on", "text"))
     card_note = ("mAP and the threshold are measured on labelled images held out of training; a box is right when "
                  "it matches a true box of its class at IoU ≥ 0.5")
 
@@ -123,6 +132,13 @@ class Detector:
         warnings = self._warnings(project, train_rows + test_rows, detector.min_size, detector.max_size)
         for line in warnings:
             ctx.log(f"warning: {line}")
+        held_boxes = sum(len(t["labels"]) for t in test_targets)
+        folds = detector.folds_for(held_boxes, len(train_rows)) if not getattr(detector, "cv_", None) else 0
+        if folds:
+            ctx.log(f"{len(test_rows)} held-out image(s) hold {held_boxes} box(es): too few to choose the pre-label "
+                    f"threshold on alone; after training, {folds} cross-validation fold models (each "
+                    f"{detector.fold_share:g}× the training's steps) add out-of-fold predictions "
+                    f"(--set calibration_folds=0 skips them)")
         stored = {**detector.get_params(), "test_item_ids": sorted(test_ids), "job_id": ctx.job_id,
                   "class_names": project.class_names(), "from": params.get("from"),
                   "resumed_from": resumed.ref if resumed else None, "warnings": warnings}
@@ -204,7 +220,7 @@ class Detector:
     def _thresholds(self, detector, project) -> dict[str, Any]:
         """Per threshold (all classes, and classes with their own): held-out figures and pre-labels per image."""
         names = {c.index: c.name for c in project.classes}
-        images = len(getattr(detector, "held_out_", ([], []))[0])
+        images = detector.calibration_images
         return {"thresholds": {("all classes" if k == 0 else names.get(k, str(k))):
                                {**t.to_dict(), "boxes_per_image": round(t.above / images, 2) if images else None}
                                for k, t in getattr(detector, "thresholds_", {}).items()}}
