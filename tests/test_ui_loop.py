@@ -287,7 +287,7 @@ def test_a_detector_is_trained_from_the_form_and_pre_labels_only_the_selected_im
     page.locator("[data-testid=detector-form] summary").click()
     for name, default in (("time_budget", "15m"), ("batch_size", "4"), ("lr", "0.01"), ("gamma", "0.1"),
                           ("rois_per_image", "128"), ("eval_period", "2"), ("test_fraction", "0.2"),
-                          ("min_size", "416")):
+                          ("min_size", "416"), ("calibration_folds", "auto")):
         assert page.locator(f"[data-testid=train-{name}]").input_value() == default  # the defaults, filled in
     page.fill("[data-testid=train-epochs]", "2")
     page.fill("[data-testid=train-time_budget]", "")
@@ -298,6 +298,7 @@ def test_a_detector_is_trained_from_the_form_and_pre_labels_only_the_selected_im
     _job_message(page, "detector:1 ready")
     card = page.locator("[data-testid=model-detector-1]")
     assert "mAP@0.5 (test images)" in card.inner_text() and "test images" in card.inner_text()
+    assert "threshold chosen on" in card.inner_text() and "1 held-out images" in card.inner_text()
     chosen = items[4:6]
     for item in chosen:
         page.check(f"[data-testid=select-{item}]")

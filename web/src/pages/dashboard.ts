@@ -184,6 +184,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       field("eval_period", "Evaluation period", "2", "evaluate on the test images and checkpoint every N epochs"),
       field("test_fraction", "Test share", "0.2", "share of labelled images held out to test and calibrate"),
       field("min_size", "Image size", "416", "the shorter side the network sees, in pixels"),
+      field("calibration_folds", "Calibration folds", "auto", "cross-validation fold models that add held-out "
+        + "evidence for the pre-label threshold (auto: 3 when the test images hold under 30 boxes; 0: none)"),
     ];
     const go = async () => {
       const params: Record<string, unknown> = {};
