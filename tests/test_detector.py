@@ -131,8 +131,9 @@ def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_a
     detector = BoxDetector(2, epochs=4, **FAST, calibration_folds=2, fold_share=0.5, target_precision=0.9)
     detector.fit(images, targets, test_images, test_targets, on_progress=lambda d, t, m: messages.append(m))
     preds, truths, info = detector.cv_
-    assert info == {"folds": 2, "steps": 6, "images": 12} and len(preds) == len(truths) == 12
-    assert sorted(len(t["boxes"]) for t in truths) == sorted(len(t["boxes"]) for t in targets)  # each image once
+    assert {k: info[k] for k in ("folds", "steps", "images")} == {"folds": 2, "steps": 6, "images": 12}
+    assert sorted(info["order"]) == list(range(12)) and len(preds) == len(truths) == 12  # each image once
+    assert all(np.array_equal(t["boxes"], targets[i]["boxes"]) for t, i in zip(truths, info["order"]))
     assert any(m.startswith("calibration fold 2 of 2") for m in messages)
     assert detector.calibration_images == 15 and detector.summary_["calibrated_on"] == \
         "3 held-out images + 12 out-of-fold (2 folds)"
@@ -312,3 +313,59 @@ def test_yolo_exports_predicted_boxes_with_a_confidence_column_on_request(worksp
     (scored,) = (tmp_path / "scored" / "labels").rglob("s11.txt")
     assert plain.read_text().split() == ["1", "0.187500", "0.250000", "0.250000", "0.250000"]
     assert scored.read_text().split() == ["1", "0.187500", "0.250000", "0.250000", "0.250000", "0.8765"]
+
+
+# --- box label errors (issue 21) ---
+
+def _perfect(target, shift=0.0):
+    boxes = np.asarray(target["boxes"], float) + shift
+    return {"boxes": boxes, "labels": np.asarray(target["labels"]), "scores": np.full(len(boxes), 0.97)}
+
+
+def test_a_removed_box_is_found_as_missing_and_a_wrong_class_as_a_swap():
+    from labelloop.ml.detection.label_issues import find_box_label_issues
+
+    _, targets = drawn_shapes(30, 11)
+    preds = [_perfect(t, 1.0) for t in targets]
+    labels = [dict(t) for t in targets]
+    labels[4] = {"boxes": targets[4]["boxes"][1:], "labels": targets[4]["labels"][1:]}  # a box removed
+    swapped = targets[9]["labels"].copy()
+    swapped[0] = 3 - swapped[0]
+    labels[9] = {"boxes": targets[9]["boxes"], "labels": swapped}  # square <-> disc
+    suspects, quality = find_box_label_issues(labels, preds, ["square", "disc"])
+    by_image = {s.index: s for s in suspects}
+    assert set(by_image) == {4, 9}, [(s.index, s.kind, s.reason) for s in suspects]
+    assert by_image[4].kind == "overlooked" and "where no box is drawn" in by_image[4].reason
+    assert by_image[9].kind == "swap" and "the model says" in by_image[9].reason
+    assert quality[4] < 0.5 and quality[9] < 0.5 and np.delete(quality, [4, 9]).min() > 0.8
+
+
+def test_box_label_errors_without_a_detector_say_what_to_train(workspace, boxes_project):
+    from labelloop.services.quality.runs import run_checks
+
+    with workspace.session() as session:
+        project = get_project(session, "shapes")
+    with pytest.raises(InvalidInput, match="--model detector"):
+        run_checks(workspace, project, "label")
+    assert "--model detector" in run_checks(workspace, project)["label"]["skipped"]
+
+
+@pytest.mark.slow
+def test_box_label_errors_read_every_labelled_image_out_of_sample_and_flag_a_removed_box(workspace, boxes_project):
+    from labelloop.services.quality.box_label_errors import detector_predictions
+    from labelloop.services.quality.runs import report, run_checks
+
+    _train(workspace, {"epochs": 2, **FAST, "calibration_folds": 2, "test_items": str(boxes_project["s09"])})
+    with workspace.session() as session:
+        project = get_project(session, "shapes")
+    model, predicted = detector_predictions(workspace, project)
+    assert sorted(predicted) == sorted(boxes_project[f"s{n:02d}"] for n in range(10))  # held-out + out-of-fold
+    checkpoint = model.metrics["calibrated_on"]
+    assert checkpoint == "1 held-out images + 9 out-of-fold (2 folds)"
+    first = run_checks(workspace, project, "label")["label"]
+    assert first["scored"] == 10 and first["model"] == "detector:1" and first["rescored"]
+    assert run_checks(workspace, project, "label")["label"]["rescored"] is False  # nothing changed
+    # a 2-epoch network finds little, so the flags themselves are checked with known predictions above; here the
+    # suspects, if any, carry a kind and a reason in words
+    for suspect in report(workspace, project, "label", every=True)["suspects"]:
+        assert suspect["details"]["issue_words"] in ("missing box", "box in a bad location", "wrong class")

@@ -136,7 +136,7 @@ class BoxDetector:
             return
         steps = max(1, round(self.fold_share * state["step"]))
         parts = np.array_split(np.random.default_rng(self.seed + 1).permutation(len(images)), folds)
-        preds, truths, done = [], [], 0
+        preds, truths, order, done = [], [], [], 0
         for k, part in enumerate(parts):
             inside = set(part.tolist())
             keep = [i for i in range(len(images)) if i not in inside]
@@ -158,9 +158,10 @@ class BoxDetector:
                 return
             done += model._state["step"]
             preds.extend(model.predict([images[i] for i in part]))
+            order.extend(int(i) for i in part)
             truths.extend({"boxes": np.asarray(targets[i]["boxes"], float).reshape(-1, 4),
                            "labels": np.asarray(targets[i]["labels"], int)} for i in part)
-        self.cv_ = (preds, truths, {"folds": folds, "steps": steps, "images": len(images)})
+        self.cv_ = (preds, truths, {"folds": folds, "steps": steps, "images": len(images), "order": order})
         self.calibrate(self.target_precision)
         if on_checkpoint:
             on_checkpoint(self)

@@ -10,14 +10,16 @@ from labelloop.services.projects import ProjectInfo
 from labelloop.services.quality.suspects import check_kind, counts, list_suspects
 
 CHECKS = ("label", "duplicate", "outlier")
-LABEL_KINDS = (ProjectKind.classification, ProjectKind.multilabel)
+LABEL_KINDS = (ProjectKind.classification, ProjectKind.multilabel)  # label errors from the classifier
+BOX_KINDS = (ProjectKind.detection,)  # label errors from the detector's out-of-sample boxes
 
 
 def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, force: bool = False,
                progress=lambda d, t, m: None) -> dict[str, Any]:
     """Run one check (`kind`) or every check that applies; a check whose inputs did not change since its last
-    run is not re-scored. Label errors need a classifier: asked for by name without one, it says what to train;
-    in an all-checks run it is skipped with that reason."""
+    run is not re-scored. Label errors need a classifier (a detector for boxes): asked for by name without one, it
+    says what to train; in an all-checks run it is skipped with that reason."""
+    from labelloop.services.quality.box_label_errors import find_box_label_errors
     from labelloop.services.quality.duplicates import find_project_duplicates
     from labelloop.services.quality.label_errors import find_label_errors
     from labelloop.services.quality.outliers import find_outliers
@@ -26,12 +28,13 @@ def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, forc
     if kind == "spot_check":
         raise InvalidInput("spot-checks are drawn with `labelloop spot-check NAME`, not by a quality run")
     wanted = [kind] if kind else list(CHECKS)
-    runners = {"label": find_label_errors, "duplicate": find_project_duplicates, "outlier": find_outliers}
+    runners = {"label": find_box_label_errors if project.kind in BOX_KINDS else find_label_errors,
+               "duplicate": find_project_duplicates, "outlier": find_outliers}
     results: dict[str, Any] = {}
     for check in wanted:
-        if check == "label" and kind is None and project.kind not in LABEL_KINDS:
-            results[check] = {"skipped": f"label-error checks cover classification and multi-label projects; "
-                                         f"{project.name!r} is {project.kind.value}"}
+        if check == "label" and kind is None and project.kind not in LABEL_KINDS + BOX_KINDS:
+            results[check] = {"skipped": f"label-error checks cover classification, multi-label and detection "
+                                         f"projects; {project.name!r} is {project.kind.value}"}
             continue
         try:
             results[check] = runners[check](workspace, project, force=force, progress=progress)
