@@ -35,3 +35,22 @@ def test_suspects_tab_shows_reasons_and_fixes_a_label(page, ui_server):
     with ui_server.workspace.session() as session:
         states = {r.item_id: r.state for r in session.query(SuspectRow).filter(SuspectRow.project_id == pid)}
     assert states == {first: "fixed", second: "open"}
+
+
+def test_a_box_suspect_names_its_kind_and_box_and_sends_the_fix_to_the_labelling_view(page, ui_server):
+    pid, (item,) = ui_server.project("quality-boxes", "detection", ["raccoon"], images=1)
+    with ui_server.api() as http:
+        http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "state": "submitted", "shapes": [
+            {"type": "box", "label": "raccoon", "x0": 10, "y0": 10, "x1": 40, "y1": 50}]}).raise_for_status()
+    with ui_server.workspace.session() as session:
+        store_run(session, pid, "label", [Found(
+            item, "label", 0.91, "the model finds a raccoon at (50, 12)–(80, 60) with 0.96 where no box is drawn", "1",
+            {"issue": "overlooked", "issue_words": "missing box", "box": [50.2, 12.0, 80.4, 60.0]})], "ui-test", {})
+    page.goto(f"/projects/{pid}/review")
+    page.click("[data-testid=review-tab-suspects]")
+    page.get_by_text("label: missing box (score 0.910)").wait_for()  # the list line and the heading
+    assert "where no box is drawn" in page.locator("[data-testid=suspect-reason]").inner_text()
+    assert "(50, 12)–(80, 60)" in page.locator("[data-testid=suspect-box]").inner_text()
+    assert page.locator("[data-testid=suspect-fix]").count() == 0  # boxes are fixed in the labelling view
+    page.get_by_text(f"open item {item} in the labelling view").wait_for()
+    screenshot(page, "suspects-box")

@@ -15,6 +15,7 @@ const KINDS = ["", "label", "duplicate", "outlier", "spot_check"];
 
 function title(s: Suspect): string {
   if (s.kind === "outlier") return s.check === "knn" ? "outlier" : s.check;
+  if (s.kind === "label" && s.details?.issue_words) return `label: ${s.details.issue_words}`;
   return s.kind === "spot_check" ? `spot-check ${s.check}` : s.kind;
 }
 
@@ -56,6 +57,9 @@ export async function showSuspects(project: Project, list: HTMLElement, actions:
       h("p", { "data-testid": "suspect-reason" }, s.reason),
       s.group ? h("p", { class: "muted" }, `group ${s.group}: items ${(s.details?.group ?? []).join(", ")}`) : null,
       link(`/projects/${project.id}/items/${s.item_id}`, `open item ${s.item_id} in the labelling view`),
+      s.details?.box ? h("p", { class: "muted", "data-testid": "suspect-box" }, `the box: (${s.details.box.slice(0, 2)
+        .map((v: number) => Math.round(v)).join(", ")})–(${s.details.box.slice(2).map((v: number) => Math.round(v)).join(", ")}); `
+        + "fix it in the labelling view: the next quality run checks the new boxes") : null,
       h("button", { class: "primary", "data-testid": "suspect-keep", onclick: act("keep") },
         s.kind === "spot_check" ? "Right: keep" : "Keep as is"),
       fixable ? label : null,
