@@ -1,0 +1,118 @@
+"""Benchmark: the detector's inference time per image, variants side by side (interleaved rounds, one process).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference.py --threads 1 --rounds 5
+
+8 raccoon photos (the Label Studio backend's batch), a Faster R-CNN + FPN over EfficientNet-Lite0 as the product
+builds it (ImageNet backbone; the heads' weights do not change the work: 300 proposals go through the box head
+whatever they score). Variants: one image at a time (the product before), the 8 in one call, fewer proposals
+kept after the RPN's NMS, channels-last memory. Reported: median seconds for the 8 over the rounds and the ratio
+to the first variant, with the machine and its thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detector_raccoon import DATA, load  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=0, help="also time this many training steps a round")
+    args = parser.parse_args()
+    import torch
+
+    from labelloop.ml.detection.detector import _tensor
+    from labelloop.ml.detection.network import build_detector
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = sorted((DATA / "images").glob("*.jpg"))[:args.images]
+    images, _ = load(paths)
+    tensors = [_tensor(image) for image in images]
+    variants = {}
+    base = build_detector(1).eval()
+    variants["one at a time (300 proposals)"] = (base, False)
+    variants["8 in one call"] = (base, True)
+    fewer = build_detector(1).eval()
+    fewer.load_state_dict(base.state_dict())
+    fewer.rpn._post_nms_top_n["testing"] = 100
+    variants["one at a time, 100 proposals"] = (fewer, False)
+    variants["8 in one call, 100 proposals"] = (fewer, True)
+    last = build_detector(1).eval().to(memory_format=torch.channels_last)
+    last.load_state_dict(base.state_dict())
+    variants["one at a time, channels-last"] = (last, False)
+    both = build_detector(1).eval().to(memory_format=torch.channels_last)
+    both.load_state_dict(base.state_dict())
+    both.rpn._post_nms_top_n["testing"] = 100
+    variants["one at a time, channels-last, 100 proposals"] = (both, False)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.inference_mode():
+        for network, _ in variants.values():
+            network([tensors[0]])  # warm-up
+        for _ in range(args.rounds):
+            for name, (network, together) in variants.items():
+                started = time.perf_counter()
+                if together:
+                    network(tensors)
+                else:
+                    for tensor in tensors:
+                        network([tensor])
+                times[name].append(time.perf_counter() - started)
+    if args.train_steps:
+        train_times = train_speed(tensors, args.train_steps, args.rounds)
+    first = statistics.median(next(iter(times.values())))
+    report = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "images": len(tensors), "sizes": [list(t.shape[1:]) for t in tensors],
+              "variants": {name: {"median_s": round(statistics.median(t), 3), "best_s": round(min(t), 3),
+                                  "ratio": round(statistics.median(t) / first, 3)} for name, t in times.items()}}
+    if args.train_steps:
+        plain = statistics.median(train_times["plain"])
+        report["training_step_s"] = {name: {"median_s": round(statistics.median(t), 3),
+                                            "ratio": round(statistics.median(t) / plain, 3)}
+                                     for name, t in train_times.items()}
+    print(json.dumps(report, indent=1, default=str))
+
+
+def train_speed(tensors, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per training step (batch 4, the product's augmentation-free path), plain against channels-last."""
+    import torch
+
+    from labelloop.ml.detection.network import build_detector
+
+    networks = {"plain": build_detector(1, min_size=(312, 352, 416)),
+                "channels-last": build_detector(1, min_size=(312, 352, 416)).to(memory_format=torch.channels_last)}
+    networks["channels-last"].load_state_dict(networks["plain"].state_dict())
+    targets = [{"boxes": torch.tensor([[40.0, 50.0, 200.0, 220.0]]), "labels": torch.tensor([1])}] * 4
+    out: dict[str, list[float]] = {name: [] for name in networks}
+    for name, network in networks.items():
+        network.train()
+        optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
+        networks[name] = (network, optimizer)
+    for _ in range(rounds):
+        for name, (network, optimizer) in networks.items():
+            torch.manual_seed(0)
+            started = time.perf_counter()
+            for step in range(steps):
+                loss = sum(network(list(tensors[:4]), targets).values())
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            out[name].append((time.perf_counter() - started) / steps)
+    return out
+
+
+if __name__ == "__main__":
+    main()
