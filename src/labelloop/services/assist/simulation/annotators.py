@@ -33,6 +33,22 @@ class Outcome:
         return sum(costs.cost(action) * quantity for action, quantity in self.actions)
 
 
+class CheapestOutcome(Outcome):
+    """An outcome a person could reach in more than one way (correct the pre-label, or redraw it): the cost model
+    in use picks the cheapest when its seconds are counted, and `actions` then names that one."""
+
+    def __init__(self, shapes: list[Shape], actions: list[tuple[str, float]], *,
+                 options: list[list[tuple[str, float]]]):
+        super().__init__(shapes, list(actions))
+        self.options = options
+
+    def seconds(self, costs: CostModel) -> float:
+        totals = [sum(costs.cost(a) * q for a, q in option) for option in self.options]
+        best = totals.index(min(totals))  # ties: the first option
+        self.actions = list(self.options[best])
+        return float(totals[best])
+
+
 def register_task(cls: type) -> type:
     for kind in cls.project_kinds:
         TASKS[kind] = cls
@@ -50,7 +66,8 @@ def task_for(kind: ProjectKind) -> Task:
 # Modules whose import registers more tasks (semantic, instance, detection): one line each; a module not written
 # yet is skipped.
 TASK_MODULES: tuple[str, ...] = ("labelloop.services.assist.simulation.segmentation",
-                                 "labelloop.services.assist.simulation.semantic")
+                                 "labelloop.services.assist.simulation.semantic",
+                                 "labelloop.services.assist.simulation.detection")
 
 
 def _load() -> None:
@@ -79,6 +96,9 @@ class Task:
     quality: ClassVar[str]  # what dataset_quality measures, in words ("accuracy", "box F1 at IoU >= 0.5", ...)
     quality_goal: ClassVar[float] = 0.98
     budget_param: ClassVar[str | None] = "time_budget"  # the model kind's training-time option, if it has one
+
+    def check_params(self, project, model: str, params: dict[str, Any]) -> None:
+        """Refuse (InvalidInput) model parameters (`--set`) the model kind would refuse, before anything runs."""
 
     def prepare(self, workspace, project, model: str, ctx: JobContext) -> None:
         """Work done once on the base copy before any run (e.g. embeddings every run would otherwise repeat)."""
@@ -115,6 +135,11 @@ class Task:
                       ) -> float | None:
         """The model's quality on held-out items (never labelled in the simulation)."""
         return None
+
+    def cost_variants(self, costs: CostModel) -> dict[str, CostModel]:
+        """Other prices of the same actions the output reports beside the run's (e.g. boxes drawn the traditional
+        way); none by default."""
+        return {}
 
 
 @register_task

@@ -50,13 +50,15 @@ class SimulationPlan:
     target_precision: float | None
     out: Path | None = None
     held_out: float = HELD_OUT
+    model_params: dict[str, Any] = field(default_factory=dict)  # the model kind's own options (`--set key=value`)
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project.name, "kind": self.project.kind.value, "task": self.task.name,
                 "model": self.model, "strategies": self.strategies, "seeds": self.seeds, "start": self.start,
                 "batch": self.batch, "rounds": self.rounds, "until_done": self.rounds is None,
                 "round_budget_seconds": self.round_budget, "target_precision": self.target_precision,
-                "held_out_share": self.held_out, "quality": self.task.quality, "quality_goal": self.task.quality_goal}
+                "held_out_share": self.held_out, "quality": self.task.quality, "quality_goal": self.task.quality_goal,
+                "model_params": dict(self.model_params)}
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -70,7 +72,7 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                     batch: int = 20, until_done: bool = False, rounds: int | None = None,
                     round_budget: str | float | None = None, target_precision: float | None = None,
                     seeds: Sequence[int] | str = (0,), cost_model: str | Path | None = "default",
-                    out: str | Path | None = None) -> SimulationPlan:
+                    out: str | Path | None = None, model_params: dict[str, Any] | None = None) -> SimulationPlan:
     """Check everything a simulation needs; raises InvalidInput (and changes nothing) on the first problem."""
     from labelloop.services.assist.model_kinds import get_model_kind
     from labelloop.services.assist.model_kinds.options import parse_duration
@@ -106,6 +108,8 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
     if target_precision is not None and not 0.5 <= float(target_precision) < 1:
         raise InvalidInput(f"--target-precision {target_precision}: must lie in [0.5, 1)")
     budget = DEFAULT_ROUND_BUDGET if round_budget is None else parse_duration(round_budget)
+    model_params = _model_params(model_params, task)
+    task.check_params(project, model, model_params)
     costs = load_cost_model(cost_model)
     truth_read = read_truth(workspace, project, truth, format)
     pool_size = len(truth_read.shapes) - _held_out_count(len(truth_read.shapes), HELD_OUT)
@@ -114,7 +118,20 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                            "held-out part)")
     return SimulationPlan(project, truth_read, task, model, costs, strategies, list(seeds), start, batch, rounds,
                           budget, None if target_precision is None else float(target_precision),
-                          Path(out) if out else None)
+                          Path(out) if out else None, model_params=model_params)
+
+
+def _model_params(params: dict[str, Any] | None, task: Task) -> dict[str, Any]:
+    """The model kind's own options for every round's training; the ones the simulation sets itself are refused."""
+    params = dict(params or {})
+    own = {"seed": "--seeds", "target_precision": "--target-precision", "resume": None, "from": None}
+    if task.budget_param:
+        own[task.budget_param] = "--round-budget"
+    taken = [k for k in params if k in own]
+    if taken:
+        hints = ", ".join(f"{k} ({'give ' + own[k] if own[k] else 'each round trains anew'})" for k in taken)
+        raise InvalidInput(f"--set {hints}: the simulation sets these itself")
+    return params
 
 
 def _held_out_count(matched: int, share: float) -> int:
@@ -199,7 +216,11 @@ def _run_one(base, plan: SimulationPlan, truth: dict[int, list], strategy: str, 
             user = create_user(session, USER)
         run = _Run()
         task, costs = plan.task, plan.costs
-        scratch_seconds = sum(task.scratch(t).seconds(costs) for t in pool_truth.values())
+        scratch_seconds, scratch_actions = 0.0, Counter()
+        for t in pool_truth.values():
+            outcome = task.scratch(t)
+            scratch_seconds += outcome.seconds(costs)
+            scratch_actions.update(dict(outcome.actions))
         names = _source_names(ws, pool_truth)
         first = sorted(rng.choice(sorted(pool_truth), min(plan.start, len(pool_truth)), replace=False).tolist())
         for item_id in first:
@@ -242,11 +263,27 @@ def _run_one(base, plan: SimulationPlan, truth: dict[int, list], strategy: str, 
             "unlabelled": len(_unlabelled(run, pool_truth)), "rounds": rounds_run,
             "actions": dict(sorted(run.actions.items())),
             "seconds_to_goal": _seconds_to(points, task.quality_goal),
+            "cost_variants": {name: _repriced(variant, scratch_actions, points, task.quality_goal)
+                              for name, variant in task.cost_variants(costs).items()},
             "curve": points,
             "timing": {"wall_seconds": round(time.perf_counter() - wall, 2), "rounds": timings},
         }
     finally:
         scratch.close()
+
+
+def _repriced(costs: CostModel, scratch_actions: Counter, points: list[dict[str, Any]], goal: float
+              ) -> dict[str, Any]:
+    """A run's totals with the same actions priced by another cost model (the task's `cost_variants`)."""
+    def price(actions) -> float:
+        return round(sum(costs.cost(a) * n for a, n in actions.items()), 3)
+
+    human, scratch = price(points[-1]["actions"]), price(scratch_actions)
+    reached = next((p for p in points if p["dataset_quality"] >= goal), None)
+    to_goal = price(reached["actions"]) if reached is not None else None
+    return {"cost_model": costs.name, "seconds": dict(costs.seconds), "human_seconds": human,
+            "scratch_seconds": scratch, "effort_ratio": round(scratch / human, 3) if human else None,
+            "seconds_to_goal": to_goal, "effort_ratio_at_goal": round(scratch / to_goal, 3) if to_goal else None}
 
 
 def _source_names(ws, truth: dict[int, list]) -> dict[int, str]:
@@ -316,7 +353,7 @@ def _retrain(ws, project, plan: SimulationPlan, seed: int, open_items: list[int]
 
     task = plan.task
     ctx = JobContext(0, {}, lambda d, t, m: None, log.info)
-    params: dict[str, Any] = {"seed": seed}
+    params: dict[str, Any] = {**plan.model_params, "seed": seed}
     if plan.target_precision is not None:
         params["target_precision"] = plan.target_precision
     if task.budget_param:

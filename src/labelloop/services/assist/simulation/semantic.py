@@ -35,7 +35,8 @@ from labelloop.domain import Mask, Polygon, ProjectKind, Scribble, shape_from_di
 from labelloop.errors import InvalidInput
 from labelloop.geometry import rle
 from labelloop.ml.corrective import corrective_strokes, seed_pixels, stroke_count
-from labelloop.services.assist.simulation.annotators import Outcome, Task, prelabels, register_task
+from labelloop.services.assist.simulation.annotators import (CheapestOutcome, Outcome, Task, prelabels,
+                                                             register_task)
 
 START_PIXELS = 1000
 STROKE_PIXELS = 200
@@ -208,18 +209,3 @@ class SemanticTask(Task):
             shapes = [shape_from_dict(s) for s in row.shapes if s.get("type") == "mask"] if row is not None else []
             tally.add(label, self._map(shapes, label.shape))
         return tally.mean_iou()
-
-
-class CheapestOutcome(Outcome):
-    """An outcome a person could reach in more than one way (correct the pre-label, or redraw the item): the
-    cost model in use picks the cheapest when its seconds are counted, and `actions` then names that one."""
-
-    def __init__(self, shapes: list, actions: list[tuple[str, float]], *, options: list[list[tuple[str, float]]]):
-        super().__init__(shapes, list(actions))
-        self.options = options
-
-    def seconds(self, costs) -> float:
-        totals = [sum(costs.cost(a) * q for a, q in option) for option in self.options]
-        best = int(np.argmin(totals))  # ties: the first option, correcting
-        self.actions = list(self.options[best])
-        return float(totals[best])
