@@ -188,3 +188,39 @@ def test_simulate_detection_end_to_end_on_a_raccoon_slice(ws, shared_data, tmp_p
     assert variant["human_seconds"] == pytest.approx(run["human_seconds"] + 28.0 * actions.get("draw_box", 0))
     trained = run["timing"]["rounds"][:-1]  # the last round finds nothing open: no training
     assert len(trained) == 2 and all(t["train_seconds"] > 0 for t in trained)
+
+
+def test_uncertainty_strategies_read_the_detectors_image_score(ws, tmp_path):
+    """A detector prediction's image score is its highest box score: uncertainty = 1 - it, 1 with no box."""
+    import numpy as np
+    from PIL import Image
+    from sqlalchemy import select
+
+    from labelloop.services.assist.models import start_model
+    from labelloop.services.assist.predictions import save_predictions
+    from labelloop.services.assist.sampling import pool_scores
+    from labelloop.services.data.importing import import_path
+    from labelloop.services.labelling.strategies import order
+    from labelloop.services.projects import create_project, get_project
+    from labelloop.store.tables import ItemRow, PredictionRow
+
+    (tmp_path / "images").mkdir()
+    for n in range(4):
+        Image.fromarray(np.full((8, 8), n * 40, np.uint8)).save(tmp_path / "images" / f"{n}.png")
+    with ws.session() as session:
+        create_project(session, "boxes", "detection", ["cat"])
+    import_path(ws, "boxes", tmp_path / "images", format="images")
+    with ws.session() as session:
+        project = get_project(session, "boxes")
+        ids = list(session.scalars(select(ItemRow.id).order_by(ItemRow.source)))
+    model = start_model(ws, project, "detector", params={}, item_ids=[])
+    found = {ids[0]: [0.95, 0.2], ids[1]: [0.3], ids[2]: [], ids[3]: [0.6, 0.55]}
+    with ws.session() as session:
+        save_predictions(session, [PredictionRow(
+            item_id=i, model_id=model.id, model_version=model.ref, review_state="pending",
+            shapes=[_shown("cat", 0, 0, 4, 4, s, s >= 0.5) for s in scores], score=max(scores, default=None))
+            for i, scores in found.items()])
+    pool = pool_scores(ws, project, model, ids)
+    assert pool.uncertainty.tolist() == pytest.approx([0.05, 0.7, 1.0, 0.4])
+    for strategy in ("least-confidence", "margin", "entropy"):
+        assert [ids[k] for k in order(strategy, pool)] == [ids[2], ids[1], ids[3], ids[0]]
