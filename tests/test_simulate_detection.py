@@ -224,3 +224,127 @@ def test_uncertainty_strategies_read_the_detectors_image_score(ws, tmp_path):
     assert pool.uncertainty.tolist() == pytest.approx([0.05, 0.7, 1.0, 0.4])
     for strategy in ("least-confidence", "margin", "entropy"):
         assert [ids[k] for k in order(strategy, pool)] == [ids[2], ids[1], ids[3], ids[0]]
+
+
+# --- the whole loop with a stand-in detector whose pre-labels are known, so every second can be predicted -------
+
+SIZE = 64
+CAT = (8, 8, 40, 40)  # the one true box of every image (a cat; a dog on the dog images)
+KINDS = ("verify", "adjust", "relabel", "extra", "hidden", "none")  # image n is of kind n % 6
+
+
+def _shows(n: int) -> tuple[str, list[dict]]:
+    """Image n's true class and what the stand-in detector shows on it, by the action it should cost."""
+    x0, y0, x1, y1 = CAT
+    kind = KINDS[n % 6]
+    truth = "dog" if kind == "relabel" else "cat"
+    shown = {"verify": [_shown("cat", x0, y0, x1, y1, 0.9)],
+             "adjust": [_shown("cat", x0, y0, x1, y1 - 6, 0.8)],  # IoU 26/32 = 0.81
+             "relabel": [_shown("cat", x0, y0, x1, y1, 0.7)],
+             "extra": [_shown("cat", x0, y0, x1, y1, 0.95), _shown("cat", 44, 44, 60, 60, 0.6)],
+             "hidden": [_shown("cat", x0, y0, x1, y1, 0.3, prelabel=False)],
+             "none": []}[kind]
+    return truth, shown
+
+
+class StandInDetector:
+    """Trains in no time; shows `_shows(n)` on image n (its file name) whatever it was taught."""
+
+    name = "stand-in-detector"
+    description = "test double"
+    project_kinds = (ProjectKind.detection,)
+    figures = ()
+    card_note = ""
+
+    def train(self, workspace, project, params, ctx):
+        from labelloop.services.assist.models import start_model, update_model
+
+        model = start_model(workspace, project, self.name, params={"class_names": project.class_names()},
+                            item_ids=[])
+        return update_model(workspace, model, status="ready")
+
+    def predict(self, workspace, project, model, item_ids, params, ctx):
+        from pathlib import PurePosixPath
+
+        from labelloop.services.assist.predictions import save_predictions
+        from labelloop.services.data.project_data import item_rows
+        from labelloop.store.tables import PredictionRow
+
+        rows = []
+        for item in item_rows(workspace, item_ids):
+            _, shown = _shows(int(PurePosixPath(item.source).stem))
+            rows.append(PredictionRow(item_id=item.id, model_id=model.id, model_version=model.ref, shapes=shown,
+                                      score=max((s["score"] for s in shown), default=None), review_state="pending"))
+        with workspace.session() as session:
+            save_predictions(session, rows)
+        return {"predictions": len(rows)}
+
+
+def _boxes_project(ws, folder, count: int):
+    import numpy as np
+    from PIL import Image
+
+    from labelloop.services.assist.model_kinds import register_model_kind
+    from labelloop.services.data.importing import import_path
+    from labelloop.services.projects import create_project
+
+    register_model_kind(StandInDetector)
+    (folder / "images").mkdir(parents=True)
+    images, annotations = [], []
+    x0, y0, x1, y1 = CAT
+    for n in range(count):
+        Image.fromarray(np.full((SIZE, SIZE), n, np.uint8)).save(folder / "images" / f"{n}.png")
+        images.append({"id": n + 1, "file_name": f"{n}.png", "width": SIZE, "height": SIZE})
+        label = _shows(n)[0]
+        annotations.append({"id": n + 1, "image_id": n + 1, "category_id": 1 if label == "cat" else 2,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    (folder / "images" / "annotations.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations,
+         "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+    with ws.session() as session:
+        create_project(session, "boxes", "detection", ["cat", "dog"])
+    import_path(ws, "boxes", folder / "images", format="images")
+    return folder / "images" / "annotations.json"
+
+
+def test_the_loop_prices_each_shown_box_and_least_confidence_takes_empty_images_first(ws, tmp_path):
+    """48 images (none held out below 50), 8 of each kind: the human seconds are exactly the start images drawn
+    plus each queued image's actions; least-confidence takes first the images the detector showed nothing on."""
+    from labelloop.services.assist.simulation import plan_simulation, run_simulation
+
+    truth = _boxes_project(ws, tmp_path / "boxes", 48)
+    plan = plan_simulation(ws, "boxes", truth, format="coco", model="stand-in-detector", strategy="least-confidence",
+                           compare="random", start=6, batch=6, until_done=True, seeds="0")
+    result = run_simulation(ws, plan)
+    assert result["truth"]["matched"] == 48
+    seconds = {"verify": 1.6, "adjust": 4.0, "relabel": 3.0, "extra": 1.6 + 1.0, "hidden": 7.0, "none": 7.0}
+    for run in result["runs"]:
+        assert run["pool"] == 48 and run["held_out"] == 0 and run["human_labelled"] == 48
+        assert run["dataset_quality"] == 1.0 and run["auto_accepted"] == 0 and run["scratch_seconds"] == 48 * 7.0
+        start = [int(name.split(".")[0]) for name in run["start_items"]]
+        assert len(start) == 6
+        queued = [n for n in range(48) if n not in start]
+        assert run["human_seconds"] == pytest.approx(6 * 7.0 + sum(seconds[KINDS[n % 6]] for n in queued))
+        assert run["actions"] == {"adjust_box": 8 - sum(KINDS[n % 6] == "adjust" for n in start),
+                                  "change_class": 8 - sum(KINDS[n % 6] == "relabel" for n in start),
+                                  "delete_shape": 8 - sum(KINDS[n % 6] == "extra" for n in start),
+                                  "draw_box": 6 + sum(KINDS[n % 6] in ("hidden", "none") for n in queued),
+                                  "verify_box": sum(KINDS[n % 6] in ("verify", "extra") for n in queued)}
+        assert run["cost_variants"]["draw_box_traditional"]["human_seconds"] == pytest.approx(
+            run["human_seconds"] + 28.0 * run["actions"]["draw_box"])
+    lc = next(r for r in result["runs"] if r["strategy"] == "least-confidence")
+    drawn = [p["actions"]["draw_box"] for p in lc["curve"]]
+    assert drawn[1] - drawn[0] == 6, "the first batch: images with no box shown (uncertainty 1), then hidden (0.7)"
+    assert lc["seconds_to_goal"] == lc["human_seconds"], "no auto-accept: box F1 reaches 0.98 only at the end"
+
+
+def test_model_quality_is_the_map_of_the_shown_boxes_on_the_held_out_images(ws, tmp_path):
+    from labelloop.services.assist.simulation import plan_simulation, run_simulation
+
+    truth = _boxes_project(ws, tmp_path / "boxes", 60)
+    result = run_simulation(ws, plan_simulation(ws, "boxes", truth, format="coco", model="stand-in-detector",
+                                                start=6, batch=12, rounds=1, seeds="1"))
+    (run,) = result["runs"]
+    assert run["held_out"] == 12 and run["pool"] == 48
+    qualities = {p["model_quality"] for p in run["curve"]}
+    assert len(qualities) == 1 and 0.3 < qualities.pop() < 1, "the same stand-in each round: one mAP, neither 0 nor 1"
