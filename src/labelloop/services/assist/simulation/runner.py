@@ -220,7 +220,8 @@ def _run_one(base, plan: SimulationPlan, truth: dict[int, list], strategy: str, 
         for t in pool_truth.values():
             outcome = task.scratch(t)
             scratch_seconds += outcome.seconds(costs)
-            scratch_actions.update(dict(outcome.actions))
+            for action, quantity in outcome.actions:  # read after seconds(): a CheapestOutcome names its choice then
+                scratch_actions[action] += quantity
         names = _source_names(ws, pool_truth)
         first = sorted(rng.choice(sorted(pool_truth), min(plan.start, len(pool_truth)), replace=False).tolist())
         for item_id in first:
