@@ -6,6 +6,7 @@ spelled in folder and file names ("train/", "val2017/", "instances_val.json").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -75,11 +76,25 @@ def shown_path(path: Path, base: Path) -> str:
 
 
 def walk_files(root: Path) -> list[Path]:
-    """Every non-hidden file under root, sorted."""
-    return sorted(
-        path for path in root.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
+    """Every non-hidden file under root, sorted as Paths sort (part by part).
+
+    os.scandir hands each entry's type over with the folder's listing, where rglob + is_file stat every file: a
+    folder of 100,000 images took seconds before the import had looked at one."""
+    found: list[tuple[tuple[str, ...], str]] = []
+
+    def visit(folder: str, parts: tuple[str, ...]) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():  # follows links to folders, as rglob did
+                    visit(entry.path, (*parts, entry.name))
+                elif entry.is_file():
+                    found.append(((*parts, entry.name), entry.path))
+
+    visit(str(root), ())
+    found.sort()
+    return [Path(path) for _, path in found]
 
 
 def first_names(names: list[str], most: int) -> str:

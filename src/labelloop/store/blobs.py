@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from fsspec.implementations.local import LocalFileSystem
 from labelloop.errors import LabelloopError
 
 CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 REMOTE_TIMEOUT_S = 10  # connect timeout: an unreachable endpoint fails in seconds, not after botocore's minute
 
 
@@ -137,7 +139,7 @@ class BlobStore:
             raise storage_error(exc, self.url, "open the blob store") from exc
 
     def _path(self, sha: str) -> str:
-        if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+        if not _SHA256.fullmatch(sha):
             raise ValueError(f"not a sha256 hex digest: {sha!r}")
         return f"{self.root}/{sha[:2]}/{sha}"
 
@@ -151,15 +153,17 @@ class BlobStore:
         """Store a file; returns (sha256, created) where created is False if the blob was already there."""
         sha = sha or sha256_file(path)
         target = self._path(sha)
-        if self.exists(sha):
-            return sha, False
         parent = target.rsplit("/", 1)[0]
-        if self.is_local:
-            self.fs.makedirs(parent, exist_ok=True)
+        if self.is_local:  # os directly: fsspec's exists and makedirs cost more than the copy of a small image
+            if os.path.exists(target):
+                return sha, False
+            os.makedirs(parent, exist_ok=True)
             temporary = f"{parent}/.{sha}.{uuid.uuid4().hex}.tmp"
             shutil.copyfile(path, temporary)
             os.replace(temporary, target)  # atomic: a reader never sees half a blob
             return sha, True
+        if self.exists(sha):
+            return sha, False
         try:
             self.fs.put_file(str(path), target)
         except Exception as exc:
