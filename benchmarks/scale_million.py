@@ -8,7 +8,8 @@ files: the pages measured here never read pixels) with one box annotation on eve
 through the same services the API calls:
 - the projects list, the project's stats and its dashboard (goal <= 1 s each; best of 3, and the first call);
 - a page of 100 items by cursor, in the middle of the project (goal <= 50 ms);
-- `next` at --annotators concurrent annotators, each taking an item and passing on it (goal p99 <= 50 ms);
+- `next` at --annotators concurrent annotators, each taking an item and passing on it at once, as threads of this
+  process (goal p99 <= 50 ms), after one annotator alone; with --processes also as one process per annotator;
 - a streamed COCO export (annotations only) of the annotated items, in a child process: its peak RSS (goal
   <= 500 MB) and its time.
 The schema is dropped at the end (--keep to keep it). Figures depend on the machine; docs/benchmarks.md says which.
@@ -99,6 +100,8 @@ def next_latencies(workspace, project, users: list[int], rounds: int) -> list[fl
     def annotate(user_id: int) -> None:
         mine = []
         try:
+            # One untimed call first: it opens the annotator's pooled connection, which a running server has open.
+            skip(workspace, project, next_item(workspace, project, user_id).item_id, user_id)
             for _ in range(rounds):
                 started = time.perf_counter()
                 lease = next_item(workspace, project, user_id)
@@ -117,6 +120,45 @@ def next_latencies(workspace, project, users: list[int], rounds: int) -> list[fl
     if errors:
         raise errors[0]
     return seconds
+
+
+def _annotator_process(root: str, url: str, user_id: int, rounds: int, start, out) -> None:
+    """One annotator in a process of its own (a server with one worker process per annotator, no shared GIL)."""
+    from labelloop.services.projects import get_project
+    from labelloop.services.workspace import Workspace
+
+    workspace = Workspace.open(root, database_url=url)
+    with workspace.session() as session:
+        project = get_project(session, "million")
+    start.wait()  # every process imported and connected: they start at once
+    out.put(next_latencies(workspace, project, [user_id], rounds))
+    workspace.close()
+
+
+def next_latencies_processes(root: Path, url: str, users: list[int], rounds: int) -> list[float]:
+    """As next_latencies, with each annotator in its own process."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(len(users) + 1), context.Queue()
+    processes = [context.Process(target=_annotator_process, args=(str(root), url, u, rounds, start, out))
+                 for u in users]
+    for process in processes:
+        process.start()
+    start.wait()
+    seconds = [s for _ in processes for s in out.get()]
+    for process in processes:
+        process.join()
+    return seconds
+
+
+def summarise(name: str, latencies: list[float], report: dict) -> None:
+    latencies = sorted(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    report.update({f"{name}_calls": len(latencies), f"{name}_median_ms": round(statistics.median(latencies) * 1000, 1),
+                   f"{name}_p99_ms": round(p99 * 1000, 1)})
+    print(f"{name}: median {report[f'{name}_median_ms']} ms, p99 {report[f'{name}_p99_ms']} ms over "
+          f"{len(latencies)} calls", flush=True)
 
 
 EXPORT = """
@@ -138,7 +180,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="next calls per annotator")
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--schema", help="reuse this schema, kept by an earlier run with --keep (and keep it)")
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--processes", action="store_true",
+                        help="also time `next` with each annotator in a process of its own")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -151,23 +196,29 @@ def main() -> None:
     from labelloop.services.projects import create_project, get_project, list_projects
     from labelloop.services.workspace import Workspace
 
-    schema = f"million_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.url, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
+    schema = args.schema or f"million_{uuid.uuid4().hex[:8]}"
+    if not args.schema:
+        with psycopg.connect(args.url, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
     url = f"{args.url}{'&' if '?' in args.url else '?'}options=-csearch_path%3D{schema}"
     root = Path(tempfile.mkdtemp(prefix="scale-million-"))
     report: dict = {"items": args.items, "annotated": (args.items + 1) // 2, "annotators": args.annotators,
                     "load_average_start": os.getloadavg()}
     try:
         workspace = Workspace.init(root / "ws", database_url=url)
-        with workspace.session() as session:
-            project = create_project(session, "million", "detection", ["thing"])
-            users = [create_user(session, f"user{n:02d}").id for n in range(args.annotators)]
-        items_s, annotations_s = build(workspace, args.items, project.id)
-        report.update(copy_items_seconds=round(items_s, 1), copy_annotations_seconds=round(annotations_s, 1),
-                      copy_items_per_second=round(args.items / items_s))
-        print(f"COPY {args.items} items (blobs, items, queue triggers) {items_s:.1f} s, "
-              f"{report['annotated']} annotations {annotations_s:.1f} s", flush=True)
+        if args.schema:  # built by an earlier run with --keep (its annotators have skipped some items since)
+            with workspace.session() as session:
+                users = list(session.scalars(__import__("sqlalchemy").text(
+                    "SELECT id FROM users ORDER BY name LIMIT :n"), {"n": args.annotators}))
+        else:
+            with workspace.session() as session:
+                project = create_project(session, "million", "detection", ["thing"])
+                users = [create_user(session, f"user{n:02d}").id for n in range(args.annotators)]
+            items_s, annotations_s = build(workspace, args.items, project.id)
+            report.update(copy_items_seconds=round(items_s, 1), copy_annotations_seconds=round(annotations_s, 1),
+                          copy_items_per_second=round(args.items / items_s))
+            print(f"COPY {args.items} items (blobs, items, queue triggers) {items_s:.1f} s, "
+                  f"{report['annotated']} annotations {annotations_s:.1f} s", flush=True)
 
         def projects():
             with workspace.session() as session:
@@ -189,12 +240,10 @@ def main() -> None:
             report[f"{name}_seconds"], report[f"{name}_first_seconds"] = round(seconds, 4), round(first, 4)
             print(f"{name}: {seconds * 1000:.1f} ms (best of {repeat}; first call {first * 1000:.1f} ms)", flush=True)
 
-        latencies = sorted(next_latencies(workspace, project, users, args.rounds))
-        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        report.update(next_calls=len(latencies), next_median_ms=round(statistics.median(latencies) * 1000, 1),
-                      next_p99_ms=round(p99 * 1000, 1))
-        print(f"next at {args.annotators} annotators: median {report['next_median_ms']} ms, p99 "
-              f"{report['next_p99_ms']} ms over {len(latencies)} calls", flush=True)
+        summarise("next_alone", next_latencies(workspace, project, users[:1], args.rounds * 4), report)
+        summarise("next", next_latencies(workspace, project, users, args.rounds), report)
+        if args.processes:
+            summarise("next_processes", next_latencies_processes(root / "ws", url, users, args.rounds), report)
 
         if not args.skip_export:
             done = subprocess.run([sys.executable, "-c", EXPORT, str(root / "ws"), url, str(root / "export")],
@@ -211,7 +260,7 @@ def main() -> None:
         report["load_average_end"] = os.getloadavg()
         workspace.close()
     finally:
-        if not args.keep:
+        if not args.keep and not args.schema:
             with psycopg.connect(args.url, autocommit=True) as connection:
                 connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
     if args.out:
