@@ -181,6 +181,18 @@ def test_a_failure_while_committing_leaves_no_orphan_blobs(seeded, tmp_path, mon
     assert snapshot(seeded) == before
 
 
+def test_a_bad_file_after_hundreds_of_good_ones_leaves_no_blobs(seeded, tmp_path):
+    """Blobs are stored while the later files are still being checked: a bad last file must undo them all."""
+    folder = tmp_path / "imgs"
+    for n in range(250):
+        _png(folder / f"good{n:03d}.png", n)
+    (folder / "zz_broken.png").write_bytes(b"not a png")
+    before = snapshot(seeded)
+    with pytest.raises(InvalidInput, match="1 of 251 files cannot be imported"):
+        import_path(seeded, "p", folder, format="images")
+    assert snapshot(seeded) == before
+
+
 def test_missing_path_and_unknown_format(seeded, tmp_path):
     with pytest.raises(InvalidInput, match="no such file"):
         import_path(seeded, "p", tmp_path / "nope")

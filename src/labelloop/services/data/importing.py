@@ -230,17 +230,19 @@ def _check_and_store(workspace, project: ProjectInfo, entries: list[ImportEntry]
                 checked.extend(results)
                 if not skip_bad and any(c.error for c in results):
                     failing = True
-                    for future in stores:
+                    for future, _ in stores:
                         future.cancel()
                 if not failing:
                     todo = [c for c in results if not c.error and c.sha not in submitted]
                     submitted.update(c.sha for c in todo)
-                    stores.append(storing.submit(store, todo))
+                    stores.append((storing.submit(store, todo), len(todo)))
                 progress(len(checked), len(entries), "checking and storing images")
             if not failing:
-                for n, future in enumerate(stores, 1):
+                stored = 0
+                for future, count in stores:
                     future.result()  # an upload's error stops the import here
-                    progress(n, len(stores), "storing images")
+                    stored += count
+                    progress(stored, len(submitted), "storing images")
         except BaseException:
             checking.shutdown(cancel_futures=True)
             storing.shutdown(cancel_futures=True)  # the copies already running finish, and are in `created`
