@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from labelloop import media
 from labelloop.errors import InvalidInput, LabelloopError
@@ -37,6 +37,7 @@ from labelloop.services.data.importing import (
 )
 from labelloop.services.projects import get_project, get_row
 from labelloop.store.blobs import StorageError, open_filesystem, storage_error
+from labelloop.store.bulk_insert import insert_rows
 from labelloop.store.tables import BlobRow, ItemRow
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,7 @@ def _insert(session, row, good, report: ImportReport, *, split: str | None, by_r
             ItemRow.project_id == row.id, ItemRow.blob_sha256.in_(chunk))))
     blobs = [{"sha256": sha, "size": result["size"], "url": obj[0] if by_reference else None}
              for sha, (obj, result) in by_sha.items() if sha not in known_blobs]
-    for start in range(0, len(blobs), BATCH):
-        session.execute(insert(BlobRow), blobs[start : start + BATCH])
+    insert_rows(session, BlobRow.__table__, blobs)
     items: list[dict[str, Any]] = []
     first_name: dict[tuple[str, int], str] = {}
     for (url, name, _), result in good:
@@ -211,9 +211,8 @@ def _insert(session, row, good, report: ImportReport, *, split: str | None, by_r
             items.append({
                 "project_id": row.id, "blob_sha256": result["sha"], "source": name, "page": page["index"],
                 "format": page["format"], "width": page["width"], "height": page["height"], "dtype": page["dtype"],
-                "channels": page["channels"], "meta": page["metadata"], "split": split or "none",
+                "channels": page["channels"], "metadata": page["metadata"], "split": split or "none",
                 "position": item_position(row.seed, result["sha"], page["index"]),
             })
-    for start in range(0, len(items), BATCH):
-        session.execute(insert(ItemRow), items[start : start + BATCH])
+    insert_rows(session, ItemRow.__table__, items)
     report.items_added = len(items)
