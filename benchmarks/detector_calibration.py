@@ -67,6 +67,7 @@ def main() -> None:
                         "the main model's steps")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a machine other work shares)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "detector_calibration.json")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -82,12 +83,12 @@ def main() -> None:
     hold = sorted(set(held_out(len(images), args.seed).tolist()))
     fit_i = [i for i in range(len(images)) if i not in hold]
     progress = lambda d, t, m: print(f"\r  {m} step {d}", end="", file=sys.stderr, flush=True)  # noqa: E731
-    report = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+    report = {"cpu": platform.processor() or platform.machine(), "torch_threads": args.threads or torch.get_num_threads(),
               "seed": args.seed, "steps": args.steps, "folds": args.folds, "target": args.target}
 
     per_epoch = -(-len(fit_i) // 4)
     main_model = BoxDetector(1, epochs=max(1, round(args.steps / per_epoch)), eval_period=10_000,
-                             target_precision=args.target, seed=args.seed)
+                             target_precision=args.target, seed=args.seed, threads=args.threads, calibration_folds=0)
     started = time.perf_counter()
     main_model.fit([images[i] for i in fit_i], [targets[i] for i in fit_i], [images[i] for i in hold],
                    [targets[i] for i in hold], on_progress=progress)
@@ -108,7 +109,8 @@ def main() -> None:
     for k, fold in enumerate(folds):
         train_k = [i for i in fit_i if i not in set(fold.tolist())] + hold
         model = BoxDetector(1, epochs=-(-fold_steps[-1] // -(-len(train_k) // 4)), eval_period=10_000,
-                            target_precision=args.target, seed=args.seed + 10 + k)
+                            target_precision=args.target, seed=args.seed + 10 + k, threads=args.threads,
+                            calibration_folds=0)
         seen: dict[float, list] = {}
 
         def snapshot(step_done, total, message, model=model, fold=fold, seen=seen):
