@@ -129,7 +129,10 @@ def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_a
     (images, targets), (test_images, test_targets) = drawn_shapes(12, 3), drawn_shapes(3, 4)
     messages = []
     detector = BoxDetector(2, epochs=4, **FAST, calibration_folds=2, fold_share=0.5, target_precision=0.9)
-    detector.fit(images, targets, test_images, test_targets, on_progress=lambda d, t, m: messages.append(m))
+    steps = []
+    detector.fit(images, targets, test_images, test_targets,
+                 on_progress=lambda d, t, m: (messages.append(m), m.startswith("calibration") and steps.append((d, t))))
+    assert steps[-1][0] == steps[-1][1] and all(d <= t for d, t in steps)  # the folds' progress ends at 100 %
     preds, truths, info = detector.cv_
     assert {k: info[k] for k in ("folds", "steps", "images")} == {"folds": 2, "steps": 6, "images": 12}
     assert sorted(info["order"]) == list(range(12)) and len(preds) == len(truths) == 12  # each image once

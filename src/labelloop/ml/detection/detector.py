@@ -136,20 +136,22 @@ class BoxDetector:
             return
         steps = max(1, round(self.fold_share * state["step"]))
         parts = np.array_split(np.random.default_rng(self.seed + 1).permutation(len(images)), folds)
+        per_epoch = [-(-(len(images) - len(part) + len(test_images)) // self.batch_size) for part in parts]
+        epochs = [-(-steps // n) for n in per_epoch]  # whole epochs: at least `steps` steps
+        total = sum(e * n for e, n in zip(epochs, per_epoch))
         preds, truths, order, done = [], [], [], 0
         for k, part in enumerate(parts):
             inside = set(part.tolist())
             keep = [i for i in range(len(images)) if i not in inside]
             fold_images = [images[i] for i in keep] + list(test_images)
             fold_targets = [targets[i] for i in keep] + list(test_targets)
-            epochs = -(-steps // -(-len(fold_images) // self.batch_size))
-            model = BoxDetector(**{**self.get_params(), "epochs": epochs, "time_budget": None, "gamma_epochs": None,
-                                   "eval_period": epochs, "calibration_folds": 0, "seed": self.seed + 10 + k,
-                                   "pretrained": True})
+            model = BoxDetector(**{**self.get_params(), "epochs": epochs[k], "time_budget": None,
+                                   "gamma_epochs": None, "eval_period": epochs[k], "calibration_folds": 0,
+                                   "seed": self.seed + 10 + k, "pretrained": True})
 
-            def report(step, total, message, k=k):
+            def report(step, _, message, k=k):
                 if on_progress:
-                    on_progress(done + step, steps * folds, f"calibration fold {k + 1} of {folds}: {message}")
+                    on_progress(done + step, total, f"calibration fold {k + 1} of {folds}: {message}")
 
             model.fit(fold_images, fold_targets, on_progress=report)
             if model._state["stopped"] == "stopped":
