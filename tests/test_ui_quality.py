@@ -54,3 +54,21 @@ def test_a_box_suspect_names_its_kind_and_box_and_sends_the_fix_to_the_labelling
     assert page.locator("[data-testid=suspect-fix]").count() == 0  # boxes are fixed in the labelling view
     page.get_by_text(f"open item {item} in the labelling view").wait_for()
     screenshot(page, "suspects-box")
+
+
+def test_a_manager_runs_the_checks_from_the_suspects_tab_and_sees_what_they_found(page, ui_server):
+    pid, items = ui_server.project("quality-run", "classification", ["ants", "bees"], images=3)
+    page.goto(f"/projects/{pid}/review")
+    page.click("[data-testid=review-tab-suspects]")
+    page.get_by_text("Suspects (0)").wait_for()
+    page.click("[data-testid=run-quality]")
+    status = page.locator("[data-testid=quality-run-status]")
+    page.wait_for_function("document.querySelector('[data-testid=quality-run-status]').textContent"
+                           ".startsWith('last run:')", timeout=60_000)
+    text = status.inner_text()
+    assert "label: skipped" in text and "--model classifier" in text  # says what to train first
+    assert "duplicate:" in text and "outlier:" in text
+    screenshot(page, "suspects-run-checks")
+    with ui_server.api() as http:
+        jobs = http.get(f"/api/projects/{pid}/jobs").json()["items"]
+    assert any(j["kind"] == "quality" and j["state"] == "done" for j in jobs)

@@ -117,6 +117,8 @@ export const api = {
     request<Job>("POST", `/api/projects/${projectId}/train`, { model, params }),
   predict: (projectId: number, model: string, items?: number[]) =>
     request<Job>("POST", `/api/projects/${projectId}/predict`, items ? { model, items } : { model }),
+  runQuality: (projectId: number, kind = "") =>
+    request<Job>("POST", `/api/projects/${projectId}/quality/jobs${kind ? `?kind=${kind}` : ""}`),
   job: (id: number) => request<Job>("GET", `/api/jobs/${id}`),
   cancelJob: (id: number) => request<Job>("POST", `/api/jobs/${id}/cancel`),
   members: (projectId: number) => request<Page<{ user: string; role: string }>>("GET", `/api/projects/${projectId}/members?limit=1000`),

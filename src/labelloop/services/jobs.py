@@ -63,6 +63,7 @@ def _register_job_kinds() -> None:
     from labelloop.services.assist import datasets, embeddings, jobs, micro  # noqa: F401
     from labelloop.services.data import object_import  # noqa: F401  (batch work object-check)
     from labelloop.services.assist.simulation import job as simulation_job  # noqa: F401
+    from labelloop.services.quality import job as quality_job  # noqa: F401
 
 
 def create_job(workspace, kind: str, params: dict[str, Any], project_id: int | None = None) -> int:

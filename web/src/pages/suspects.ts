@@ -5,6 +5,7 @@
 import { api, type Project } from "../api";
 import { clear, formatError, h, toast } from "../dom";
 import { link } from "../router";
+import { canManage } from "./nav";
 
 export interface Suspect {
   id: number; item_id: number; file: string | null; kind: string; check: string; score: number; reason: string;
@@ -27,12 +28,32 @@ export async function showSuspects(project: Project, list: HTMLElement, actions:
   const select = h("select", { "data-testid": "suspect-kind", "aria-label": "kind of suspect",
     onchange: () => void showSuspects(project, list, actions, showItem, select.value) },
   KINDS.map((k) => h("option", { value: k, selected: k === kind }, k ? k.replace("_", "-") : "every kind")));
-  clear(list, h("h3", {}, `Suspects (${suspects.length}${page.next_cursor ? "+" : ""})`), select,
+  const status = h("p", { class: "muted", "data-testid": "quality-run-status" }, "");
+  const run = canManage(project) ? h("button", { "data-testid": "run-quality", onclick: async () => {
+    try {
+      let job = await api.runQuality(project.id, select.value === "spot_check" ? "" : select.value);
+      run!.setAttribute("disabled", "");
+      while (job.state === "queued" || job.state === "running") {
+        status.textContent = `checking: ${job.message || job.state}`;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        job = await api.job(job.id);
+      }
+      toast(`quality checks ${job.state}: ${job.message || job.error || ""}`, job.state === "done" ? "info" : "error");
+      await showSuspects(project, list, actions, showItem, kind);
+      const again = list.querySelector("[data-testid=quality-run-status]");
+      if (again) again.textContent = `last run: ${job.message || job.error || job.state}`;
+    } catch (error) {
+      toast(formatError(error), "error");
+      run!.removeAttribute("disabled");
+    }
+  } }, "Run the checks") : null;
+  clear(list, h("h3", {}, `Suspects (${suspects.length}${page.next_cursor ? "+" : ""})`), select, run, status,
     h("ul", { class: "shape-list" }, suspects.map((s, n) =>
       h("li", { "data-testid": `suspect-${n}`, title: s.reason, onclick: () => void open(s) },
         `${title(s)} · ${s.score.toFixed(2)} · ${s.file ?? `item ${s.item_id}`}`))));
   if (!suspects.length) {
-    clear(actions, h("p", {}, "No open suspects. Run the checks with `labelloop quality " + project.name + "`."));
+    clear(actions, h("p", {}, "No open suspects. Run the checks with the button, or `labelloop quality "
+      + project.name + "`."));
     return;
   }
   await open(suspects[0]);

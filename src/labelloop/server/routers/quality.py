@@ -64,6 +64,17 @@ def run_quality(request: Request, kind: Literal["label", "duplicate", "outlier"]
     return runs.run_checks(workspace_of(request), access.project, kind)
 
 
+@router.post("/api/projects/{project_id}/quality/jobs",
+             summary="Run the quality checks as a background job (?kind= one of them); poll GET /api/jobs/{id}")
+def start_quality_job(request: Request, kind: Literal["label", "duplicate", "outlier"] | None = Query(None),
+                      force: bool = Query(False, description="Re-score even when nothing changed"),
+                      access: Access = Depends(project_access("manage"))) -> dict[str, Any]:
+    from labelloop.server.routers.models import start_job
+
+    return start_job(request, "quality", {"project": access.project.name, "kind": kind, "force": force},
+                     access.project.id)
+
+
 @router.get("/api/projects/{project_id}/spot-checks",
             summary="Precision of the auto-accepted pre-labels from the reviewed spot-checks, with its interval")
 def spot_check_report(request: Request, access: Access = Depends(project_access("view"))) -> dict[str, Any]:
