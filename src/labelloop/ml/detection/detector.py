@@ -124,9 +124,9 @@ class BoxDetector:
         return AUTO_FOLDS if held_out_boxes < AUTO_FOLDS_BELOW and train_images >= 2 * AUTO_FOLDS else 0
 
     def _cross_calibrate(self, images, targets, test_images, test_targets, on_progress, on_checkpoint) -> None:
-        """More held-out evidence for the threshold when the held-out images are few: K fold models, each trained
-        from the same start on the held-out images plus the training images less one fold, for `fold_share` of
-        the main run's steps, predict their fold. The threshold is then chosen on the main network's held-out
+        """More held-out evidence for the threshold when the held-out images are few: K fold models, each started
+        like the main network and trained on the held-out images plus the training images less one fold, for
+        `fold_share` of the main run's steps, predict their fold. The threshold is then chosen on the main network's held-out
         predictions pooled with these out-of-fold ones (the final network itself is not changed: as scikit-learn's
         CalibratedClassifierCV(ensemble=False)). Stopped during the folds: the held-out threshold stays."""
         state = self._state
