@@ -175,11 +175,14 @@ def test_simulate_route_runs_a_job_and_serves_its_figure(workspace, tmp_path):
         before = len(list_jobs(workspace))
         for body, who, status in (({"strategy": "nope"}, "manager", 400), ({"start": 99}, "manager", 400),
                                   ({"cost_model": {"draw_mask": -1}}, "manager", 400),
+                                  ({"model_params": {"seed": 3}}, "manager", 400),  # --set seed: the seeds are its own
                                   ({"truth": str(tmp_path / "nuclei")}, "manager", 403), ({}, "annotator", 403),
                                   ({"truth": str(tmp_path / "nowhere")}, "admin", 400)):
             answer = client.post(url, json=body, headers=team.auth(who))
             assert answer.status_code == status, (body, answer.text)
             assert answer.json()["detail"]
+            if "model_params" in body:
+                assert "the simulation sets these itself" in answer.json()["detail"]
         assert len(list_jobs(workspace)) == before, "a refused simulation starts no job"
         started = client.post(url, json={"truth": "labels", "start": 1, "batch": 2, "seeds": [0]},
                               headers=team.auth("manager"))
