@@ -100,23 +100,31 @@ def table(name: str, result: dict) -> str:
     return "\n".join(lines)
 
 
-def merge(tag: str, out: Path, png_dir: Path) -> None:
-    """One result from the parts run in parallel: their runs together, the summary computed again."""
+def merged_parts(out: Path, tag: str, order: list[str]) -> dict:
+    """One result from the parts `{tag}.*.json` run in parallel: their runs together (strategies in `order`), the
+    summary computed again, the longest part's time."""
     from types import SimpleNamespace
 
-    from labelloop.services.assist.simulation.report import quality_png, summarise
+    from labelloop.services.assist.simulation.report import summarise
 
     parts = [json.loads(p.read_text()) for p in sorted(out.glob(f"{tag}.*.json"))]
     if not parts:
         raise SystemExit(f"no parts {out}/{tag}.*.json to merge")
-    order = STRATEGIES.split(",")
     strategies = sorted({s for p in parts for s in p["plan"]["strategies"]}, key=order.index)
     runs = sorted((r for p in parts for r in p["runs"]), key=lambda r: (order.index(r["strategy"]), r["seed"]))
     plan = {**parts[0]["plan"], "strategies": strategies}
     light = SimpleNamespace(strategies=strategies, task=SimpleNamespace(quality_goal=plan["quality_goal"]))
-    result = {**parts[0], "plan": plan, "runs": runs, "summary": summarise(runs, light),
-              "timing": {"parts": [p["timing"] for p in parts],
-                         "benchmark_seconds": max(p["timing"].get("benchmark_seconds", 0) for p in parts)}}
+    return {**parts[0], "plan": plan, "runs": runs, "summary": summarise(runs, light),
+            "timing": {"parts": [p["timing"] for p in parts],
+                       "benchmark_seconds": max(p["timing"].get("benchmark_seconds", 0) for p in parts)}}
+
+
+def merge(tag: str, out: Path, png_dir: Path) -> None:
+    """One result from the parts run in parallel, written with its figure and printed."""
+    from labelloop.services.assist.simulation.report import quality_png
+
+    result = merged_parts(out, tag, STRATEGIES.split(","))
+    plan = result["plan"]
     (out / f"{tag}.json").write_text(json.dumps(result, indent=2))
     png = png_dir / f"effort_{tag}.png"
     png.write_bytes(quality_png(result, title=f"{tag}: dataset quality against human time "

@@ -86,21 +86,13 @@ def table(result: dict) -> str:
 
 
 def merge(out: Path, png_dir: Path) -> None:
-    """One result from the parts run in parallel: their runs together, the summary computed again."""
-    from types import SimpleNamespace
+    """One result from the parts run in parallel, written with its figure and printed."""
+    from effort_classification import merged_parts
 
-    from labelloop.services.assist.simulation.report import quality_png, summarise
+    from labelloop.services.assist.simulation.report import quality_png
 
-    parts = [json.loads(p.read_text()) for p in sorted(out.glob(f"{NAME}.*.json"))]
-    if not parts:
-        raise SystemExit(f"no parts {out}/{NAME}.*.json to merge")
-    strategies = sorted({s for p in parts for s in p["plan"]["strategies"]}, key=ORDER.index)
-    runs = sorted((r for p in parts for r in p["runs"]), key=lambda r: (ORDER.index(r["strategy"]), r["seed"]))
-    plan = {**parts[0]["plan"], "strategies": strategies}
-    light = SimpleNamespace(strategies=strategies, task=SimpleNamespace(quality_goal=plan["quality_goal"]))
-    result = {**parts[0], "plan": plan, "runs": runs, "summary": summarise(runs, light),
-              "timing": {"parts": [p["timing"] for p in parts],
-                         "benchmark_seconds": max(p["timing"].get("benchmark_seconds", 0) for p in parts)}}
+    result = merged_parts(out, NAME, ORDER)
+    plan = result["plan"]
     (out / f"{NAME}.json").write_text(json.dumps(result, indent=2))
     png = png_dir / f"effort_{NAME}.png"
     png.write_bytes(quality_png(result, title=f"raccoon: box F1 of the dataset against human time "

@@ -46,8 +46,9 @@ def find_box_label_errors(workspace, project: ProjectInfo, *, force: bool = Fals
     from labelloop.services.labelling.annotations import latest_for_items
 
     model, predicted = detector_predictions(workspace, project)
-    rows = [(item, shapes) for item, shapes in labelled_items(workspace, project, ("box",)) if item.id in predicted]
-    labelled = len(labelled_items(workspace, project, ("box",)))
+    every = labelled_items(workspace, project, ("box",))
+    rows = [(item, shapes) for item, shapes in every if item.id in predicted]
+    labelled = len(every)
     if len(rows) < 10:
         raise InvalidInput(f"{model.ref} predicted {len(rows)} of the {labelled} labelled images out of sample; at "
                            f"least 10 are needed: train the detector with `--set calibration_folds=3` so that every "
