@@ -27,35 +27,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detector_raccoon import DATA, ROOT, held_out, load  # noqa: E402
+from detector_raccoon import DATA, ROOT, held_out, load, prelabel_figures  # noqa: E402
 
 
 def evidence_threshold(preds, truths, target: float):
-    from labelloop.ml.detection.evaluation import choose_threshold, match
+    from labelloop.ml.detection.evaluation import choose_threshold, scored_boxes
 
-    scores, correct = [], []
-    for p, t in zip(preds, truths):
-        matched, _ = match(p, t, 0.5)
-        scores.extend(p["scores"])
-        correct.extend(matched > 0)
-    return choose_threshold(np.asarray(scores), np.asarray(correct, bool), sum(len(t["boxes"]) for t in truths),
-                            target)
+    scores, correct, _ = scored_boxes(preds, truths)
+    return choose_threshold(scores, correct, sum(len(t["boxes"]) for t in truths), target)
 
 
 def on_test(preds, truths, threshold) -> dict:
-    from labelloop.ml.detection.evaluation import match
-
-    right = kept = found = total = unedited = 0
-    for p, t in zip(preds, truths):
-        above = p["scores"] >= threshold if threshold is not None else np.zeros(len(p["scores"]), bool)
-        shown = {k: v[above] for k, v in p.items()}
-        matched, hit = match(shown, t, 0.5)
-        right, kept = right + int((matched > 0).sum()), kept + int(above.sum())
-        found, total = found + int(hit.sum()), total + len(t["boxes"])
-        tight, tight_hit = match(shown, t, 0.75)
-        unedited += bool(tight_hit.all() and (tight > 0).all())
-    return {"precision": round(right / kept, 4) if kept else None, "recall": round(found / total, 4),
-            "accepted_unedited": round(unedited / len(preds), 4), "boxes_shown": kept}
+    shown = prelabel_figures(preds, truths, threshold)
+    return {"precision": round(shown["precision"], 4) if shown["precision"] is not None else None,
+            "recall": round(shown["recall"], 4), "accepted_unedited": round(shown["accepted_unedited"], 4),
+            "boxes_shown": shown["boxes_shown"]}
 
 
 def main() -> None:

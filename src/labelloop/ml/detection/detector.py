@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_threshold, coco_map, match
+from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_threshold, coco_map, scored_boxes
 from labelloop.ml.detection.network import build_detector
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.ml.unet.network import scale_image
@@ -276,13 +276,7 @@ class BoxDetector:
         preds, truths = getattr(self, "held_out_", ([], []))
         if getattr(self, "cv_", None) is not None:
             preds, truths = list(preds) + list(self.cv_[0]), list(truths) + list(self.cv_[1])
-        scores, correct, classes = [], [], []
-        for p, t in zip(preds, truths):
-            matched, _ = match(p, t, 0.5)
-            scores.extend(p["scores"])
-            correct.extend(matched > 0)
-            classes.extend(p["labels"])
-        scores, correct, classes = np.asarray(scores), np.asarray(correct, bool), np.asarray(classes, int)
+        scores, correct, classes = scored_boxes(preds, truths, 0.5)
         truth_labels = np.concatenate([np.asarray(t["labels"], int) for t in truths]) if truths else np.zeros(0, int)
         thresholds = {0: choose_threshold(scores, correct, len(truth_labels), target_precision)}
         for k in range(1, self.n_classes + 1):

@@ -44,6 +44,18 @@ def match(pred: Detections, truth: Detections, iou: float = 0.5) -> tuple[np.nda
     return matched, taken
 
 
+def scored_boxes(preds: list[Detections], truths: list[Detections], iou: float = 0.5):
+    """Every predicted box of every image: (scores, whether it is right — matched to a true box of its class at
+    IoU ≥ `iou` —, its class), as arrays: what a threshold is chosen on."""
+    scores, correct, classes = [], [], []
+    for p, t in zip(preds, truths):
+        matched, _ = match(p, t, iou)
+        scores.extend(p["scores"])
+        correct.extend(matched > 0)
+        classes.extend(p["labels"])
+    return np.asarray(scores, float), np.asarray(correct, bool), np.asarray(classes, int)
+
+
 def coco_map(preds: list[Detections], truths: list[Detections], n_classes: int) -> dict[str, float]:
     """mAP@0.5, mAP@0.5:0.95 and AP@0.75 with pycocotools' COCOeval (classes without a true box are skipped)."""
     import contextlib
