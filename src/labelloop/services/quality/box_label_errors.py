@@ -39,7 +39,7 @@ def detector_predictions(workspace, project: ProjectInfo):
 
 
 def find_box_label_errors(workspace, project: ProjectInfo, *, force: bool = False,
-                          progress=lambda d, t, m: None, **_: Any) -> dict[str, Any]:
+                          progress=lambda d, t, m: None) -> dict[str, Any]:
     """Score every labelled image the detector predicted out of sample; store the flagged ones as suspects."""
     from labelloop.ml.detection.label_issues import KINDS, find_box_label_issues
     from labelloop.services.data.project_data import labelled_items
