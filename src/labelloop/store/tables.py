@@ -290,6 +290,20 @@ class QueueItemRow(Base):
     rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class ItemStackRow(Base):
+    """The stack an item belongs to and its slice in it (migration 0011, services/labelling/stack_order.py): pages of
+    one multi-page file, files of one DICOM series, or numbered slices of one folder. Worked out once per item, so
+    the `nearest-labelled` queue order re-ranks one stack after a label without reading the items' sources."""
+
+    __tablename__ = "item_stacks"
+    __table_args__ = (Index("ix_item_stacks_stack", "project_id", "stack", "slice"),)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True,
+                                         autoincrement=False)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    stack: Mapped[str] = mapped_column(String(64))  # SHA-1 of "file:SOURCE", "series:UID" or "numbered:PATTERN"
+    slice: Mapped[int] = mapped_column(Integer)
+
+
 class ItemRankRow(Base):
     """An item's place in one sampling strategy's order under one model version (migration 0007): computed once
     after a model is trained or predicts, so `next` reads a rank instead of scoring the pool per request."""

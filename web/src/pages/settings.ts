@@ -3,6 +3,8 @@ import { clear, formatError, h, toast } from "../dom";
 import { projectNav } from "./nav";
 
 const ROLES = ["owner", "manager", "annotator", "reviewer"];
+// nearest-labelled: pages of a stack (multi-page TIFF, DICOM series, numbered slices) next to a labelled page first
+const ORDERS = ["shuffled", "sequential", "nearest-labelled"];
 
 export async function settingsPage(root: HTMLElement, params: Record<string, string>): Promise<void> {
   const id = Number(params.id);
@@ -22,8 +24,11 @@ export async function settingsPage(root: HTMLElement, params: Record<string, str
     const newClass = h("input", { placeholder: "new class", "data-testid": "new-class" });
     const precision = h("input", { type: "number", min: 0.5, max: 1, step: 0.01, "data-testid": "target-precision",
       value: String(project.settings.target_precision ?? 0.95) });
-    const sampling = h("select", {}, ["shuffled", "sequential"].map((s) =>
-      h("option", { value: s, selected: (project.settings.sampling ?? "shuffled") === s }, s)));
+    const order = project.settings.sampling ?? "shuffled";
+    // a model-driven order set from the CLI or the API stays listed, so saving other settings keeps it
+    const orders = [...new Set([...ORDERS, order])];
+    const sampling = h("select", { "data-testid": "order-of-work" }, orders.map((s) =>
+      h("option", { value: s, selected: order === s }, s)));
     const overlap = h("input", { type: "number", min: 1, max: 10, value: String(project.settings.overlap ?? 1) });
     const user = h("input", { placeholder: "user name", "data-testid": "member-name" });
     const role = h("select", { "data-testid": "member-role" }, ROLES.map((r) => h("option", { value: r, selected: r === "annotator" }, r)));

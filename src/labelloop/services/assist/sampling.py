@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from labelloop.errors import InvalidInput, NotFound
+from labelloop.services.labelling import stack_order
 from labelloop.services.labelling.strategies import PoolScores, check_strategy, order, STRATEGIES
 from labelloop.services.projects import ProjectInfo
 from labelloop.store.tables import ItemRankRow, ModelRow, PredictionRow, QueueItemRow
@@ -100,7 +101,11 @@ def _classifier_scores(workspace, project, model, item_ids: list[int], labelled_
 def refresh_ranks(workspace, project: ProjectInfo, *, model=None, strategy: str | None = None, seed: int | None = None
                   ) -> dict[str, Any] | None:
     """Rank the open items by the strategy (default: the project's) under the model (default: the newest), store
-    the ranks and put them on the queue. None when the project uses no model-driven strategy."""
+    the ranks and put them on the queue. The `nearest-labelled` order ranks by stack distance instead
+    (services/labelling/stack_order.py). None when the project uses no ranked order."""
+    if strategy is None and stack_order.uses_order(project.settings):  # a model-free order, ranked by stack
+        with workspace.session() as session:
+            return stack_order.refresh(session.connection(), project.id)
     name = strategy or uses_strategy(project)
     if name is None:
         return None

@@ -18,7 +18,7 @@ from labelloop.domain import ClassDef, Split, default_colour, shape_to_dict
 from labelloop.errors import InvalidInput, LabelloopError
 from labelloop.formats.base import ImportEntry
 from labelloop.formats.registry import detect_format, get_format
-from labelloop.services.labelling import annotations as annotation_service
+from labelloop.services.labelling import annotations as annotation_service, stack_order
 from labelloop.services.projects import ProjectInfo, add_classes, get_project, get_row
 from labelloop.services.workspace import Workspace
 from labelloop.store.blobs import sha256_file
@@ -199,6 +199,9 @@ def import_path(
             if report.classes_added:
                 add_classes(session, row, report.classes_added)
             _insert_rows(session, row, project, good, report, split=split, author=author)
+            if stack_order.uses_order(project.settings):  # new pages (and imported labels) take their places
+                session.flush()
+                stack_order.refresh(session.connection(), project.id)
         committed = True
     finally:
         if not committed:

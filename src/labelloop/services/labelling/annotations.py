@@ -15,6 +15,7 @@ from labelloop.domain import Box, ClassLabel, Mask, Polygon, ProjectKind, Scribb
 from labelloop.errors import Conflict, InvalidInput, NotFound
 from labelloop.geometry import rle
 from labelloop.services.projects import ProjectInfo
+from labelloop.services.labelling import stack_order
 from labelloop.store.tables import AnnotationRow, ItemRow, utcnow
 
 # Which shape types each project kind accepts (scribbles are partial labels for semantic work).
@@ -193,6 +194,8 @@ def save(
     annotation_id = connection.execute(_APPEND, {
         "item_id": item_id, "version": version, "author": author, "state": state, "source": source,
         "shapes": [shape_to_dict(s) for s in shapes], "created_at": created_at}).scalar_one()
+    if state != "draft" and stack_order.uses_order(project.settings):
+        stack_order.after_label(connection, item_id)  # the page's neighbours move up (or down, if it was cleared)
     return AnnotationInfo(annotation_id, item_id, version, author, state, source, list(shapes), created_at)
 
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from labelloop.errors import InvalidInput, NotFound
 from labelloop.services.projects import ProjectInfo
+from labelloop.services.labelling import stack_order
 from labelloop.services.labelling.strategies import strategy_names
 from labelloop.services.transactions import write_transaction
 from labelloop.store.tables import AnnotationRow, AssignmentRow, ItemRow, QueueItemRow, utcnow
@@ -72,6 +73,13 @@ def _ranked() -> tuple[Any, ...]:
 
 for _strategy in strategy_names():
     ORDERS.setdefault(_strategy, _ranked)
+
+
+@queue_order(stack_order.NAME)
+def _nearest_labelled() -> tuple[Any, ...]:
+    # `rank` holds the distance (in slices) to the nearest labelled page of the item's stack (stack_order.py);
+    # items outside stacks, or in stacks with no labelled page, have none and follow in the shuffled order.
+    return _ranked()
 
 
 @dataclass(frozen=True)
@@ -214,10 +222,12 @@ def close(connection: Connection, item_ids: Iterable[int]) -> None:
 
 def reopen(connection: Connection, item_ids: Iterable[int]) -> None:
     """A slot of these items came free (expired lease, skip, rework): offer them again, unless they are settled."""
+    item_ids = list(item_ids)
     found = (select(ItemRow.id, ItemRow.project_id, ItemRow.position)
-             .where(ItemRow.id.in_(list(item_ids)), ~_SETTLED))
+             .where(ItemRow.id.in_(item_ids), ~_SETTLED))
     connection.execute(_insert(connection, Q).from_select(["item_id", "project_id", "position"], found)
                        .on_conflict_do_nothing())
+    stack_order.after_reopen(connection, item_ids)  # a page of a stack gets its distance back
 
 
 def refill(connection: Connection, project: ProjectInfo) -> bool:
@@ -230,6 +240,8 @@ def refill(connection: Connection, project: ProjectInfo) -> bool:
                       ~exists().where(Q.c.item_id == ItemRow.id)))
     result = connection.execute(_insert(connection, Q).from_select(["item_id", "project_id", "position"], missing)
                                 .on_conflict_do_nothing())
+    if result.rowcount and stack_order.uses_order(project.settings):
+        stack_order.refresh(connection, project.id)
     return bool(result.rowcount)
 
 

@@ -1,0 +1,141 @@
+"""The queue order `nearest-labelled`: in a stack, the pages next to a labelled page come first.
+
+A stack is a run of images that behave like video: the pages of a multi-page TIFF or the frames of a DICOM file
+(one `source`, slice = `page`), the single-frame files of one DICOM series (slice = InstanceNumber), or a folder
+of numbered slices (`slice_000.png`, `slice_005.png`, ...: the names that differ only in their last number; slice =
+that number). A model trained on a few labelled pages predicts their neighbours best (benchmarks/micro_stack.py),
+so the queue serves the pages in increasing distance (in slices) to the nearest labelled page of their stack;
+ties, pages of stacks with no labelled page yet, and items outside stacks follow in the shuffled order.
+
+How it stays cheap: an item's stack and slice never change, so they are worked out once (`item_stacks`, migration
+0011); the distance is kept on `queue_items.rank`, which the queue orders by exactly as it does for sampling
+strategies. A saved (non-draft) revision re-ranks only its own stack (`annotations.save` calls `after_label`), an
+item that comes back to the queue gets its rank again (`reopen`), and choosing the order, importing or training
+re-ranks the whole project (`refresh`). A page counts as labelled when its newest non-draft revision has a shape
+(`latest_annotations`, whoever wrote it: annotator, reviewer or import)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, and_, bindparam, select, update
+
+from labelloop.store.tables import (ItemRow, ItemStackRow, LatestAnnotationRow, ProjectRow, QueueItemRow)
+
+NAME = "nearest-labelled"
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
+S = ItemStackRow.__table__
+Q = QueueItemRow.__table__
+
+
+def distances(slices: Sequence[int], labelled: Iterable[int]) -> np.ndarray:
+    """Per slice, the distance to the nearest labelled slice (float; inf when none is labelled)."""
+    slices = np.asarray(slices, np.int64)
+    marks = np.unique(np.asarray(list(labelled), np.int64))
+    if marks.size == 0:
+        return np.full(slices.shape, np.inf)
+    after = np.clip(np.searchsorted(marks, slices), 0, marks.size - 1)
+    before = np.clip(after - 1, 0, marks.size - 1)
+    return np.minimum(np.abs(marks[after] - slices), np.abs(slices - marks[before])).astype(np.float64)
+
+
+def stack_of(source: str, page: int, multi_page: bool, series: str | None, instance: Any) -> tuple[str, int] | None:
+    """(stack key, slice) of one item, or None when it belongs to no stack."""
+    if multi_page:
+        return f"file:{source}", int(page)
+    if series and isinstance(instance, (int, float, str)) and str(instance).strip().lstrip("-").isdigit():
+        return f"series:{series}", int(str(instance).strip())
+    folder, _, name = source.replace("\\", "/").rpartition("/")
+    found = _NUMBER.search(name)
+    if found is None:
+        return None
+    return f"numbered:{folder}/{name[:found.start()]}#{name[found.end():]}", int(found.group(1))
+
+
+def _key(stack: str) -> str:
+    return hashlib.sha1(stack.encode()).hexdigest()  # sources may be 1,024 characters long
+
+
+def uses_order(settings: dict[str, Any]) -> bool:
+    return settings.get("sampling") == NAME
+
+
+def index_stacks(connection: Connection, project_id: int) -> int:
+    """Work out the stack and slice of the project's items that have none yet; returns how many were added."""
+    known = select(S.c.item_id).where(S.c.item_id == ItemRow.id).exists()
+    rows = connection.execute(select(
+        ItemRow.id, ItemRow.source, ItemRow.page, ItemRow.meta["SeriesInstanceUID"].as_string(),
+        ItemRow.meta["InstanceNumber"].as_string(),
+    ).where(ItemRow.project_id == project_id, ~known)).all()
+    if not rows:
+        return 0
+    multi_page = set(connection.execute(select(ItemRow.source).distinct().where(
+        ItemRow.project_id == project_id, ItemRow.page > 0)).scalars())
+    found = []
+    for item_id, source, page, series, instance in rows:
+        stack = stack_of(source, page, source in multi_page or page > 0, series, instance)
+        if stack is not None:
+            found.append({"item_id": item_id, "project_id": project_id, "stack": _key(stack[0]),
+                          "slice": stack[1]})
+    if found:
+        connection.execute(S.insert(), found)
+    return len(found)
+
+
+def _rank_stacks(connection: Connection, project_id: int, stacks: Sequence[str] | None) -> int:
+    """Put each queued page's distance to its stack's nearest labelled page on `queue_items.rank` (NULL when the
+    stack has none). None: every stack of the project, whose ranks the caller has just set to NULL (only
+    stacks with a labelled page are written then). Returns the number of queued pages given a distance."""
+    labelled = and_(LatestAnnotationRow.item_id == S.c.item_id, LatestAnnotationRow.shape_count > 0)
+    query = (select(S.c.item_id, S.c.stack, S.c.slice, LatestAnnotationRow.item_id.is_not(None), Q.c.item_id)
+             .select_from(S.outerjoin(LatestAnnotationRow, labelled).outerjoin(Q, Q.c.item_id == S.c.item_id))
+             .where(S.c.project_id == project_id))
+    if stacks is not None:
+        query = query.where(S.c.stack.in_(list(stacks)))
+    by_stack: dict[str, list[tuple[int, int, bool, bool]]] = {}
+    for item_id, stack, slice_, is_labelled, queued in connection.execute(query):
+        by_stack.setdefault(stack, []).append((item_id, slice_, bool(is_labelled), queued is not None))
+    ranks = []
+    for pages in by_stack.values():
+        marks = [p[1] for p in pages if p[2]]
+        if not marks and stacks is None:
+            continue
+        away = distances([p[1] for p in pages], marks)
+        ranks.extend({"b_item": p[0], "b_rank": None if np.isinf(d) else int(d)}
+                     for p, d in zip(pages, away) if p[3])
+    if ranks:
+        connection.execute(update(Q).where(Q.c.item_id == bindparam("b_item")).values(rank=bindparam("b_rank")),
+                           ranks)
+    return sum(r["b_rank"] is not None for r in ranks)
+
+
+def refresh(connection: Connection, project_id: int) -> dict[str, Any]:
+    """Rank the whole project's queue by stack distance (choosing the order, after an import or a model)."""
+    indexed = index_stacks(connection, project_id)
+    connection.execute(update(Q).where(Q.c.project_id == project_id).values(rank=None))
+    ranked = _rank_stacks(connection, project_id, None)
+    return {"strategy": NAME, "indexed": indexed, "ranked": ranked}
+
+
+def after_label(connection: Connection, item_id: int) -> None:
+    """A page's label changed: re-rank the rest of its stack (inside the caller's transaction)."""
+    found = connection.execute(select(S.c.project_id, S.c.stack).where(S.c.item_id == item_id)).first()
+    if found is not None:
+        _rank_stacks(connection, found.project_id, [found.stack])
+
+
+def after_reopen(connection: Connection, item_ids: Sequence[int]) -> None:
+    """Items came back to the queue (rank NULL): rank them again where their project uses this order."""
+    rows = connection.execute(select(S.c.project_id, S.c.stack, ProjectRow.settings).distinct()
+                              .join(ProjectRow, ProjectRow.id == S.c.project_id)
+                              .where(S.c.item_id.in_(list(item_ids)))).all()
+    stacks: dict[int, list[str]] = {}
+    for project_id, stack, settings in rows:
+        if uses_order(settings or {}):
+            stacks.setdefault(project_id, []).append(stack)
+    for project_id, keys in stacks.items():
+        _rank_stacks(connection, project_id, keys)
