@@ -76,7 +76,8 @@ def fit(args, seed: int, train_indices) -> tuple:
     segmenter = UNetSegmenter(patch=args.patch, batch_size=batch, lr=lr, time_budget=args.time_budget,
                               epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
                               max_tile=args.max_tile, patience=args.patience, threads=args.threads,
-                              precision=args.precision, val_fraction=args.val_fraction, ema_decay=args.ema_decay,
+                              precision=args.precision, val_fraction=args.val_fraction, val_split=args.val_split,
+                              ema_decay=args.ema_decay,
                               steps_per_epoch=args.steps_per_epoch)
     last = [0.0]
 
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps between evaluations (default: patches covering the training slices twice)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="training slices held out for validation (0: train on all, validate on them)")
+    parser.add_argument("--val-split", default="auto", choices=("auto", "items", "regions"),
+                        help="hold out whole slices (items) or a band of every slice (regions); auto: bands below "
+                             "20 slices")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--test-slices", type=int, default=None, help="only the first N test slices (a quick look)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),

@@ -290,7 +290,8 @@ def test_settings_from_job_params_are_checked():
     assert settings({"lr": "auto", "batch_size": "16", "time_budget": "90s", "tta": 2}) == {
         "seed": 0, "lr": "auto", "batch_size": 16, "time_budget": 90.0, "tta": 2}
     for bad, message in (({"time_budget": "soon"}, "--time-budget 'soon'"), ({"lr": "-1"}, "--lr '-1'"),
-                         ({"epochs": 0}, "--epochs 0"), ({"batch_size": "big"}, "--batch-size 'big'")):
+                         ({"epochs": 0}, "--epochs 0"), ({"batch_size": "big"}, "--batch-size 'big'"),
+                         ({"val_split": "bands"}, "val_split 'bands'")):
         with pytest.raises(InvalidInput, match=re.escape(message)):
             settings(bad)
 
@@ -422,3 +423,48 @@ def test_cli_train_predict_models_round_trip(capsys, tmp_path):
     png = Path(listed[0]["curves_png"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "curves PNG" in run("models", "cells", "--data-dir", data)
+
+
+def test_validation_bands_are_cut_from_an_edge_of_every_image_and_fall_back_when_too_small():
+    from labelloop.ml.unet.training import outside, split_regions
+
+    regions = split_regions([(96, 128), (128, 96), (300, 300)], 0.2, seed=0, patch=64)
+    for (height, width), (y0, y1, x0, x1) in zip([(96, 128), (128, 96), (300, 300)], regions):
+        image = np.arange(height * width).reshape(height, width)
+        band, rest = image[y0:y1, x0:x1], outside(image, (y0, y1, x0, x1))
+        assert band.size + rest.size == image.size and not np.isin(band, rest).any()  # a partition of the image
+        assert round(max(height, width) * 0.2) in band.shape and min(height, width) in band.shape  # across the short side
+        assert 0 in (y0, x0) or (y1, x1) == (height, width)  # at an edge, so the rest is one rectangle
+    assert split_regions([(96, 128), (70, 70)], 0.2, seed=0, patch=64) is None  # 70 - 14 < 64: no room for a patch
+    assert split_regions([(96, 128)], 0.0, seed=0, patch=64) is None
+
+
+def test_with_few_images_every_image_trains_outside_its_band_and_is_validated_inside_it(monkeypatch):
+    import labelloop.ml.unet.segmenter as segmenter_module
+
+    seen = {}
+    real_sampler, real_evaluate = segmenter_module.PatchSampler, Trainer.evaluate
+
+    def sampler(images, masks, *args, **kwargs):
+        seen["train"] = [image.shape for image in images]
+        return real_sampler(images, masks, *args, **kwargs)
+
+    def evaluate(self, images, masks, **kwargs):
+        seen["val"] = [image.shape for image in images]
+        return real_evaluate(self, images, masks, **kwargs)
+
+    monkeypatch.setattr(segmenter_module, "PatchSampler", sampler)
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    images, masks = pairs(3)
+    model = UNetSegmenter(epochs=1, **TINY).fit(images, masks)
+    assert model.summary_["validation"] == "held-out bands (20% of each image)"
+    assert seen["train"] == [(96, 102)] * 3 and seen["val"] == [(96, 26)] * 3  # all 3 train; 26 = 20 % of 128 px
+
+    restored = UNetSegmenter.from_checkpoint(model.checkpoint())  # the bands travel with the run, for resume
+    assert restored._state.val_regions == model._state.val_regions
+
+    by_items = UNetSegmenter(epochs=1, val_split="items", **TINY).fit(images, masks)
+    assert by_items.summary_["validation"] == "held-out items"
+    assert len(seen["train"]) == 2 and seen["val"] == [(96, 128)]
+    with pytest.raises(ValueError, match="val_split"):
+        UNetSegmenter(val_split="bands").validate_params()

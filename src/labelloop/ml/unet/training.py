@@ -45,6 +45,39 @@ def split_items(count: int, fraction: float, seed: int) -> tuple[list[int], list
     return sorted(order[held:].tolist()), sorted(order[:held].tolist())
 
 
+Region = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def split_regions(shapes: list[tuple[int, int]], fraction: float, seed: int, patch: int) -> list[Region] | None:
+    """A validation band per image: a seeded edge (start or end of its longer side) of `fraction` of its area,
+    spanning the shorter side. Training patches come from the rest of the image, so every image teaches and every
+    image is checked on pixels never trained on. None when fraction is 0 or an image's rest cannot hold a patch."""
+    if fraction <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    regions = []
+    for height, width in shapes:
+        long_side = max(height, width)
+        band = max(1, round(long_side * fraction))
+        if long_side - band < patch or min(height, width) < patch:
+            return None
+        start = 0 if rng.random() < 0.5 else long_side - band
+        if width >= height:
+            regions.append((0, height, start, start + band))
+        else:
+            regions.append((start, start + band, 0, width))
+    return regions
+
+
+def outside(array: np.ndarray, region: Region) -> np.ndarray:
+    """The part of `array` left when the edge band `region` (from split_regions) is cut off."""
+    y0, y1, x0, x1 = region
+    height, width = array.shape[:2]
+    if (y0, y1) == (0, height):
+        return array[:, x1:] if x0 == 0 else array[:, :x0]
+    return array[y1:] if y0 == 0 else array[:y0]
+
+
 def pick_device(device: str | None) -> torch.device:
     if device:
         return torch.device(device)

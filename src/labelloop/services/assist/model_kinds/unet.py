@@ -66,6 +66,11 @@ def settings(params: dict[str, Any]) -> dict[str, Any]:
         out["precision"] = str(params["precision"]).lower()
         if out["precision"] not in ("auto", "bf16", "fp32"):
             raise InvalidInput(f"precision {params['precision']!r}: give auto, bf16 or fp32")
+    if params.get("val_split"):
+        out["val_split"] = str(params["val_split"]).lower()
+        if out["val_split"] not in ("auto", "items", "regions"):
+            raise InvalidInput(f"val_split {params['val_split']!r}: give auto, items (whole held-out images) or "
+                               "regions (a held-out band of every image)")
     for name, kind in _NUMBERS.items():
         if params.get(name) is not None:
             out[name] = _number(name, params[name], kind)
