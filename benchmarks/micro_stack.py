@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/micro_stack.py                      # seeds 0,1,2, both variants
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/micro_stack.py --seeds 0 --variants scribbles   # a quick look
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/micro_stack.py --queue-items 100000   # the order's cost
 
 The training split of /work/shared/data/lucchi_mito is every 5th slice (0, 5, ..., 160) of a 165-slice FIB-SEM
 volume, so neighbouring files are 5 slices (25 nm) apart. A seed picks 3 evenly spaced labelled slices (file
@@ -100,7 +101,75 @@ def run(variant: str, seed: int, args) -> dict:
     return {"variant": variant, "seed": seed, "labelled": seeds_of, "iou": inter / union,
             "mean_slice_iou": float(np.mean([r["inter"] / r["union"] for r in per_slice])),
             "by_distance": {d: {"iou": v[0] / v[1], "slices": v[2]} for d, v in sorted(by_distance.items())},
-            "train_s": clf.training_seconds_, "predict_s_per_slice": predict_s / len(per_slice)}
+            "train_s": clf.training_seconds_, "predict_s_per_slice": predict_s / len(per_slice),
+            "intensity": getattr(clf, "intensity_", clf.intensity)}
+
+
+def queue_timing(items: int, pages: int, labelled: int, root: Path) -> dict:
+    """The order's cost on a big SQLite project: items/pages multi-page files of `pages` pages each (rows written
+    directly, no pixels), `labelled` pages labelled through annotations.save, then `next` claims."""
+    import dataclasses
+    import hashlib
+    import statistics
+
+    from sqlalchemy import insert
+
+    from labelloop.domain import ClassLabel
+    from labelloop.services.labelling import annotations, queue, stack_order, users
+    from labelloop.services.projects import create_project, get_project, get_row, update_settings
+    from labelloop.services.workspace import Workspace
+    from labelloop.store.tables import BlobRow, ItemRow
+
+    ws = Workspace.init(root / "workspace")
+    with ws.session() as session:
+        project_id = create_project(session, "big", "classification", ["mito", "none"]).id
+        update_settings(session, get_row(session, "big"), {"sampling": stack_order.NAME})
+    stacks = items // pages
+    shas = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(stacks)]
+    with ws.session() as session:
+        session.execute(insert(BlobRow), [{"sha256": sha, "size": 1000} for sha in shas])
+        session.execute(insert(ItemRow), [
+            {"project_id": project_id, "blob_sha256": sha, "source": f"vol{k:05d}.tif", "page": p, "format": "tiff",
+             "width": 64, "height": 48, "dtype": "uint8", "channels": 1, "meta": {}, "split": "none",
+             "position": int.from_bytes(hashlib.sha256(f"{sha}:{p}".encode()).digest()[:8], "big") >> 1}
+            for k, sha in enumerate(shas) for p in range(pages)])
+    with ws.session() as session:
+        project = get_project(session, "big")
+        ann = users.create_user(session, "ann").id
+        bob = users.create_user(session, "bob").id
+        ids = [row[0] for row in session.execute(ItemRow.__table__.select().with_only_columns(ItemRow.id)
+                                                  .order_by(ItemRow.id))]
+    result = {"items": items, "pages_per_stack": pages}
+    start = time.perf_counter()
+    with ws.session() as session:
+        stack_order.refresh(session.connection(), project.id)
+    result["first_refresh_s"] = time.perf_counter() - start  # works out every item's stack too
+    rng = np.random.default_rng(0)
+    # Saves alternate between the project as it is and the same project seen as `shuffled` (no re-ranking): the
+    # difference of the medians is what the order adds to a save.
+    plain = dataclasses.replace(project, settings={**project.settings, "sampling": "shuffled"})
+    saves: dict[str, list[float]] = {"nearest-labelled": [], "shuffled": []}
+    for n, item_id in enumerate(rng.choice(ids, 2 * labelled, replace=False)):
+        seen_as = project if n % 2 == 0 else plain
+        start = time.perf_counter()
+        with ws.session() as session:
+            annotations.save(session, seen_as, int(item_id), [ClassLabel("mito")], author="ann", base_version=None)
+            queue.mark_done(session, seen_as, int(item_id), ann)
+        saves[seen_as.settings["sampling"]].append(time.perf_counter() - start)
+    result["save_ms_median"] = {name: 1000 * statistics.median(v) for name, v in saves.items()}
+    start = time.perf_counter()
+    with ws.session() as session:
+        stack_order.refresh(session.connection(), project.id)
+    result["refresh_s"] = time.perf_counter() - start
+    claims = []
+    for _ in range(30):
+        start = time.perf_counter()
+        lease = queue.next_item(ws, project, bob)
+        claims.append(time.perf_counter() - start)
+        queue.skip(ws, project, lease.item_id, bob)
+    result["next_ms_median"] = 1000 * statistics.median(claims)
+    ws.close()
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autocontext", action="store_true")
     parser.add_argument("--jobs", type=int, default=2, help="forest threads (the benchmark machine has 2 cores)")
     parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--queue-items", type=int, default=0,
+                        help="instead: time the nearest-labelled order on this many items (SQLite, no pixels)")
+    parser.add_argument("--queue-pages", type=int, default=100, help="pages per stack for --queue-items")
+    parser.add_argument("--queue-labelled", type=int, default=50, help="pages labelled for --queue-items")
     args = parser.parse_args(argv)
+    if args.queue_items:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as root:
+            print(json.dumps(queue_timing(args.queue_items, args.queue_pages, args.queue_labelled, Path(root))))
+        return 0
     if not (DATA / "images").is_dir():
         print(f"dataset not found at {DATA}", file=sys.stderr)
         return 2
@@ -127,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             steps = ", ".join(f"{d}: {v['iou']:.3f} ({v['slices']})" for d, v in result["by_distance"].items())
             print(f"{variant} seed {seed} labelled {result['labelled']}: IoU {result['iou']:.3f} "
                   f"(mean per slice {result['mean_slice_iou']:.3f}); by distance in slices (n): {steps}; "
-                  f"train {result['train_s']:.1f} s, predict {result['predict_s_per_slice']:.2f} s/slice", flush=True)
+                  f"train {result['train_s']:.1f} s, predict {result['predict_s_per_slice']:.2f} s/slice, "
+                  f"intensity {result['intensity']}", flush=True)
     for variant in args.variants.split(","):
         mine = [r for r in runs if r["variant"] == variant]
         ious = [r["iou"] for r in mine]

@@ -87,6 +87,7 @@ def test_what_makes_a_stack():
     assert stack_of("em/slice_005.png", 0, False, None, None) == ("numbered:em/slice_#.png", 5)
     assert stack_of("em/slice_010.png", 0, False, None, None)[0] == "numbered:em/slice_#.png"
     assert stack_of("photos/cat.png", 0, False, None, None) is None
+    assert stack_of("photos/IMG_20261206120000.jpg", 0, False, None, None) is None  # a time stamp, not a slice
 
 
 def test_after_labelling_page_10_next_gives_its_neighbours_first_then_the_unlabelled_stack(workspace, tmp_path):

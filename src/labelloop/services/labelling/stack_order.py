@@ -28,6 +28,7 @@ from labelloop.store.tables import (ItemRow, ItemStackRow, LatestAnnotationRow, 
 
 NAME = "nearest-labelled"
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits in a file name
+_LARGEST = 2**31 - 1  # slices are stored as 32-bit integers
 S = ItemStackRow.__table__
 Q = QueueItemRow.__table__
 
@@ -47,11 +48,12 @@ def stack_of(source: str, page: int, multi_page: bool, series: str | None, insta
     """(stack key, slice) of one item, or None when it belongs to no stack."""
     if multi_page:
         return f"file:{source}", int(page)
-    if series and isinstance(instance, (int, float, str)) and str(instance).strip().lstrip("-").isdigit():
-        return f"series:{series}", int(str(instance).strip())
+    number = str(instance).strip() if isinstance(instance, (int, str)) else ""
+    if series and number.lstrip("-").isdigit() and abs(int(number)) <= _LARGEST:
+        return f"series:{series}", int(number)
     folder, _, name = source.replace("\\", "/").rpartition("/")
     found = _NUMBER.search(name)
-    if found is None:
+    if found is None or int(found.group(1)) > _LARGEST:  # a date-time stamp is no slice number
         return None
     return f"numbered:{folder}/{name[:found.start()]}#{name[found.end():]}", int(found.group(1))
 
@@ -86,55 +88,68 @@ def index_stacks(connection: Connection, project_id: int) -> int:
     return len(found)
 
 
+_LABELLED = and_(LatestAnnotationRow.item_id == S.c.item_id, LatestAnnotationRow.shape_count > 0)
+# Every page of the project's stacks: slice, labelled or not, and the current rank of those in the queue (None: not
+# queued, or unranked). Built once; the one-stack form is what a saved label runs.
+_PAGES = (select(S.c.item_id, S.c.stack, S.c.slice, LatestAnnotationRow.item_id.is_not(None), Q.c.item_id, Q.c.rank)
+          .select_from(S.outerjoin(LatestAnnotationRow, _LABELLED).outerjoin(Q, Q.c.item_id == S.c.item_id))
+          .where(S.c.project_id == bindparam("b_project")))
+_STACK_PAGES = _PAGES.where(S.c.stack == bindparam("b_stack"))
+_SET_RANK = update(Q).where(Q.c.item_id == bindparam("b_item")).values(rank=bindparam("b_rank"))
+
+
 def _rank_stacks(connection: Connection, project_id: int, stacks: Sequence[str] | None) -> int:
     """Put each queued page's distance to its stack's nearest labelled page on `queue_items.rank` (NULL when the
-    stack has none). None: every stack of the project, whose ranks the caller has just set to NULL (only
-    stacks with a labelled page are written then). Returns the number of queued pages given a distance."""
-    labelled = and_(LatestAnnotationRow.item_id == S.c.item_id, LatestAnnotationRow.shape_count > 0)
-    query = (select(S.c.item_id, S.c.stack, S.c.slice, LatestAnnotationRow.item_id.is_not(None), Q.c.item_id)
-             .select_from(S.outerjoin(LatestAnnotationRow, labelled).outerjoin(Q, Q.c.item_id == S.c.item_id))
-             .where(S.c.project_id == project_id))
-    if stacks is not None:
-        query = query.where(S.c.stack.in_(list(stacks)))
-    by_stack: dict[str, list[tuple[int, int, bool, bool]]] = {}
-    for item_id, stack, slice_, is_labelled, queued in connection.execute(query):
-        by_stack.setdefault(stack, []).append((item_id, slice_, bool(is_labelled), queued is not None))
-    ranks = []
+    stack has none), writing only the ranks that change. None: every stack of the project. Returns the number of
+    ranks written."""
+    if stacks is None:
+        rows = list(connection.execute(_PAGES, {"b_project": project_id}))
+    else:
+        rows = [row for stack in dict.fromkeys(stacks)
+                for row in connection.execute(_STACK_PAGES, {"b_project": project_id, "b_stack": stack})]
+    by_stack: dict[str, list[Any]] = {}
+    for row in rows:
+        by_stack.setdefault(row[1], []).append(row)
+    changes = []
     for pages in by_stack.values():
-        marks = [p[1] for p in pages if p[2]]
-        if not marks and stacks is None:
-            continue
-        away = distances([p[1] for p in pages], marks)
-        ranks.extend({"b_item": p[0], "b_rank": None if np.isinf(d) else int(d)}
-                     for p, d in zip(pages, away) if p[3])
-    if ranks:
-        connection.execute(update(Q).where(Q.c.item_id == bindparam("b_item")).values(rank=bindparam("b_rank")),
-                           ranks)
-    return sum(r["b_rank"] is not None for r in ranks)
+        marks = [p[2] for p in pages if p[3]]
+        if not marks and all(p[5] is None for p in pages):
+            continue  # no labelled page, and nothing ranked from one before: nothing to write
+        away = distances([p[2] for p in pages], marks)
+        for page, d in zip(pages, away):
+            rank = None if np.isinf(d) else int(d)
+            if page[4] is not None and page[5] != rank:
+                changes.append({"b_item": page[0], "b_rank": rank})
+    if changes:
+        connection.execute(_SET_RANK, changes)
+    return len(changes)
 
 
 def refresh(connection: Connection, project_id: int) -> dict[str, Any]:
     """Rank the whole project's queue by stack distance (choosing the order, after an import or a model)."""
     indexed = index_stacks(connection, project_id)
-    connection.execute(update(Q).where(Q.c.project_id == project_id).values(rank=None))
+    # ranks left by another order (a sampling strategy's) go first; then only stacks with a labelled page write
+    connection.execute(update(Q).where(Q.c.project_id == project_id, Q.c.rank.is_not(None)).values(rank=None))
     ranked = _rank_stacks(connection, project_id, None)
     return {"strategy": NAME, "indexed": indexed, "ranked": ranked}
 
 
+_STACK_OF = select(S.c.project_id, S.c.stack).where(S.c.item_id == bindparam("b_item"))
+_STACKS_OF = (select(S.c.project_id, S.c.stack, ProjectRow.settings).join(ProjectRow, ProjectRow.id == S.c.project_id)
+              .where(S.c.item_id.in_(bindparam("b_items", expanding=True))))
+
+
 def after_label(connection: Connection, item_id: int) -> None:
     """A page's label changed: re-rank the rest of its stack (inside the caller's transaction)."""
-    found = connection.execute(select(S.c.project_id, S.c.stack).where(S.c.item_id == item_id)).first()
+    found = connection.execute(_STACK_OF, {"b_item": item_id}).first()
     if found is not None:
         _rank_stacks(connection, found.project_id, [found.stack])
 
 
 def after_reopen(connection: Connection, item_ids: Sequence[int]) -> None:
     """Items came back to the queue (rank NULL): rank them again where their project uses this order."""
-    rows = connection.execute(select(S.c.project_id, S.c.stack, ProjectRow.settings).distinct()
-                              .join(ProjectRow, ProjectRow.id == S.c.project_id)
-                              .where(S.c.item_id.in_(list(item_ids)))).all()
     stacks: dict[int, list[str]] = {}
-    for project_id, stack, settings in rows:
+    for project_id, stack, settings in connection.execute(_STACKS_OF, {"b_items": list(item_ids)}):
         if uses_order(settings or {}):
             stacks.setdefault(project_id, []).append(stack)
     for project_id, keys in stacks.items():
