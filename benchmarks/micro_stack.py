@@ -11,7 +11,9 @@ labelled slices give the forest:
 - scribbles: 1,000 random truth pixels per class per labelled slice (the protocol of benchmarks/pixel_classifier.py);
 - dense: the labelled slices' whole truth masks (a person who drew every mitochondrion), of which the forest
   trains on a uniform random sample of --dense-pixels pixels per slice (true class proportions, ~7 % mitochondria;
-  the forest's balanced class weights even them out).
+  the forest's balanced class weights even them out);
+- copy (no model): each slice gets the truth mask of its nearest labelled slice, which measures how fast the volume
+  changes from slice to slice (what a propagating model starts from).
 
 Foreground (mitochondrion) IoU pooled over the pixels of the 30 other slices, and per distance to the nearest
 labelled slice (in volume slices): does quality fall with distance? That is the reason for the queue order
@@ -32,6 +34,7 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lucchi_mito" / "train"
 SPACING = 5  # volume slices between neighbouring files
 OFFSETS = {0: 5, 1: 4, 2: 6}  # seed -> file position of the first labelled slice
+GATE_PX_PER_SLICE = 2  # --gate: search radius (px) per volume slice of distance; fixed before any run, not tuned
 
 
 def _slices() -> list[int]:
@@ -64,32 +67,30 @@ def _labels(mask: np.ndarray, variant: str, rng: np.random.Generator, dense_pixe
     return labels
 
 
-def run(variant: str, seed: int, args) -> dict:
-    from labelloop.ml.pixel_classifier import PixelClassifier
-    from labelloop.services.labelling.stack_order import distances
+class _CopyNearest:
+    """No model: each slice gets the truth mask of its nearest labelled slice (how fast does the volume change?)."""
 
-    slices = _slices()
-    seeds_of = labelled_slices(slices, seed)
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for index in seeds_of:
-        image, mask = _load(index)
-        images.append(image)
-        labels.append(_labels(mask, variant, rng, args.dense_pixels))
-    clf = PixelClassifier(n_estimators=args.n_estimators, autocontext=args.autocontext, random_state=seed,
-                          n_jobs=args.jobs).fit(images, labels)
-    distance = dict(zip(slices, distances(slices, seeds_of)))
-    per_slice = []
-    start = time.perf_counter()
-    for index in slices:
-        if index in seeds_of:
-            continue
-        image, mask = _load(index)
-        foreground = clf.predict(image) == 2
-        per_slice.append({"slice": index, "distance": int(distance[index]),
-                          "inter": int(np.count_nonzero(foreground & mask)),
-                          "union": int(np.count_nonzero(foreground | mask))})
-    predict_s = time.perf_counter() - start
+    training_seconds_ = 0.0
+    intensity = "-"
+
+    def __init__(self, seeds_of: list[int]):
+        self.masks = {index: _load(index)[1] for index in seeds_of}
+
+    def foreground(self, index: int, image: np.ndarray) -> np.ndarray:
+        return self.masks[min(self.masks, key=lambda s: (abs(s - index), s))]
+
+
+def _gate(foreground: np.ndarray, nearest: np.ndarray, distance: int) -> np.ndarray:
+    """Keep the predicted pixels within GATE_PX_PER_SLICE x distance pixels of the nearest labelled slice's
+    mitochondria (they persist from slice to slice; most false positives lie elsewhere)."""
+    import cv2
+
+    radius = max(1, int(GATE_PX_PER_SLICE * distance))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return foreground & cv2.dilate(nearest.astype(np.uint8), kernel).astype(bool)
+
+
+def _summary(name: str, seed: int, seeds_of: list[int], per_slice: list[dict], extra: dict) -> dict:
     by_distance: dict[int, list[int]] = {}
     for row in per_slice:
         pooled = by_distance.setdefault(row["distance"], [0, 0, 0])
@@ -98,11 +99,55 @@ def run(variant: str, seed: int, args) -> dict:
         pooled[2] += 1
     inter = sum(r["inter"] for r in per_slice)
     union = sum(r["union"] for r in per_slice)
-    return {"variant": variant, "seed": seed, "labelled": seeds_of, "iou": inter / union,
+    return {"variant": name, "seed": seed, "labelled": seeds_of, "iou": inter / union,
             "mean_slice_iou": float(np.mean([r["inter"] / r["union"] for r in per_slice])),
             "by_distance": {d: {"iou": v[0] / v[1], "slices": v[2]} for d, v in sorted(by_distance.items())},
-            "train_s": clf.training_seconds_, "predict_s_per_slice": predict_s / len(per_slice),
-            "intensity": getattr(clf, "intensity_", clf.intensity)}
+            **extra}
+
+
+def run(variant: str, seed: int, args) -> list[dict]:
+    """One variant and seed; with --gate also the same predictions gated by the nearest labelled mask."""
+    from labelloop.ml.pixel_classifier import PixelClassifier
+    from labelloop.services.labelling.stack_order import distances
+
+    slices = _slices()
+    seeds_of = labelled_slices(slices, seed)
+    copy = _CopyNearest(seeds_of)
+    if variant == "copy":
+        clf = copy
+        predict = copy.foreground
+    else:
+        rng = np.random.default_rng(seed)
+        images, labels = [], []
+        for index in seeds_of:
+            image, mask = _load(index)
+            images.append(image)
+            labels.append(_labels(mask, variant, rng, args.dense_pixels))
+        clf = PixelClassifier(n_estimators=args.n_estimators, autocontext=args.autocontext, random_state=seed,
+                              n_jobs=args.jobs).fit(images, labels)
+
+        def predict(index: int, image: np.ndarray) -> np.ndarray:
+            return clf.predict(image) == 2
+    gated = args.gate and variant != "copy"
+    distance = dict(zip(slices, distances(slices, seeds_of)))
+    per_slice: dict[str, list[dict]] = {variant: [], f"{variant}+gate": []}
+    seconds = 0.0
+    for index in slices:
+        if index in seeds_of:
+            continue
+        image, mask = _load(index)
+        start = time.perf_counter()
+        found = {variant: predict(index, image)}
+        seconds += time.perf_counter() - start
+        if gated:
+            found[f"{variant}+gate"] = _gate(found[variant], copy.foreground(index, image), int(distance[index]))
+        for name, foreground in found.items():
+            per_slice[name].append({"slice": index, "distance": int(distance[index]),
+                                    "inter": int(np.count_nonzero(foreground & mask)),
+                                    "union": int(np.count_nonzero(foreground | mask))})
+    extra = {"train_s": clf.training_seconds_, "predict_s_per_slice": seconds / len(per_slice[variant]),
+             "intensity": getattr(clf, "intensity_", clf.intensity)}
+    return [_summary(name, seed, seeds_of, rows, extra) for name, rows in per_slice.items() if rows]
 
 
 def queue_timing(items: int, pages: int, labelled: int, root: Path) -> dict:
@@ -172,6 +217,14 @@ def queue_timing(items: int, pages: int, labelled: int, root: Path) -> dict:
     return result
 
 
+def _report(result: dict) -> None:
+    steps = ", ".join(f"{d}: {v['iou']:.3f} ({v['slices']})" for d, v in result["by_distance"].items())
+    print(f"{result['variant']} seed {result['seed']} labelled {result['labelled']}: IoU {result['iou']:.3f} "
+          f"(mean per slice {result['mean_slice_iou']:.3f}); by distance in slices (n): {steps}; "
+          f"train {result['train_s']:.1f} s, predict {result['predict_s_per_slice']:.2f} s/slice, "
+          f"intensity {result['intensity']}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
@@ -180,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-pixels", type=int, default=50_000,
                         help="dense: pixels per labelled slice the forest trains on (all 786,432 take ~30x longer)")
     parser.add_argument("--autocontext", action="store_true")
+    parser.add_argument("--gate", action="store_true",
+                        help="also score each forest's predictions gated by the nearest labelled slice's mask")
     parser.add_argument("--jobs", type=int, default=2, help="forest threads (the benchmark machine has 2 cores)")
     parser.add_argument("--json", type=Path, help="also write every run here")
     parser.add_argument("--queue-items", type=int, default=0,
@@ -201,14 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for variant in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            result = run(variant, seed, args)
-            runs.append(result)
-            steps = ", ".join(f"{d}: {v['iou']:.3f} ({v['slices']})" for d, v in result["by_distance"].items())
-            print(f"{variant} seed {seed} labelled {result['labelled']}: IoU {result['iou']:.3f} "
-                  f"(mean per slice {result['mean_slice_iou']:.3f}); by distance in slices (n): {steps}; "
-                  f"train {result['train_s']:.1f} s, predict {result['predict_s_per_slice']:.2f} s/slice, "
-                  f"intensity {result['intensity']}", flush=True)
-    for variant in args.variants.split(","):
+            for result in run(variant, seed, args):
+                runs.append(result)
+                _report(result)
+    for variant in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == variant]
         ious = [r["iou"] for r in mine]
         pooled: dict[int, list[float]] = {}

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, func, select, update
 
 from labelloop.store.tables import (ItemRow, ItemStackRow, LatestAnnotationRow, ProjectRow, QueueItemRow)
 
@@ -134,6 +134,7 @@ def refresh(connection: Connection, project_id: int) -> dict[str, Any]:
     return {"strategy": NAME, "indexed": indexed, "ranked": ranked}
 
 
+_LOCK_STACK = select(func.pg_advisory_xact_lock(bindparam("b_key", type_=BigInteger)))
 _STACK_OF = select(S.c.project_id, S.c.stack).where(S.c.item_id == bindparam("b_item"))
 _STACKS_OF = (select(S.c.project_id, S.c.stack, ProjectRow.settings).join(ProjectRow, ProjectRow.id == S.c.project_id)
               .where(S.c.item_id.in_(bindparam("b_items", expanding=True))))
@@ -142,8 +143,14 @@ _STACKS_OF = (select(S.c.project_id, S.c.stack, ProjectRow.settings).join(Projec
 def after_label(connection: Connection, item_id: int) -> None:
     """A page's label changed: re-rank the rest of its stack (inside the caller's transaction)."""
     found = connection.execute(_STACK_OF, {"b_item": item_id}).first()
-    if found is not None:
-        _rank_stacks(connection, found.project_id, [found.stack])
+    if found is None:
+        return
+    if connection.dialect.name == "postgresql":
+        # Two labels saved at once in one stack: the second waits here for the first to commit, then reads both
+        # (each statement sees what committed before it); otherwise the later write could drop the earlier label's
+        # distances. SQLite's writers are one at a time already.
+        connection.execute(_LOCK_STACK, {"b_key": int(found.stack[:15], 16)})
+    _rank_stacks(connection, found.project_id, [found.stack])
 
 
 def after_reopen(connection: Connection, item_ids: Sequence[int]) -> None:
