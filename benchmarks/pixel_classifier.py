@@ -92,7 +92,8 @@ def run_ours(args) -> dict:
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        live = PixelClassifier(**_our_params(args)).fit(images, labels, features=feats)
+        live = PixelClassifier(**{**_our_params(args), "intensity": settings.intensity}).fit(images, labels,
+                                                                                              features=feats)
         live.predict_proba(features=feats[0])
         times.append(time.perf_counter() - start)
     result["live_s"] = min(times)

@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict] = {
     "default": {},  # PixelClassifier's defaults: what `labelloop train --model pixel-rf` and the live view use
     "train-default": {"autocontext": True},  # the defaults + `--autocontext`
     "plain": {"smoothing": 0.0, "autocontext": False, "intensity": "dtype"},  # the defaults before issue 17
+    "dtype": {"intensity": "dtype"},  # the defaults of 2026-12-05 (smoothing 3, dtype scaling)
     "smooth1": {"smoothing": 1.0},
     "smooth2": {"smoothing": 2.0},
     "smooth3": {"smoothing": 3.0},
@@ -129,11 +130,14 @@ def reference_iou(train_x, labels, test_x, test_y, seed: int) -> tuple[float, fl
 
 
 def ours(variant: dict, train_x, train_y, test_x, test_y, per_class: int, rounds: int, seed: int) -> dict:
-    from labelloop.ml.pixel_classifier import PixelClassifier
+    from labelloop.ml.features import bright_level, choose_intensity
+    from labelloop.ml.pixel_classifier import DEFAULT_INTENSITY, PixelClassifier
 
     rng = np.random.default_rng(seed)
     labels = [scribbles(m, per_class, rng) for m in train_y]
     params = {"random_state": seed, **variant}
+    if params.get("intensity", DEFAULT_INTENSITY) == "auto":  # as `labelloop train` does: the project's images decide
+        params["intensity"] = choose_intensity([bright_level(x) for x in [*train_x, *test_x]])
     out: dict = {"rounds": []}
     start = time.perf_counter()
     for r in range(rounds + 1):
@@ -150,6 +154,7 @@ def ours(variant: dict, train_x, train_y, test_x, test_y, per_class: int, rounds
             new = (strokes > 0) & (labels[i] == 0)
             labels[i][new] = strokes[new]
     out["iou"] = out["rounds"][0]
+    out["intensity"] = clf.intensity_
     out["seconds"] = round(time.perf_counter() - start, 1)
     out["scribbled_px"] = int(sum(int(np.count_nonzero(lab)) for lab in labels))
     return out
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 result = ours(VARIANTS[name], train_x, train_y, test_x, test_y, args.per_class, args.rounds, seed)
                 table[set_name].setdefault(name, []).append(result)
-                print(f"  {name:12} {result['iou']:.3f} ({result['iou'] - ref:+.3f})  rounds {result['rounds']}  "
+                print(f"  {name:12} {result['iou']:.3f} ({result['iou'] - ref:+.3f})  rounds {result['rounds']}  {result['intensity']}  "
                       f"{result['seconds']:.0f} s", flush=True)
     print("\nmean foreground IoU over seeds (gain over the reference); rounds: after 0, 1, 3, 5 corrective rounds")
     for set_name, rows in table.items():

@@ -81,6 +81,44 @@ def test_scribbles_train_predict_export_and_dataset(workspace, make_project, sha
     assert json.loads((tmp_path / "pairs" / "classes.json").read_text()) == {"0": "background", "2": "mitochondrion"}
 
 
+@pytest.mark.parametrize("dim_share", [0.0, 0.5])
+def test_the_projects_images_choose_the_intensity_scaling_a_model_keeps(workspace, make_project, tmp_path, dim_share):
+    """Images of one exposure keep raw intensities; when half the project is shot at a third of the exposure (as
+    fluorescence sets are), features scale each image by its own percentiles, and the model records the choice."""
+    rng = np.random.default_rng(0)
+    root, more = tmp_path / "scribbled", tmp_path / "unlabelled"
+    (root / "images").mkdir(parents=True)
+    (root / "scribbles").mkdir()
+    more.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    for k in range(6):
+        truth = (yy - 20 - 4 * k) ** 2 + (xx - 30) ** 2 < 100
+        image = np.where(truth, 200, 80) + rng.normal(0, 10, truth.shape)
+        if k >= 6 * (1 - dim_share):
+            image = image * 0.3
+        image = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+        if k < 2:  # two scribbled images, both bright: the forest alone would not know the others differ
+            labels = np.zeros(truth.shape, np.uint8)
+            labels[~truth & (rng.random(truth.shape) < 0.05)], labels[truth & (rng.random(truth.shape) < 0.3)] = 1, 2
+            image.save(root / "images" / f"{k}.png")
+            Image.fromarray(labels).save(root / "scribbles" / f"{k}.png")
+        else:
+            image.save(more / f"{k}.png")
+    make_project("p", "semantic", ["background", "cell"])
+    import_path(workspace, "p", root, format="scribbles")
+    import_path(workspace, "p", more, format="images")
+    trained = _job(workspace, "train", project="p", model="pixel-rf", trees=5, seed=0)
+    assert trained.state == "done", trained.error
+    from labelloop.services.assist.models import list_models
+    from labelloop.services.projects import get_project
+
+    with workspace.session() as session:
+        (model,) = list_models(workspace, get_project(session, "p"))
+    assert model.params["intensity"] == ("percentile" if dim_share else "dtype")
+    forced = _job(workspace, "train", project="p", model="pixel-rf", trees=5, seed=0, intensity="dtype")
+    assert forced.state == "done" and forced.result["ref"] == "pixel-rf:2"
+
+
 def test_one_class_of_scribbles_is_refused_and_no_model_is_stored(workspace, make_project, tmp_path):
     root = tmp_path / "one"
     (root / "images").mkdir(parents=True)

@@ -146,7 +146,7 @@ def test_fit_predict_shapes_and_classes():
     pred = clf.predict(image)
     assert set(np.unique(pred)) <= {3, 6}
     assert _iou(pred == 6, truth) > 0.8
-    feats = compute_features(image, intensity=clf.intensity)  # precomputed features must match the classifier's
+    feats = compute_features(image, intensity=clf.intensity_)  # precomputed features must match the classifier's
     np.testing.assert_allclose(clf.predict_proba(features=feats), proba, atol=1e-6)
     small_chunks = clone(clf).set_params(chunk_pixels=1000).fit([image], [labels])
     np.testing.assert_allclose(small_chunks.predict_proba(image), proba, atol=1e-6)
@@ -293,3 +293,29 @@ def test_models_pickled_before_smoothing_existed_still_predict():
     expected = clf.predict(image)
     del clf.smoothing  # what unpickling a model saved by an older labelloop gives
     assert np.array_equal(clf.predict(image), expected)
+
+
+def test_auto_intensity_scales_per_image_only_when_the_images_differ_in_brightness():
+    from labelloop.ml.features import bright_level, choose_intensity
+
+    image, truth = _blobs(0)
+    other, other_truth = _blobs(1)
+    dim = (other.astype(np.float32) * 0.3).astype(np.uint8)  # the same scene at a third of the exposure
+    assert choose_intensity([bright_level(image), bright_level(other)]) == "dtype"
+    assert choose_intensity([bright_level(image), bright_level(dim)]) == "percentile"
+    assert choose_intensity([bright_level(image)]) == "dtype"  # one image cannot disagree with itself
+
+    labels = [_scribbles(truth, 60, seed=0), _scribbles(other_truth, 60, seed=1)]
+    same = PixelClassifier(n_estimators=20, random_state=0).fit([image, other], labels)
+    assert same.intensity_ == "dtype"
+    mixed = PixelClassifier(n_estimators=20, random_state=0).fit([image, dim], labels)
+    assert mixed.intensity_ == "percentile"
+    # a dim image of a new scene: the per-image scaling segments it, the raw intensities do not
+    test, test_truth = _blobs(2)
+    dim_test = (test.astype(np.float32) * 0.3).astype(np.uint8)
+    raw = PixelClassifier(n_estimators=20, random_state=0, intensity="dtype").fit([image, other], labels)
+    assert _iou(mixed.predict(dim_test) == 2, test_truth) > 0.8
+    assert _iou(raw.predict(dim_test) == 2, test_truth) < 0.5
+    feats = compute_features(image)  # a pixel table holds no images: auto reads as the features' default, dtype
+    table = PixelClassifier(n_estimators=5, random_state=0).fit_features(feats[labels[0] > 0], labels[0][labels[0] > 0])
+    assert table.intensity_ == "dtype"

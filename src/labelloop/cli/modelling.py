@@ -28,7 +28,7 @@ def train(
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
     trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
     autocontext: Optional[bool] = typer.Option(None, "--autocontext/--no-autocontext", help="pixel-rf: add a second, auto-context stage (+0.06 IoU on Lucchi, about 2x slower prediction)."),
-    intensity: Optional[str] = typer.Option(None, "--intensity", help="pixel-rf: dtype (default: the dtype's range to [0, 1]) or percentile (each image's 1st-99.8th percentile; for images whose exposure differs, e.g. fluorescence)."),
+    intensity: Optional[str] = typer.Option(None, "--intensity", help="pixel-rf: auto (default: percentile when the project's images differ in brightness, else dtype), dtype (the dtype's range to [0, 1]) or percentile (each image's 1st-99.8th percentile; for images whose exposure differs, e.g. fluorescence)."),
     smoothing: Optional[float] = typer.Option(None, "--smoothing", help="pixel-rf: Gaussian sigma (px) over the probability map before the argmax; 0 turns it off."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="unet: encoder name (default tu-tf_efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="unet/classifier: a local pretrained weights file."),
@@ -76,8 +76,8 @@ def train(
     if intensity is not None:
         from labelloop.ml.features import INTENSITY_SCALINGS
 
-        if intensity not in INTENSITY_SCALINGS:
-            raise InvalidInput(f"--intensity {intensity!r}: choose one of {', '.join(INTENSITY_SCALINGS)}")
+        if intensity not in ("auto", *INTENSITY_SCALINGS):
+            raise InvalidInput(f"--intensity {intensity!r}: choose one of auto, {', '.join(INTENSITY_SCALINGS)}")
         params["intensity"] = intensity
     if smoothing is not None:
         if smoothing < 0:

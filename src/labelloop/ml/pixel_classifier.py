@@ -33,6 +33,8 @@ from labelloop.ml.features import (
     DEFAULT_SCALES,
     FEATURE_KINDS,
     FeatureSettings,
+    bright_level,
+    choose_intensity,
     feature_names,
     iter_feature_tiles,
     n_features,
@@ -43,12 +45,13 @@ log = logging.getLogger(__name__)
 # Defaults of issue 17, measured on three sets by benchmarks/pixel_generalisation.py (docs/benchmarks.md):
 # - smoothing: Gaussian sigma (px) over the probability map before the argmax; 3 chosen among 0/1/2/3 on Lucchi's
 #   training volume, confirmed on its test volume and on DSB2018 nuclei (no loss there).
-# - intensity: "dtype" stays the default. "percentile" (each image's 1st-99.8th percentile stretched to [0, 1])
-#   lifted nuclei, whose exposure differs from image to image, from 0.685 to 0.813 IoU, but it lost 0.01 on whole
-#   Lucchi slices and 0.23 on 256² Lucchi crops, whose percentiles follow their content: it wins on one kind of
-#   data and loses on another, so it is an option (`--intensity percentile`), not a default.
+# - intensity: "percentile" (each image's 1st-99.8th percentile stretched to [0, 1]) lifted nuclei, whose exposure
+#   differs from image to image, from 0.685 to 0.813 IoU, but it lost 0.01 on whole Lucchi slices and 0.23 on 256²
+#   Lucchi crops, whose percentiles follow their content. So the default, "auto", looks at the images first: it
+#   scales per image only when their bright levels differ (ml.features.choose_intensity), as on nuclei and not on
+#   Lucchi; the project's images decide it in the services, the training images here.
 DEFAULT_SMOOTHING = 3.0
-DEFAULT_INTENSITY = "dtype"
+DEFAULT_INTENSITY = "auto"
 _CONTEXT_SCALES = (2.0, 6.0)
 _CONTEXT_FOLDS = 3
 _CONTEXT_BLOCK = 64
@@ -120,6 +123,13 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         features = list(features) if features is not None else [None] * len(images)
         if len(features) != len(images):
             raise InvalidTrainingData(f"got {len(features)} feature stacks for {len(images)} images")
+        if self.intensity == "auto":
+            if any(img is None for img in images):
+                raise InvalidTrainingData("intensity='auto' looks at the images: give every image, or give "
+                                          "intensity='dtype' or 'percentile' with precomputed features")
+            self.intensity_ = choose_intensity([bright_level(img, self.colour) for img in images])
+        else:
+            self.intensity_ = self.intensity
         settings = self._settings()
         label_maps = [_check_labels(lab, _image_shape(img), i) for i, (img, lab) in enumerate(zip(images, labels))]
         _check_classes(np.concatenate([np.unique(lab) for lab in label_maps]))
@@ -148,12 +158,15 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def fit_features(self, X: np.ndarray, y: np.ndarray) -> PixelClassifier:
-        """Train on a precomputed pixel table: X (n_pixels, n_features), y (n_pixels,) of class values >= 1."""
+        """Train on a precomputed pixel table: X (n_pixels, n_features), y (n_pixels,) of class values >= 1.
+        Give the ``intensity`` its features were made with; "auto" reads as "dtype", compute_features' default."""
         start = time.perf_counter()
         if self.autocontext:
             raise InvalidTrainingData(
                 "autocontext needs whole images to smooth probabilities over; use fit(images, labels, features=...)"
             )
+        # A pixel table holds no images to look at: "auto" takes the feature functions' own default (dtype).
+        self.intensity_ = "dtype" if self.intensity == "auto" else self.intensity
         X = np.ascontiguousarray(X, dtype=np.float32)
         y = np.asarray(y).ravel()
         if X.ndim != 2 or X.shape[0] != y.shape[0]:
@@ -301,8 +314,9 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- plumbing
     def _settings(self) -> FeatureSettings:
-        return FeatureSettings(tuple(self.scales), tuple(self.feature_kinds), self.colour,
-                               intensity=getattr(self, "intensity", "dtype"))
+        # intensity_: what fit chose for "auto"; models saved before it existed hold a concrete `intensity`
+        intensity = getattr(self, "intensity_", None) or getattr(self, "intensity", "dtype")
+        return FeatureSettings(tuple(self.scales), tuple(self.feature_kinds), self.colour, intensity=intensity)
 
     def _feature_tiles(self, image, features, skip=None) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
         """Given features: row bands of them. Else: computed whole (small images) or in overlapping tiles."""

@@ -16,6 +16,7 @@ from labelloop.domain import Scribble
 from labelloop.geometry import rle
 from labelloop.ml.features import FeatureCache, FeatureSettings
 from labelloop.ml.pixel_classifier import DEFAULT_INTENSITY, DEFAULT_SMOOTHING, PixelClassifier
+from labelloop.services.assist.model_kinds.pixel_rf import project_intensity
 from labelloop.services.data.project_data import item_rows, labelled_items
 from labelloop.services.projects import get_project
 
@@ -29,7 +30,9 @@ class LiveSegmenter:
         with workspace.session() as session:
             self.project = get_project(session, project_name)
         self.cache = cache or FeatureCache(max_bytes=2 << 30)
-        self.settings = settings or FeatureSettings(intensity=DEFAULT_INTENSITY)
+        if settings is None:
+            settings = FeatureSettings(intensity=project_intensity(workspace, self.project, DEFAULT_INTENSITY))
+        self.settings = settings
         self.trees = trees
         self._lock = threading.Lock()
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from sqlalchemy import func, select
 
 from labelloop import media
 from labelloop.domain import Mask, Polygon, ProjectKind, Scribble, shape_to_dict
@@ -15,7 +16,7 @@ from labelloop.services.assist.model_kinds import register_model_kind
 from labelloop.services.assist.models import save_model
 from labelloop.services.data.project_data import background_index, item_rows, labelled_items
 from labelloop.services.assist.predictions import save_predictions
-from labelloop.store.tables import PredictionRow
+from labelloop.store.tables import ItemRow, PredictionRow
 
 log = logging.getLogger(__name__)
 # Auto-context (`--autocontext`) adds +0.06 IoU on both Lucchi volumes and nothing on DSB2018 nuclei, but predicts at
@@ -23,6 +24,29 @@ log = logging.getLogger(__name__)
 # pixel_classifier.py, docs/benchmarks.md): an option for who can wait, not the default.
 TRAIN_AUTOCONTEXT = False
 MASK_PIXELS_PER_CLASS = 2000  # full masks train on a seeded sample per class and image, like scribbles
+INTENSITY_SAMPLE = 16  # images read, spread over the project, to choose intensity="auto"
+
+
+def project_intensity(workspace, project, requested: str = "auto", sample: int = INTENSITY_SAMPLE) -> str:
+    """The intensity scaling for a project's features: `requested` unless it is "auto"; then "percentile" when the
+    bright levels of up to `sample` images spread over the project differ (ml.features.choose_intensity)."""
+    from labelloop.ml.features import bright_level, choose_intensity  # cv2: loaded on use, like the forest
+
+    if requested != "auto":
+        return requested
+    with workspace.session() as session:
+        where = ItemRow.project_id == project.id
+        count = session.scalar(select(func.count()).select_from(ItemRow).where(where)) or 0
+        chosen = min(sample, count)
+        offsets = sorted({round(k * (count - 1) / max(chosen - 1, 1)) for k in range(chosen)})
+        ids = [session.scalar(select(ItemRow.id).where(where).order_by(ItemRow.id).offset(o).limit(1))
+               for o in offsets]
+    levels = [bright_level(media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source))
+              for item in item_rows(workspace, [i for i in ids if i is not None])]
+    chosen = choose_intensity(levels)
+    log.info("project %s: intensity %s (bright levels of %d images: %s)", project.name, chosen, len(levels),
+             ", ".join(f"{v:.2f}" for v in levels))
+    return chosen
 
 
 def _label_map(shapes: list, class_index: dict[str, int], height: int, width: int, rng) -> np.ndarray:
@@ -53,7 +77,7 @@ class PixelRF:
         kwargs: dict[str, Any] = {"n_estimators": int(params.get("trees", 20)), "random_state": int(params.get("seed", 0)),
                                   "autocontext": bool(params.get("autocontext", TRAIN_AUTOCONTEXT)),
                                   "smoothing": float(params.get("smoothing", DEFAULT_SMOOTHING)),
-                                  "intensity": str(params.get("intensity", DEFAULT_INTENSITY))}
+                                  "intensity": str(params.get("intensity") or DEFAULT_INTENSITY)}
         if params.get("scales"):
             kwargs["scales"] = tuple(float(s) for s in params["scales"])
         return PixelClassifier(**kwargs)
@@ -75,8 +99,10 @@ class PixelRF:
             names = [c.name for c in project.classes if c.index in present]
             raise InvalidInput(f"scribbles must cover at least 2 classes to train a pixel classifier; found only "
                                f"{', '.join(names) or 'none'} (add strokes of another class, e.g. background)")
+        ctx.progress(0, None, "choosing the intensity scaling")
+        intensity = project_intensity(workspace, project, str(params.get("intensity") or "auto"))
         ctx.progress(0, None, "training the forest")
-        classifier = self.estimator(params).fit(images, labels)
+        classifier = self.estimator({**params, "intensity": intensity}).fit(images, labels)
         pixels = int(sum((lab > 0).sum() for lab in labels))
         metrics = {"training_seconds": round(classifier.training_seconds_, 3), "training_pixels": pixels,
                    "pixels_per_class": {c.name: int(sum((lab == c.index).sum() for lab in labels))
