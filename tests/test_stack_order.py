@@ -198,3 +198,41 @@ def test_the_api_chooses_the_order_and_next_follows_it(workspace, tmp_path):
             assert typo.status_code == 400 and stack_order.NAME in typo.json()["detail"]
     finally:
         executor.shutdown(wait=True)
+
+
+def test_labels_saved_at_once_in_one_stack_leave_the_ranks_a_fresh_refresh_would_give(workspace, tmp_path):
+    import threading
+
+    from labelloop.services.transactions import write_transaction
+    from labelloop.store.tables import QueueItemRow
+
+    project, pages = _stack_project(workspace, tmp_path / "em")
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def label(page: int) -> None:
+        try:
+            barrier.wait()
+            with write_transaction(workspace) as session:  # what the annotation route does
+                annotations.save(session, project, pages[("stack_a.tif", page)], [ClassLabel("mito")],
+                                 author="ann", base_version=None, state="accepted")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=label, args=(page,)) for page in (3, 11, 19, 27)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    def ranks() -> dict[int, int | None]:
+        with workspace.session() as session:
+            return dict(session.execute(select(QueueItemRow.item_id, QueueItemRow.rank)).all())
+
+    after_saves = ranks()
+    with workspace.session() as session:
+        stack_order.refresh(session.connection(), project.id)
+    assert after_saves == ranks()
+    assert after_saves[pages[("stack_a.tif", 7)]] == 4 and after_saves[pages[("stack_a.tif", 0)]] == 3

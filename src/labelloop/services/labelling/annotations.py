@@ -190,11 +190,14 @@ def save(
             f"the current version is {version - 1}",
             to_info(current) if current is not None else None,
         )
+    ranked = state != "draft" and stack_order.uses_order(project.settings)
+    if ranked:
+        stack_order.before_label(connection, item_id)
     created_at = utcnow()
     annotation_id = connection.execute(_APPEND, {
         "item_id": item_id, "version": version, "author": author, "state": state, "source": source,
         "shapes": [shape_to_dict(s) for s in shapes], "created_at": created_at}).scalar_one()
-    if state != "draft" and stack_order.uses_order(project.settings):
+    if ranked:
         stack_order.after_label(connection, item_id)  # the page's neighbours move up (or down, if it was cleared)
     return AnnotationInfo(annotation_id, item_id, version, author, state, source, list(shapes), created_at)
 

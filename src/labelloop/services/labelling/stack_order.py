@@ -9,9 +9,9 @@ ties, pages of stacks with no labelled page yet, and items outside stacks follow
 
 How it stays cheap: an item's stack and slice never change, so they are worked out once (`item_stacks`, migration
 0011); the distance is kept on `queue_items.rank`, which the queue orders by exactly as it does for sampling
-strategies. A saved (non-draft) revision re-ranks only its own stack (`annotations.save` calls `after_label`), an
-item that comes back to the queue gets its rank again (`reopen`), and choosing the order, importing or training
-re-ranks the whole project (`refresh`). A page counts as labelled when its newest non-draft revision has a shape
+strategies. A saved (non-draft) revision re-ranks only its own stack (`annotations.save` calls `before_label` and
+`after_label`), an item that comes back to the queue gets its rank again (`reopen`), and choosing the order,
+importing or training re-ranks the whole project (`refresh`). A page counts as labelled when its newest non-draft revision has a shape
 (`latest_annotations`, whoever wrote it: annotator, reviewer or import)."""
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def _rank_stacks(connection: Connection, project_id: int, stacks: Sequence[str] 
             if page[4] is not None and page[5] != rank:
                 changes.append({"b_item": page[0], "b_rank": rank})
     if changes:
+        changes.sort(key=lambda c: c["b_item"])  # one lock order for every writer
         connection.execute(_SET_RANK, changes)
     return len(changes)
 
@@ -140,17 +141,23 @@ _STACKS_OF = (select(S.c.project_id, S.c.stack, ProjectRow.settings).join(Projec
               .where(S.c.item_id.in_(bindparam("b_items", expanding=True))))
 
 
+def before_label(connection: Connection, item_id: int) -> None:
+    """A page's label is about to change (before its revision is written): on PostgreSQL, wait until no other
+    transaction is re-ranking its stack. Two labels saved at once in one stack then re-rank one after the other,
+    and the second reads both (each statement sees what committed before it); taken before the revision, whose
+    triggers lock the page's queue row, so the two cannot deadlock. SQLite's writers are one at a time already."""
+    if connection.dialect.name != "postgresql":
+        return
+    found = connection.execute(_STACK_OF, {"b_item": item_id}).first()
+    if found is not None:
+        connection.execute(_LOCK_STACK, {"b_key": int(found.stack[:15], 16)})
+
+
 def after_label(connection: Connection, item_id: int) -> None:
     """A page's label changed: re-rank the rest of its stack (inside the caller's transaction)."""
     found = connection.execute(_STACK_OF, {"b_item": item_id}).first()
-    if found is None:
-        return
-    if connection.dialect.name == "postgresql":
-        # Two labels saved at once in one stack: the second waits here for the first to commit, then reads both
-        # (each statement sees what committed before it); otherwise the later write could drop the earlier label's
-        # distances. SQLite's writers are one at a time already.
-        connection.execute(_LOCK_STACK, {"b_key": int(found.stack[:15], 16)})
-    _rank_stacks(connection, found.project_id, [found.stack])
+    if found is not None:
+        _rank_stacks(connection, found.project_id, [found.stack])
 
 
 def after_reopen(connection: Connection, item_ids: Sequence[int]) -> None:
