@@ -24,7 +24,7 @@ export async function settingsPage(root: HTMLElement, params: Record<string, str
     const newClass = h("input", { placeholder: "new class", "data-testid": "new-class" });
     const precision = h("input", { type: "number", min: 0.5, max: 1, step: 0.01, "data-testid": "target-precision",
       value: String(project.settings.target_precision ?? 0.95) });
-    const order = project.settings.sampling ?? "shuffled";
+    const order = String(project.settings.sampling ?? "shuffled");
     // a model-driven order set from the CLI or the API stays listed, so saving other settings keeps it
     const orders = [...new Set([...ORDERS, order])];
     const sampling = h("select", { "data-testid": "order-of-work" }, orders.map((s) =>
