@@ -236,3 +236,26 @@ def test_labels_saved_at_once_in_one_stack_leave_the_ranks_a_fresh_refresh_would
         stack_order.refresh(session.connection(), project.id)
     assert after_saves == ranks()
     assert after_saves[pages[("stack_a.tif", 7)]] == 4 and after_saves[pages[("stack_a.tif", 0)]] == 3
+
+
+def test_labels_that_come_with_an_import_draw_their_neighbours_too(workspace, tmp_path):
+    from labelloop.services.data.importing import import_path
+    from labelloop.services.projects import create_project
+
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    rows = ["image,labels"]
+    for n, pixels in enumerate(_pages(12, 11)):
+        name = f"slice_{5 * n:03d}.png"
+        (folder / name).write_bytes(media.encode_png(pixels))
+        rows.append(f"{name},{'mito' if n == 6 else ''}")  # slice 30 comes labelled
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    with workspace.session() as session:
+        create_project(session, "vol", "classification", ["mito", "none"])
+        update_settings(session, get_row(session, "vol"), {"sampling": stack_order.NAME})
+    report = import_path(workspace, "vol", folder, format="csv")
+    assert report.files == 12
+    with workspace.session() as session:
+        project = get_project(session, "vol")
+        ids = dict(session.execute(select(ItemRow.source, ItemRow.id)).all())
+    assert set(_walk(workspace, project, "bob", 2)) == {ids["slice_025.png"], ids["slice_035.png"]}
