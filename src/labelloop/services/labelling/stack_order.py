@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import BigInteger, Connection, and_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from labelloop.store.tables import (ItemRow, ItemStackRow, LatestAnnotationRow, ProjectRow, QueueItemRow)
 
@@ -84,8 +85,9 @@ def index_stacks(connection: Connection, project_id: int) -> int:
         if stack is not None:
             found.append({"item_id": item_id, "project_id": project_id, "stack": _key(stack[0]),
                           "slice": stack[1]})
-    if found:
-        connection.execute(S.insert(), found)
+    if found:  # a refresh running at the same time may have added some: theirs are the same
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(S).on_conflict_do_nothing(), found)
     return len(found)
 
 
