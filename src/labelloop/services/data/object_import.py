@@ -35,6 +35,7 @@ from labelloop.services.data.importing import (
     check_name,
     item_position,
 )
+from labelloop.services.labelling import stack_order
 from labelloop.services.projects import get_project, get_row
 from labelloop.store.blobs import StorageError, open_filesystem, storage_error
 from labelloop.store.bulk_insert import insert_rows
@@ -176,6 +177,9 @@ def import_objects(workspace, project_name: str, url: str, *, by_reference: bool
         with workspace.session() as session:
             row = get_row(session, project.name, lock=True)
             _insert(session, row, good, report, split=split, by_reference=by_reference)
+            if stack_order.uses_order(project.settings):  # new pages take their places in the stack order
+                session.flush()
+                stack_order.refresh(session.connection(), project.id)
         committed = True
     finally:
         if not committed:
