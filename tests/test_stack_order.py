@@ -259,3 +259,26 @@ def test_labels_that_come_with_an_import_draw_their_neighbours_too(workspace, tm
         project = get_project(session, "vol")
         ids = dict(session.execute(select(ItemRow.source, ItemRow.id)).all())
     assert set(_walk(workspace, project, "bob", 2)) == {ids["slice_025.png"], ids["slice_035.png"]}
+
+
+def test_the_files_of_one_dicom_series_form_a_stack_in_instance_order(workspace, make_project):
+    """Rows as a DICOM import writes them (tags in the item's metadata), read back on both databases."""
+    from sqlalchemy import insert
+
+    from labelloop.store.tables import BlobRow, ItemStackRow
+
+    project = make_project("ct", "classification", ["lesion", "none"])
+    rows = []
+    for n, instance in enumerate((3, 1, 2, 5, 4)):
+        sha = f"{n:064d}"
+        rows.append({"project_id": project.id, "blob_sha256": sha, "source": f"ct/IM-{n:04d}.dcm", "page": 0,
+                     "format": "dicom", "width": 8, "height": 8, "dtype": "uint16", "channels": 1, "split": "none",
+                     "meta": {"SeriesInstanceUID": "1.2.840.99", "InstanceNumber": instance}, "position": n})
+    with workspace.session() as session:
+        session.execute(insert(BlobRow), [{"sha256": r["blob_sha256"], "size": 1} for r in rows])
+        session.execute(insert(ItemRow), rows)
+        assert stack_order.index_stacks(session.connection(), project.id) == 5
+        found = session.execute(select(ItemRow.source, ItemStackRow.stack, ItemStackRow.slice)
+                                .join(ItemStackRow, ItemStackRow.item_id == ItemRow.id)).all()
+    assert {stack for _, stack, _ in found} == {stack_order.stack_key("series:1.2.840.99")}
+    assert sorted((slice_, source) for source, _, slice_ in found)[0] == (1, "ct/IM-0001.dcm")

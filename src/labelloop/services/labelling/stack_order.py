@@ -60,7 +60,7 @@ def stack_of(source: str, page: int, multi_page: bool, series: str | None, insta
     return f"numbered:{folder}/{name[:found.start()]}#{name[found.end():]}", int(found.group(1))
 
 
-def _key(stack: str) -> str:
+def stack_key(stack: str) -> str:
     return hashlib.sha1(stack.encode()).hexdigest()  # sources may be 1,024 characters long
 
 
@@ -83,7 +83,7 @@ def index_stacks(connection: Connection, project_id: int) -> int:
     for item_id, source, page, series, instance in rows:
         stack = stack_of(source, page, source in multi_page or page > 0, series, instance)
         if stack is not None:
-            found.append({"item_id": item_id, "project_id": project_id, "stack": _key(stack[0]),
+            found.append({"item_id": item_id, "project_id": project_id, "stack": stack_key(stack[0]),
                           "slice": stack[1]})
     if found:  # a refresh running at the same time may have added some: theirs are the same
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
