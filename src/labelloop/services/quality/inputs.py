@@ -36,7 +36,7 @@ def classifier_model(workspace, project: ProjectInfo):
     from labelloop.services.assist.models import get_model
 
     if project.kind not in (ProjectKind.classification, ProjectKind.multilabel):
-        raise InvalidInput(f"label-error checks cover classification, multi-label and detection projects for now; "
+        raise InvalidInput(f"label-error checks cover classification, multi-label, detection and semantic projects for now; "
                            f"{project.name!r} is a {project.kind.value} project")
     try:
         return get_model(workspace, project, "classifier")

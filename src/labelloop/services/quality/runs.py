@@ -12,29 +12,33 @@ from labelloop.services.quality.suspects import check_kind, counts, list_suspect
 CHECKS = ("label", "duplicate", "outlier")
 LABEL_KINDS = (ProjectKind.classification, ProjectKind.multilabel)  # label errors from the classifier
 BOX_KINDS = (ProjectKind.detection,)  # label errors from the detector's out-of-sample boxes
+MASK_KINDS = (ProjectKind.semantic,)  # label errors from the pixel forest's cross-fitted probability maps
 
 
 def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, force: bool = False,
                progress=lambda d, t, m: None) -> dict[str, Any]:
     """Run one check (`kind`) or every check that applies; a check whose inputs did not change since its last
-    run is not re-scored. Label errors need a classifier (a detector for boxes): asked for by name without one, it
-    says what to train; in an all-checks run it is skipped with that reason."""
+    run is not re-scored. Label errors need a classifier (a detector for boxes; masks cross-fit a pixel forest):
+    asked for by name without one, it says what to train; in an all-checks run it is skipped with that reason."""
     from labelloop.services.quality.box_label_errors import find_box_label_errors
     from labelloop.services.quality.duplicates import find_project_duplicates
     from labelloop.services.quality.label_errors import find_label_errors
+    from labelloop.services.quality.mask_label_errors import find_mask_label_errors
     from labelloop.services.quality.outliers import find_outliers
 
     check_kind(kind)
     if kind == "spot_check":
         raise InvalidInput("spot-checks are drawn with `labelloop spot-check NAME`, not by a quality run")
     wanted = [kind] if kind else list(CHECKS)
-    runners = {"label": find_box_label_errors if project.kind in BOX_KINDS else find_label_errors,
+    label_check = {**dict.fromkeys(BOX_KINDS, find_box_label_errors),
+                   **dict.fromkeys(MASK_KINDS, find_mask_label_errors)}.get(project.kind, find_label_errors)
+    runners = {"label": label_check,
                "duplicate": find_project_duplicates, "outlier": find_outliers}
     results: dict[str, Any] = {}
     for check in wanted:
-        if check == "label" and kind is None and project.kind not in LABEL_KINDS + BOX_KINDS:
-            results[check] = {"skipped": f"label-error checks cover classification, multi-label and detection "
-                                         f"projects; {project.name!r} is {project.kind.value}"}
+        if check == "label" and kind is None and project.kind not in LABEL_KINDS + BOX_KINDS + MASK_KINDS:
+            results[check] = {"skipped": f"label-error checks cover classification, multi-label, detection and "
+                                         f"semantic projects; {project.name!r} is {project.kind.value}"}
             continue
         try:
             results[check] = runners[check](workspace, project, force=force, progress=progress)
