@@ -77,6 +77,7 @@ def fit(args, seed: int, train_indices) -> tuple:
                               epochs=args.epochs, seed=seed, device=args.device, tta=args.tta,
                               max_tile=args.max_tile, patience=args.patience, threads=args.threads,
                               precision=args.precision, val_fraction=args.val_fraction, val_split=args.val_split,
+                              final_fit=args.final_fit,
                               ema_decay=args.ema_decay,
                               steps_per_epoch=args.steps_per_epoch)
     last = [0.0]
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-split", default="auto", choices=("auto", "items", "regions"),
                         help="hold out whole slices (items) or a band of every slice (regions); auto: bands below "
                              "20 slices")
+    parser.add_argument("--final-fit", type=float, default=0.25,
+                        help="with validation bands: the last share of the schedule trains on whole slices")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--test-slices", type=int, default=None, help="only the first N test slices (a quick look)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),

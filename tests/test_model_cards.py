@@ -40,7 +40,7 @@ def test_a_classifier_card_names_its_figures_and_why_a_class_has_no_threshold():
 def test_a_unet_card_shows_its_iou_and_a_pixel_forest_card_says_it_has_none():
     unet = model_card(_info("unet", {"val_iou": 0.8861, "validation": "held-out items", "best_epoch": 12,
                                      "epochs": 14, "training_seconds": 900.0, "stopped": "time budget"}))
-    assert [f["name"] for f in unet["figures"]][:2] == ["IoU (best epoch)", "measured on"]
+    assert [f["name"] for f in unet["figures"]][:2] == ["IoU (best held-out epoch)", "measured on"]
     assert unet["figures"][0]["value"] == "0.886" and {"name": "training time", "value": "15.0 min"} in unet["figures"]
     forest = model_card(_info("pixel-rf", {"training_pixels": 7846, "features": 48, "training_seconds": 0.4}))
     assert {"name": "scribbled pixels", "value": "7,846"} in forest["figures"]

@@ -446,7 +446,7 @@ def test_with_few_images_every_image_trains_outside_its_band_and_is_validated_in
     real_sampler, real_evaluate = segmenter_module.PatchSampler, Trainer.evaluate
 
     def sampler(images, masks, *args, **kwargs):
-        seen["train"] = [image.shape for image in images]
+        seen.setdefault("train", [image.shape for image in images])  # the first: the bands' (then whole images')
         return real_sampler(images, masks, *args, **kwargs)
 
     def evaluate(self, images, masks, **kwargs):
@@ -456,15 +456,44 @@ def test_with_few_images_every_image_trains_outside_its_band_and_is_validated_in
     monkeypatch.setattr(segmenter_module, "PatchSampler", sampler)
     monkeypatch.setattr(Trainer, "evaluate", evaluate)
     images, masks = pairs(3)
-    model = UNetSegmenter(epochs=1, **TINY).fit(images, masks)
+    model = UNetSegmenter(epochs=1, final_fit=0, **TINY).fit(images, masks)
     assert model.summary_["validation"] == "held-out bands (20% of each image)"
     assert seen["train"] == [(96, 102)] * 3 and seen["val"] == [(96, 26)] * 3  # all 3 train; 26 = 20 % of 128 px
 
     restored = UNetSegmenter.from_checkpoint(model.checkpoint())  # the bands travel with the run, for resume
     assert restored._state.val_regions == model._state.val_regions
 
+    seen.clear()
     by_items = UNetSegmenter(epochs=1, val_split="items", **TINY).fit(images, masks)
     assert by_items.summary_["validation"] == "held-out items"
     assert len(seen["train"]) == 2 and seen["val"] == [(96, 128)]
     with pytest.raises(ValueError, match="val_split"):
         UNetSegmenter(val_split="bands").validate_params()
+
+
+def test_the_final_fit_trains_on_whole_images_and_predicts_with_its_last_weights(monkeypatch):
+    import labelloop.ml.unet.segmenter as segmenter_module
+
+    draws = []
+    real_sampler = segmenter_module.PatchSampler
+
+    class Recording(real_sampler):
+        def sample(self, count, rng):
+            draws.append(self.images[0].shape)
+            return super().sample(count, rng)
+
+    monkeypatch.setattr(segmenter_module, "PatchSampler", Recording)
+    model = UNetSegmenter(epochs=4, final_fit=0.5, **TINY).fit(*pairs(3))  # 12 steps; the last 6 on whole images
+    assert draws == [(96, 102)] * 6 + [(96, 128)] * 6
+    history = model.history_
+    assert history["val_held_out"] == [True, True, False, False]
+    assert model.summary_["best_epoch"] in (1, 2)  # chosen while the bands were held out
+    assert model.summary_["validation"] == ("held-out bands (20% of each image) until epoch 2, then a final fit on "
+                                            "whole images")
+    last = {k: v for k, v in model._last_state.items()}
+    assert all(torch.equal(model._prediction_state()[k], last[k]) for k in last)  # the final fit's own weights
+    restored = UNetSegmenter.from_checkpoint(model.checkpoint())
+    assert restored._state.joined_epoch == 3
+    from labelloop.ml.unet.curves import curves_png
+
+    assert curves_png(history).startswith(b"\x89PNG")

@@ -14,12 +14,19 @@ def curves_png(history: dict[str, list], title: str = "") -> bytes:
     figure = Figure(figsize=(12, 3.6), dpi=100, layout="constrained")
     axes = figure.subplots(1, 3)
     epochs = history.get("epoch", [])
+    held = history.get("val_held_out") or [True] * len(epochs)  # False: the final fit trains on what validates
+    joined = next((i for i, flag in enumerate(held) if not flag), None)
     for axis, (key, label) in zip(axes, PANELS):
-        for split, style in (("train", "-"), ("val", "-o")):
-            values = history.get(f"{split}_{key}", [])
-            if values:
-                axis.plot(epochs[:len(values)], values, style, markersize=3,
-                          label="training patches" if split == "train" else "validation images")
+        values = history.get(f"train_{key}", [])
+        if values:
+            axis.plot(epochs[:len(values)], values, "-", markersize=3, label="training patches")
+        values = history.get(f"val_{key}", [])
+        if values:
+            axis.plot(epochs[:joined], values[:joined], "-o", markersize=3, label="validation (held out)")
+        if values and joined is not None:
+            axis.plot(epochs[joined - 1 if joined else 0:len(values)], values[joined - 1 if joined else 0:], ":o",
+                      markersize=3, color="grey", label="validation, trained on (final fit)")
+            axis.axvline(epochs[joined] - 0.5, color="grey", linewidth=0.8)
         axis.set_xlabel("epoch")
         axis.set_title(label)
         axis.grid(alpha=0.3)

@@ -61,6 +61,7 @@ class RunState:
     stopped: str = ""
     search: dict[str, Any] = field(default_factory=dict)
     val_regions: list[list[int]] = field(default_factory=list)  # per image [y0, y1, x0, x1]: its validation band
+    joined_epoch: int = 0  # the epoch in which the bands joined training (the final fit); 0: not (yet)
     history: dict[str, list] = field(default_factory=lambda: {"epoch": [], "lr": [], "seconds": [],
                                                               **{f"{s}_{m}": [] for s in ("train", "val")
                                                                  for m in METRICS}})
@@ -100,6 +101,9 @@ class UNetSegmenter:
     val_fraction / val_split: the share held out for validation and the choice of the best epoch, as whole images
     ("items") or as a band of that share cut from an edge of every image ("regions"); "auto" cuts bands below
     REGION_SPLIT_BELOW images, so that with few images every one of them still trains.
+    final_fit: with validation bands, the last share of the schedule trains on whole images (bands included) and
+    the network predicts with the weights it ends with; the curves mark where the bands stopped being held out and
+    the best epoch is chosen before that point only. 0: the bands stay out to the end.
     ema_decay: 0 (off) or e.g. 0.999: an exponential moving average of the weights follows every step; validation,
     the best epoch and prediction use it (the curves' training line stays the optimiser's own weights), and a
     checkpoint keeps both so `resume()` continues exactly."""
@@ -110,7 +114,8 @@ class UNetSegmenter:
                  epochs: int | None = None, time_budget: float | None = None, steps_per_epoch: int | None = None,
                  loss: str = "focal+dice", focal_weight: float = 1.0, dice_weight: float = 1.0,
                  foreground_bias: float = 0.5, augment: AugmentSpec | None = TRAINING_AUGMENT,
-                 val_fraction: float = 0.2, val_split: str = "auto", patience: int = 8, restore_best: bool = True, seed: int = 0,
+                 val_fraction: float = 0.2, val_split: str = "auto", final_fit: float = 0.25, patience: int = 8,
+                 restore_best: bool = True, seed: int = 0,
                  device: str | None = None, threads: int | None = None, max_tile: int = 1024, overlap: int = 64,
                  tta: int = 4, search_fraction: float = 0.15, search_patches: int | None = None,
                  range_test_steps: int = 30, precision: str = "auto", ema_decay: float = 0.0):
@@ -120,7 +125,7 @@ class UNetSegmenter:
         self.epochs, self.time_budget, self.steps_per_epoch = epochs, time_budget, steps_per_epoch
         self.loss, self.focal_weight, self.dice_weight = loss, focal_weight, dice_weight
         self.foreground_bias, self.augment, self.val_fraction = foreground_bias, augment, val_fraction
-        self.val_split = val_split
+        self.val_split, self.final_fit = val_split, final_fit
         self.patience, self.restore_best, self.seed = patience, restore_best, seed
         self.device, self.threads, self.max_tile, self.overlap, self.tta = device, threads, max_tile, overlap, tta
         self.search_fraction, self.search_patches = search_fraction, search_patches
@@ -219,6 +224,10 @@ class UNetSegmenter:
             held = state.val_items or state.train_items  # one item: validate on what it trained on
             val = ([scaled[i] for i in held], [masks[i] for i in held])
         sampler = PatchSampler(*train, self.patch, foreground_bias=self.foreground_bias, augment=self.augment)
+        whole = PatchSampler(scaled, masks, self.patch, foreground_bias=self.foreground_bias,
+                             augment=self.augment) if state.val_regions else None
+        if state.joined_epoch:  # resuming inside the final fit
+            sampler = whole
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng
         report = on_progress or (lambda done, total, message: None)
@@ -237,7 +246,7 @@ class UNetSegmenter:
             if self._average_state is not None and trainer.average is not None:
                 trainer.average.load_state_dict(self._average_state)
             try:
-                self._epochs(trainer, sampler, val, rng, report, on_checkpoint, started)
+                self._epochs(trainer, sampler, val, rng, report, on_checkpoint, started, whole)
             finally:
                 self._finish(trainer)
         return self
@@ -280,7 +289,10 @@ class UNetSegmenter:
         epochs = self.epochs if self.epochs is not None else (None if self.time_budget else DEFAULT_EPOCHS)
         return epochs * self._state.steps_per_epoch if epochs is not None else None
 
-    def _epochs(self, trainer: Trainer, sampler, val, rng, report: Progress, on_checkpoint, started: float) -> None:
+    def _epochs(self, trainer: Trainer, sampler, val, rng, report: Progress, on_checkpoint, started: float,
+                whole: PatchSampler | None = None) -> None:
+        """Epochs until the schedule ends or early stopping; `whole`: the sampler over whole images that takes over
+        for the final fit (validation bands joining training)."""
         state = self._state
         total_steps = self._planned_steps()
         while not state.stopped:
@@ -295,6 +307,10 @@ class UNetSegmenter:
                 if progress >= 1.0:
                     out_of_time = True
                     break
+                if whole is not None and not state.joined_epoch and progress >= 1.0 - self.final_fit:
+                    state.joined_epoch, sampler = state.epoch + 1, whole
+                    report(state.step, total_steps, f"epoch {state.epoch + 1}: final fit, the validation bands "
+                                                    "join training")
                 loss, batch_matrix = trainer.step(sampler.sample(state.batch_size, rng), one_cycle(state.lr, progress))
                 losses.append(loss)
                 matrix += batch_matrix
@@ -310,7 +326,7 @@ class UNetSegmenter:
             state.rng = rng.bit_generator.state
             if out_of_time or (total_steps and state.step >= total_steps):
                 state.stopped = "epochs" if total_steps and state.step >= total_steps else "time budget"
-            elif state.since_best >= self.patience:
+            elif state.since_best >= self.patience and not state.joined_epoch:
                 state.stopped = "early stopping"
             self._last_state = _cpu(trainer.network.state_dict())
             self._average_state = _cpu(trainer.average.state_dict()) if trainer.average is not None else None
@@ -335,7 +351,10 @@ class UNetSegmenter:
         for name in METRICS:
             history[f"train_{name}"].append(round(train[name], 5))
             history[f"val_{name}"].append(round(measured[name], 5))
-        if measured["iou"] > state.best_iou + 1e-4:
+        history.setdefault("val_held_out", [True] * (len(history["epoch"]) - 1)).append(not state.joined_epoch)
+        if state.joined_epoch:  # the final fit: its last weights predict; the bands no longer judge it
+            self._best_state = _cpu(trainer.evaluated.state_dict())
+        elif measured["iou"] > state.best_iou + 1e-4:
             state.best_iou, state.best_epoch, state.since_best = measured["iou"], state.epoch, 0
             self._best_state = _cpu(trainer.evaluated.state_dict())
         else:
@@ -390,7 +409,10 @@ class UNetSegmenter:
         """What the validation line of the curves (and the best epoch) is measured on, in words."""
         state = self._state
         if state.val_regions:
-            return f"held-out bands ({self.val_fraction:.0%} of each image)"
+            bands = f"held-out bands ({self.val_fraction:.0%} of each image)"
+            if state.joined_epoch:
+                return f"{bands} until epoch {state.joined_epoch - 1}, then a final fit on whole images"
+            return bands
         return "held-out items" if state.val_items else "training items"
 
     def checkpoint(self) -> bytes:
@@ -481,6 +503,8 @@ class UNetSegmenter:
                              f"{self.max_tile} and {self.overlap}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be at least 0 and below 1, got {self.val_fraction}")
+        if not 0 <= self.final_fit < 1:
+            raise ValueError(f"final_fit is a share of the schedule, at least 0 and below 1, got {self.final_fit}")
         if self.val_split not in VAL_SPLITS:
             raise ValueError(f"val_split must be one of {', '.join(VAL_SPLITS)}, got {self.val_split!r}")
         if not 0 <= self.foreground_bias <= 1:

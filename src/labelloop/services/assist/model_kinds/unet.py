@@ -26,7 +26,8 @@ from labelloop.store.tables import PredictionRow
 # Settings a user may give with --set key=value, and how to read them.
 _NUMBERS = {"focal_weight": float, "dice_weight": float, "val_fraction": float, "foreground_bias": float,
             "weight_decay": float, "patience": int, "steps_per_epoch": int, "max_tile": int, "overlap": int,
-            "tta": int, "threads": int, "search_patches": int, "search_fraction": float, "ema_decay": float}
+            "tta": int, "threads": int, "search_patches": int, "search_fraction": float, "ema_decay": float,
+            "final_fit": float}
 
 
 def settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -113,10 +114,12 @@ class UNet:
     name = "unet"
     description = "U-Net with an ImageNet-pretrained encoder (EfficientNet-Lite0; any timm encoder with --weights)"
     project_kinds = (ProjectKind.semantic, ProjectKind.instance)
-    figures = (("val_iou", "IoU (best epoch)", "number"), ("validation", "measured on", "text"),
+    figures = (("val_iou", "IoU (best held-out epoch)", "number"), ("validation", "measured on", "text"),
                ("best_epoch", "best epoch", "count"), ("epochs", "epochs", "count"),
                ("training_seconds", "training time", "seconds"), ("stopped", "stopped by", "text"))
-    card_note = "foreground IoU of the best epoch on the validation items (or the training items when none are held out)"
+    card_note = ("foreground IoU of the best epoch on what was held out: a band of every image (under 20 images; a "
+                 "final fit on whole images follows, and its last weights predict), else whole validation items, "
+                 "or the training items when none are held out")
 
     def train(self, workspace, project, params: dict[str, Any], ctx) -> ModelInfo:
         if params.get("resume"):
