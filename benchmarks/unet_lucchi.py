@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "lucchi_mito"
 TWELVE = (0, 15, 30, 45, 60, 75, 90, 105, 120, 135, 150, 160)
+STACK = (25, 80, 135)  # issue 20's stack: 3 labelled slices of the training volume, the other 30 predicted
 
 
 def load(data: Path, split: str, indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -106,14 +107,18 @@ def run(args, seed: int) -> dict:
     from labelloop.ml.unet import UNetSegmenter
     from labelloop.ml.unet.training import pick_device
 
-    train_indices = TWELVE if args.train_set == "12" else available(args.data, "train")
+    train_indices = {"12": TWELVE, "stack": STACK}.get(args.train_set) or available(args.data, "train")
     if args.from_checkpoint:  # evaluate a saved run again (another --tta, say): no training
         segmenter = UNetSegmenter.from_checkpoint(args.from_checkpoint, device=args.device)
         segmenter.threads, segmenter.precision = args.threads, args.precision
         wall = segmenter.summary_["training_seconds"]
     else:
         segmenter, wall = fit(args, seed, train_indices)
-    test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
+    if args.train_set == "stack":  # the rest of the same volume, as a micro-model propagates through a stack
+        rest = [i for i in available(args.data, "train") if i not in STACK]
+        test_images, test_masks = load(args.data, "train", rest[:args.test_slices])
+    else:
+        test_images, test_masks = load(args.data, "test", available(args.data, "test")[:args.test_slices])
     clean = {"min_size": args.min_size, "max_hole": args.max_hole} if args.min_size or args.max_hole else None
     with_tta = evaluate(segmenter, test_images, test_masks, args.tta, clean)
     without = evaluate(segmenter, test_images, test_masks, 0, clean) if args.tta else with_tta
@@ -171,7 +176,8 @@ def seconds(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-set", choices=("12", "all"), default="12")
+    parser.add_argument("--train-set", choices=("12", "all", "stack"), default="12",
+                        help="stack: slices 25, 80, 135 of the training volume, tested on its other 30 slices")
     parser.add_argument("--time-budget", default="15m", help="per run, e.g. 15m, 600s (the fit stops there)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3, help="runs with seeds FIRST..FIRST+N-1")
