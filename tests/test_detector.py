@@ -122,6 +122,20 @@ def test_calibration_folds_are_added_only_when_the_held_out_boxes_are_too_few():
         BoxDetector(1, calibration_folds=1).validate_params()
 
 
+def test_the_proposal_counts_reach_torchvision_and_come_from_set_pairs():
+    from labelloop.ml.detection import BoxDetector
+    from labelloop.services.assist.model_kinds.detector import settings
+
+    chosen = settings({"proposals": "50", "proposals_before_nms": "120", "epochs": 1}, 0.9)
+    network = BoxDetector(1, pretrained=False, **chosen)._network()
+    assert network.rpn._post_nms_top_n["testing"] == 50 and network.rpn._pre_nms_top_n["testing"] == 120
+    assert network.rpn._post_nms_top_n["training"] == 2000  # training keeps torchvision's own
+    default = BoxDetector(1, pretrained=False)._network().rpn
+    assert (default._post_nms_top_n["testing"], default._pre_nms_top_n["testing"]) == (100, 300)
+    with pytest.raises(ValueError, match="proposals 0 must be at least 1"):
+        BoxDetector(1, proposals=0).validate_params()
+
+
 @pytest.mark.slow
 def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_and_survives_a_checkpoint():
     from labelloop.ml.detection import BoxDetector

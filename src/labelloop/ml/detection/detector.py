@@ -49,7 +49,8 @@ class BoxDetector:
                  min_size: int = 416, max_size: int = 704, warmup_steps: int = 50, momentum: float = 0.9,
                  weight_decay: float = 1e-4, flip: bool = True, colour: float = 0.2, seed: int = 0,
                  threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True,
-                 calibration_folds: int | str = "auto", fold_share: float = 0.5):
+                 calibration_folds: int | str = "auto", fold_share: float = 0.5, proposals: int = 100,
+                 proposals_before_nms: int = 300):
         self.n_classes, self.backbone, self.weights, self.pretrained = n_classes, backbone, weights, pretrained
         self.batch_size, self.epochs, self.time_budget, self.lr = batch_size, epochs, time_budget, lr
         self.gamma, self.gamma_epochs, self.rois_per_image = gamma, gamma_epochs, rois_per_image
@@ -59,6 +60,7 @@ class BoxDetector:
         self.target_precision = target_precision
         self.frozen_norms = frozen_norms
         self.calibration_folds, self.fold_share = calibration_folds, fold_share
+        self.proposals, self.proposals_before_nms = proposals, proposals_before_nms
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
@@ -77,7 +79,10 @@ class BoxDetector:
                   (0.5 <= self.target_precision < 1, f"target precision {self.target_precision} must lie in [0.5, 1)"),
                   (self.calibration_folds == "auto" or self.calibration_folds in (0, *range(2, 11)),
                    f"calibration folds {self.calibration_folds!r}: give auto, 0 (none) or 2 to 10"),
-                  (0 < self.fold_share <= 2, f"fold share {self.fold_share} must lie in (0, 2]")]
+                  (0 < self.fold_share <= 2, f"fold share {self.fold_share} must lie in (0, 2]"),
+                  (self.proposals >= 1, f"proposals {self.proposals} must be at least 1"),
+                  (self.proposals_before_nms >= 1, f"proposals before NMS {self.proposals_before_nms} must be at "
+                                                   f"least 1")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -89,7 +94,8 @@ class BoxDetector:
         sizes = tuple(sorted({max(64, int(self.min_size * f) // 32 * 32) for f in (0.75, 0.85, 1.0)} | {self.min_size}))
         return build_detector(self.n_classes, backbone=self.backbone, weights=self.weights, pretrained=self.pretrained,
                               rois_per_image=self.rois_per_image, min_size=sizes, max_size=self.max_size,
-                              frozen_norms=getattr(self, "frozen_norms", True))
+                              frozen_norms=getattr(self, "frozen_norms", True), proposals=self.proposals,
+                              proposals_before_nms=self.proposals_before_nms)
 
     def fit(self, images: Sequence[np.ndarray], targets: Sequence[Detections], test_images: Sequence[np.ndarray] = (),
             test_targets: Sequence[Detections] = (), *, start_from: dict[str, Any] | None = None,

@@ -55,10 +55,14 @@ class PyramidBackbone(nn.Module):
 
 def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | Path | None = None,
                    pretrained: bool = True, rois_per_image: int = 128, min_size: int | tuple[int, ...] = 416,
-                   max_size: int = 704, score_floor: float = 0.05, frozen_norms: bool = True) -> nn.Module:
+                   max_size: int = 704, score_floor: float = 0.05, frozen_norms: bool = True,
+                   proposals: int = 100, proposals_before_nms: int = 300) -> nn.Module:
     """Faster R-CNN for `n_classes` object classes (label 0 is background). `weights`: the backbone's ImageNet
     weights (a timm state dict), or a whole detector's state dict (its box predictor is replaced when the class
-    count differs)."""
+    count differs). `proposals`: the RPN's boxes the box head scores per image at prediction, of its
+    `proposals_before_nms` best per pyramid level before its NMS (training keeps torchvision's 2000/2000). 100 of
+    300, not 300 of 500: 0.82× the time of a prediction with the same mAP on raccoon's test images
+    (benchmarks/detector_inference_settings.py)."""
     import timm
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -85,7 +89,7 @@ def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: st
         box_roi_pool=MultiScaleRoIAlign(featmap_names=[str(n) for n in range(len(FEATURE_LEVELS))], output_size=7,
                                         sampling_ratio=2),
         box_batch_size_per_image=rois_per_image, box_score_thresh=score_floor, box_detections_per_img=100,
-        rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300)
+        rpn_pre_nms_top_n_test=proposals_before_nms, rpn_post_nms_top_n_test=proposals)
     if whole is not None:
         _load_detector(detector, whole)
     # channels-last convolutions: 0.78× the time of a training step and 0.85× of a prediction on the benchmark CPU

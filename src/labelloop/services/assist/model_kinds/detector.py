@@ -6,8 +6,9 @@ replaces the version's checkpoint, so stopping keeps the last evaluated network.
 on today's labels; `--resume V` continues a run. Predictions keep every box the network finds (score ≥ 0.05);
 those at or above the calibrated threshold are marked as pre-labels. When the held-out images hold few boxes (under
 30), K cross-validation fold models (3, each for half the training's steps) add out-of-fold predictions of every
-labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). Torch is
-imported only inside the methods."""
+labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). At
+prediction the box head scores the RPN's best `proposals` boxes per image (`--set proposals=N`, `--set
+proposals_before_nms=N`). Torch is imported only inside the methods."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ DEFAULT_BUDGET = 15 * 60.0  # seconds, when neither --epochs nor --time-budget i
 TINY_BOX = 4  # pixels: a box whose shorter side the network sees smaller than this is warned about
 _INTS = {"batch_size": "--batch-size", "epochs": "--epochs", "rois_per_image": "--rois-per-image",
          "eval_period": "--eval-period", "min_size": "--min-size", "max_size": "max_size", "threads": "threads",
-         "warmup_steps": "warmup_steps"}
+         "warmup_steps": "warmup_steps", "proposals": "proposals", "proposals_before_nms": "proposals_before_nms"}
 _FLOATS = {"gamma": "--gamma", "weight_decay": "weight_decay", "momentum": "momentum", "colour": "colour"}
 
 
