@@ -61,6 +61,7 @@ def found():
     return suspects, scores, where
 
 
+@pytest.mark.slow  # a cross-fit over 8 whole Lucchi slices: ~2 min on the shared 2-core box
 def test_a_false_mitochondrion_ranks_first_is_flagged_and_located(found):
     suspects, scores, (x, y) = found
     assert int(np.argmax(scores)) == 5, scores
@@ -72,6 +73,7 @@ def test_a_false_mitochondrion_ranks_first_is_flagged_and_located(found):
     assert f"around x={(x0 + x1) / 2:.0f}, y={(y0 + y1) / 2:.0f}" in first.reason
 
 
+@pytest.mark.slow  # a cross-fit over 8 whole Lucchi slices: ~2 min on the shared 2-core box
 def test_clean_masks_are_not_flagged(found):
     suspects, scores, _ = found
     assert [s.index for s in suspects] == [5], [(s.index, s.reason) for s in suspects]
@@ -133,6 +135,7 @@ def test_one_masked_image_is_refused_with_what_to_do_and_nothing_changes(workspa
         assert session.scalar(select(SuspectRow.id)) is None
 
 
+@pytest.mark.slow  # a cross-fit over 8 whole Lucchi slices: ~2 min on the shared 2-core box
 def test_quality_cli_lists_the_corrupted_masks_first_with_reasons(workspace, make_project, tmp_path, capsys):
     from labelloop.cli.main import main
     from labelloop.services.quality.runs import run_checks
