@@ -10,5 +10,6 @@ export default defineConfig({
     chunkSizeWarningLimit: 1000,
   },
   server: { proxy: { "/api": "http://127.0.0.1:8000" } },
-  test: { include: ["test/**/*.test.ts"], environment: "node" },
+  // 30 s per test: the RLE round trips over real masks take seconds on a loaded 2-core machine (5 s timed out there).
+  test: { include: ["test/**/*.test.ts"], environment: "node", testTimeout: 30000 },
 });
