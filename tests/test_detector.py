@@ -103,7 +103,10 @@ def test_the_detector_learns_drawn_shapes():
     from labelloop.ml.detection import BoxDetector
 
     train, test = drawn_shapes(32, 0), drawn_shapes(12, 1)
-    detector = BoxDetector(2, epochs=8, **{**FAST, "eval_period": 4}, target_precision=0.9, calibration_folds=0)
+    # One thread: this short, high-rate run is on a knife edge, and the thread count (which follows the machine's
+    # load by default) changes the sums' order enough to swing it (mAP@0.5 1.0 on 1 thread, 0.87-0.89 on 2, idle).
+    detector = BoxDetector(2, epochs=8, **{**FAST, "eval_period": 4, "threads": 1}, target_precision=0.9,
+                           calibration_folds=0)
     detector.fit(*train, *test)
     assert detector.history_["map50"][-1] >= 0.9, detector.history_
     assert detector.history_["loss"][-1] < detector.history_["loss"][0] / 2
