@@ -225,7 +225,7 @@ class UNetSegmenter:
             val = ([scaled[i] for i in held], [masks[i] for i in held])
         sampler = PatchSampler(*train, self.patch, foreground_bias=self.foreground_bias, augment=self.augment)
         whole = PatchSampler(scaled, masks, self.patch, foreground_bias=self.foreground_bias,
-                             augment=self.augment) if state.val_regions else None
+                             augment=self.augment) if state.val_regions and self.final_fit else None
         if state.joined_epoch:  # resuming inside the final fit
             sampler = whole
         rng = np.random.default_rng()
