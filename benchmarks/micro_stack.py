@@ -13,7 +13,12 @@ labelled slices give the forest:
   trains on a uniform random sample of --dense-pixels pixels per slice (true class proportions, ~7 % mitochondria;
   the forest's balanced class weights even them out);
 - copy (no model): each slice gets the truth mask of its nearest labelled slice, which measures how fast the volume
-  changes from slice to slice (what a propagating model starts from).
+  changes from slice to slice (what a propagating model starts from);
+- micro-unet, micro-rf: the product's path end to end: the 33 slices imported into a semantic project of a fresh
+  SQLite workspace (a folder of numbered slices: one stack), the 3 labelled slices' truth masks saved as a person's
+  masks, `train --model micro --class mitochondrion --base unet|pixel-rf` (held-out pixels calibrate its threshold
+  for the project's target precision), `chain` and `predict --chain` on the other 30; scored on the chain's
+  pre-labels as they are written. U-Net settings: --unet-epochs x --unet-steps (fixed, so not load-dependent).
 
 Foreground (mitochondrion) IoU pooled over the pixels of the 30 other slices, and per distance to the nearest
 labelled slice (in volume slices): does quality fall with distance? That is the reason for the queue order
@@ -217,6 +222,85 @@ def queue_timing(items: int, pages: int, labelled: int, root: Path) -> dict:
     return result
 
 
+def run_micro(base: str, seed: int, args) -> list[dict]:
+    """The product's micro-model path on the stack (see the module's doc): IoU of the chain's pre-labels."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from labelloop.domain import Mask
+    from labelloop.geometry import rle
+    from labelloop.services.assist.micro import set_chain
+    from labelloop.services.data.importing import import_path
+    from labelloop.services.jobs import create_job, run_job
+    from labelloop.services.labelling import annotations
+    from labelloop.services.labelling.stack_order import distances
+    from labelloop.services.projects import create_project, get_project
+    from labelloop.services.workspace import Workspace
+    from labelloop.store.tables import ItemRow, PredictionRow
+    from sqlalchemy import select
+
+    slices = _slices()
+    seeds_of = labelled_slices(slices, seed)
+    root = Path(tempfile.mkdtemp(prefix="micro_stack_"))
+    try:
+        folder = root / "slices"
+        folder.mkdir()
+        for index in slices:
+            shutil.copy(DATA / "images" / f"slice_{index:03d}.png", folder / f"slice_{index:03d}.png")
+        workspace = Workspace.init(root / "ws")
+        with workspace.session() as session:
+            create_project(session, "stack", "semantic", ["mitochondrion"])
+        import_path(workspace, "stack", folder, format="images")
+        with workspace.session() as session:
+            project = get_project(session, "stack")
+            by_slice = {int(Path(r.source).stem.split("_")[1]): r.id
+                        for r in session.scalars(select(ItemRow).where(ItemRow.project_id == project.id))}
+            for index in seeds_of:
+                size, counts = rle.encode(_load(index)[1])
+                annotations.save(session, project, by_slice[index], [Mask("mitochondrion", size, counts)],
+                                 author="expert", base_version=None)
+        params = {"project": "stack", "class": "mitochondrion", "base": base, "seed": seed,
+                  "min_examples": len(seeds_of)}
+        if base == "unet":
+            params.update(epochs=args.unet_epochs, steps_per_epoch=args.unet_steps, threads=args.jobs)
+        started = time.perf_counter()
+        job = run_job(workspace, create_job(workspace, "micro-train", params))
+        train_s = time.perf_counter() - started
+        if job.state != "done":
+            raise SystemExit(f"micro-train failed: {job.error}")
+        line = job.result["lines"][0]
+        print(line, flush=True)
+        set_chain(workspace, "stack", ["micro:mitochondrion"])
+        others = [by_slice[i] for i in slices if i not in seeds_of]
+        started = time.perf_counter()
+        job = run_job(workspace, create_job(workspace, "chain-predict", {"project": "stack", "items": others}))
+        predict_s = time.perf_counter() - started
+        if job.state != "done":
+            raise SystemExit(f"chain-predict failed: {job.error}")
+        distance = dict(zip(slices, distances(slices, seeds_of)))
+        with workspace.session() as session:
+            shapes = dict(session.execute(select(PredictionRow.item_id, PredictionRow.shapes)).all())
+        per_slice = []
+        for index in slices:
+            if index in seeds_of:
+                continue
+            mask = _load(index)[1]
+            found = np.zeros(mask.shape, bool)
+            for shape in shapes[by_slice[index]]:
+                found |= rle.decode(Mask(shape["label"], tuple(shape["size"]), shape["counts"]))
+            per_slice.append({"slice": index, "distance": int(distance[index]),
+                              "inter": int(np.count_nonzero(found & mask)), "union": int(np.count_nonzero(found | mask))})
+        metrics = job.result
+        workspace.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    extra = {"train_s": train_s, "predict_s_per_slice": predict_s / len(per_slice), "intensity": "-",
+             "micro": line, "threshold": metrics["thresholds"].get("mitochondrion")}
+    return [_summary(f"micro-{'rf' if base == 'pixel-rf' else base}", seed, seeds_of, per_slice, extra)]
+
+
 def _report(result: dict) -> None:
     steps = ", ".join(f"{d}: {v['iou']:.3f} ({v['slices']})" for d, v in result["by_distance"].items())
     print(f"{result['variant']} seed {result['seed']} labelled {result['labelled']}: IoU {result['iou']:.3f} "
@@ -236,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate", action="store_true",
                         help="also score each forest's predictions gated by the nearest labelled slice's mask")
     parser.add_argument("--jobs", type=int, default=2, help="forest threads (the benchmark machine has 2 cores)")
+    parser.add_argument("--unet-epochs", type=int, default=80, help="micro-unet: epochs (x --unet-steps steps)")
+    parser.add_argument("--unet-steps", type=int, default=9, help="micro-unet: steps per epoch")
     parser.add_argument("--json", type=Path, help="also write every run here")
     parser.add_argument("--queue-items", type=int, default=0,
                         help="instead: time the nearest-labelled order on this many items (SQLite, no pixels)")
@@ -256,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for variant in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            for result in run(variant, seed, args):
+            micro = {"micro-unet": "unet", "micro-rf": "pixel-rf"}.get(variant)
+            for result in (run_micro(micro, seed, args) if micro else run(variant, seed, args)):
                 runs.append(result)
                 _report(result)
     for variant in dict.fromkeys(r["variant"] for r in runs):

@@ -21,3 +21,37 @@ def test_dashboard_shows_each_class_micro_model_state_and_the_chain(page, ui_ser
     assert len(rows) == 3 and rows[1].split()[:2] == ["cat", "1"] and rows[2].split()[:2] == ["dog", "0"]
     assert "no: 1 labelled example(s) of 'cat', fewer than --min-examples 5; label 4 more" in rows[1]
     screenshot(page, "dashboard-micro-models")
+
+
+def test_a_newcomer_trains_chains_and_runs_semantic_micro_models_from_the_dashboard(page, ui_server):
+    import numpy as np
+
+    from labelloop.geometry import rle
+
+    pid, items = ui_server.project("micro-sem", "semantic", ["background", "cell"], images=4)
+    marks = np.zeros((240, 320), np.uint8)
+    marks[10:30, 10:300] = 1
+    marks[150:200, 100:220] = 2
+    shapes = []
+    for index, label in ((1, "background"), (2, "cell")):
+        size, counts = rle.encode(marks == index)
+        shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
+    with ui_server.api() as http:
+        for item in items[:3]:
+            http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "shapes": shapes}).raise_for_status()
+    page.goto(f"/projects/{pid}")
+    page.select_option(".models-card select", "micro-models (one per class)")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.locator("td.job-message", has_text="cell: micro:cell:1 on 3 examples").wait_for(timeout=120_000)
+    card = page.locator("[data-testid=micro-models]")
+    card.get_by_role("heading", name="Micro-models").wait_for()
+    rows = card.locator("tr").all_inner_texts()
+    assert rows[0].split("\t") == ["class", "images", "micro-model", "ready", "precision", "recall", "IoU", "in chain"]
+    assert len(rows) == 2 and rows[1].startswith("cell\t3\tmicro:cell:1 (pixel-rf)")  # never the background
+    card.locator("[data-testid=chain-trained]").click()
+    card.get_by_text("Chain: micro:cell").wait_for()
+    page.get_by_role("button", name="Pre-label", exact=True).click()
+    message = page.locator("td.job-message", has_text="chain of 1 micro-model(s) pre-labelled").first
+    message.wait_for(timeout=120_000)
+    assert "of 1 item(s)" in message.inner_text()  # the one item nobody labelled
+    screenshot(page, "dashboard-micro-models-semantic")

@@ -117,6 +117,12 @@ export const api = {
     request<Job>("POST", `/api/projects/${projectId}/train`, { model, params }),
   predict: (projectId: number, model: string, items?: number[]) =>
     request<Job>("POST", `/api/projects/${projectId}/predict`, items ? { model, items } : { model }),
+  trainMicro: (projectId: number, body: Record<string, unknown>) =>
+    request<Job>("POST", `/api/projects/${projectId}/micro-models/train`, body),
+  setChain: (projectId: number, chain: string[]) =>
+    request<Record<string, any>>("PUT", `/api/projects/${projectId}/chain`, { chain }),
+  predictChain: (projectId: number, body: Record<string, unknown> = {}) =>
+    request<Job>("POST", `/api/projects/${projectId}/chain/predict`, body),
   runQuality: (projectId: number, kind = "") =>
     request<Job>("POST", `/api/projects/${projectId}/quality/jobs${kind ? `?kind=${kind}` : ""}`),
   job: (id: number) => request<Job>("GET", `/api/jobs/${id}`),

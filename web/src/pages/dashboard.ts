@@ -9,9 +9,11 @@ const FORMATS: Record<string, string[]> = {
   classification: ["folders", "csv"], multilabel: ["csv"], detection: ["coco", "yolo", "voc"],
   instance: ["coco", "instances", "yolo"], semantic: ["masks", "scribbles"],
 };
+/** The models card's entry for micro-models: Train trains every class with enough examples, Pre-label runs the chain. */
+const MICRO = "micro-models (one per class)";
 const MODELS: Record<string, string[]> = {
-  classification: ["classifier"], multilabel: ["classifier"], detection: ["detector"], instance: ["pixel-rf", "unet"],
-  semantic: ["pixel-rf", "unet"],
+  classification: ["classifier", MICRO], multilabel: ["classifier", MICRO], detection: ["detector"],
+  instance: ["pixel-rf", "unet"], semantic: ["pixel-rf", "unet", MICRO],
 };
 
 export async function dashboardPage(root: HTMLElement, params: Record<string, string>) {
@@ -145,7 +147,10 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       kinds.map((k) => h("option", { value: k, selected: k === chosenKind }, k)));
     const start = (what: "train" | "predict") => async () => {
       try {
-        const job = what === "train" ? await api.train(id, pick.value) : await api.predict(id, pick.value);
+        const micro = pick.value === MICRO;
+        const job = what === "train"
+          ? (micro ? await api.trainMicro(id, { all_classes: true }) : await api.train(id, pick.value))
+          : (micro ? await api.predictChain(id, {}) : await api.predict(id, pick.value));
         running.add(job.id);
         toast(`${what} job #${job.id} started`);
         await refresh();
@@ -213,15 +218,35 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   function microCard(state: { chain: string[]; classes: Record<string, any>[] } | null): HTMLElement | null {
     if (!state) return null;
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
-    return h("section", { class: "card", "data-testid": "micro-models" }, h("h2", {}, "Micro-models"),
+    // Semantic projects' micro-models are scored on held-out pixels: precision, recall and IoU of pixels.
+    const pixels = project!.kind === "semantic";
+    const trained = state.classes.filter((c) => c.model).map((c) => `micro:${c.class}`);
+    const chainAll = async () => {
+      try {
+        await api.setChain(id, trained);
+        toast(`chain: ${trained.join(" → ")}`);
+        await refresh();
+      } catch (error) {
+        toast(formatError(error), "error");
+      }
+    };
+    // A wide table: the card spans two columns of the grid.
+    return h("section", { class: "card", style: "grid-column: span 2", "data-testid": "micro-models" }, h("h2", {}, "Micro-models"),
       h("p", { class: "muted" }, state.chain.length ? `Chain: ${state.chain.join(" → ")}`
-        : `No chain yet: labelloop chain ${project!.name} micro:CLASS …`),
-      h("table", { class: "list compact" },
-        h("tr", {}, ["class", "examples", "micro-model", "ready", "held-out precision", "held-out recall", "in chain"]
-          .map((t) => h("th", {}, t))),
+        : `No chain yet: chain the trained classes below, or labelloop chain ${project!.name} micro:CLASS …`),
+      trained.length && canManage(project!) && trained.join() !== state.chain.join()
+        ? h("button", { "data-testid": "chain-trained", onclick: () => void chainAll() },
+          `Chain every trained class (${trained.length})`) : null,
+      h("p", { class: "muted" }, `Precision, recall${pixels ? " and IoU of pixels" : ""}: held out, at each class's threshold.`),
+      h("div", { style: "overflow-x: auto" }, h("table", { class: "list compact" },
+        h("tr", {}, ["class", pixels ? "images" : "examples", "micro-model", "ready", "precision", "recall",
+          ...(pixels ? ["IoU"] : []), "in chain"].map((t) => h("th", {}, t))),
         state.classes.map((c) => h("tr", {}, h("td", { class: "name", title: c.class }, c.class), h("td", {}, String(c.examples)),
-          h("td", { title: c.not_used || "" }, c.model ?? "–"), h("td", { class: c.ready ? "" : "muted" }, c.ready ? "ready" : `no: ${c.why_not}`),
-          h("td", {}, pct(c.held_out_precision)), h("td", {}, pct(c.held_out_recall)), h("td", {}, c.in_chain ? "yes" : "")))));
+          h("td", { title: c.not_used || "" }, c.model ? `${c.model}${c.base && c.base !== "classifier" ? ` (${c.base})` : ""}` : "–"),
+          h("td", { class: c.ready ? "" : "muted" }, c.ready ? "ready" : `no: ${c.why_not}`),
+          h("td", {}, pct(c.held_out_precision)), h("td", {}, pct(c.held_out_recall)),
+          ...(pixels ? [h("td", {}, c.held_out_iou === null || c.held_out_iou === undefined ? "–" : c.held_out_iou.toFixed(3))] : []),
+          h("td", {}, c.in_chain ? "yes" : ""))))));
   }
 
   function modelCard(m: Record<string, any>): HTMLElement {
@@ -258,7 +283,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       h("button", { "data-testid": "prelabel-selected", onclick: async () => {
         if (!chosen().length) return toast("tick the images to pre-label first", "error");
         try {
-          const job = await api.predict(id, chosenKind, chosen());
+          const job = chosenKind === MICRO ? await api.predictChain(id, { items: chosen() })
+            : await api.predict(id, chosenKind, chosen());
           running.add(job.id);
           toast(`pre-labelling ${chosen().length} image(s): job #${job.id}`);
           await refresh();

@@ -25,8 +25,12 @@ class MicroTrainIn(Strict):
     class_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
         None, alias="class", description="Train this class's micro-model")
     all_classes: bool = Field(False, description="Every class with at least min_examples labelled examples")
-    min_examples: int = Field(5, ge=2, le=1_000_000)
-    base: Literal["classifier", "detector", "pixel-rf", "unet"] = "classifier"
+    min_examples: int | None = Field(None, ge=2, le=1_000_000,
+                                     description="Labelled examples a class needs (default 5 items; 2 images for "
+                                                 "pixel-rf and unet)")
+    base: Literal["classifier", "detector", "pixel-rf", "unet"] | None = Field(
+        None, description="classifier (classification, multi-label); pixel-rf or unet (semantic: default unet "
+                          "where the project has masks, else pixel-rf)")
     pseudo_labels: bool = Field(False, description="Let the chain's pending pre-labels join training as pseudo-labels "
                                                    "where the held-out score says they help")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters, as `labelloop train --set`.")
@@ -114,8 +118,11 @@ def predict(body: PredictIn, request: Request, access: Access = Depends(project_
 def train_micro_models(body: MicroTrainIn, request: Request, access: Access = Depends(project_access("manage"))):
     if (body.class_name is None) == (not body.all_classes):
         raise InvalidInput("give either class or all_classes: true")
-    params = {"seed": 0, **body.params, "project": access.project.name, "min_examples": body.min_examples,
-              "base": body.base, "all_classes": body.all_classes, "pseudo_labels": body.pseudo_labels}
+    params = {"seed": 0, **body.params, "project": access.project.name, "all_classes": body.all_classes,
+              "pseudo_labels": body.pseudo_labels}
+    for name, value in (("min_examples", body.min_examples), ("base", body.base)):
+        if value is not None:
+            params[name] = value
     if body.class_name is not None:
         params["class"] = body.class_name
     return start_job(request, "micro-train", params, access.project.id)

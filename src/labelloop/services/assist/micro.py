@@ -12,7 +12,7 @@ from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput, LabelloopError, NotFound
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.services.assist.embeddings import embed_items
-from labelloop.services.assist.model_kinds.micro import (DEFAULT_MIN_EXAMPLES, PREFIX, Micro, check_base, class_of,
+from labelloop.services.assist.model_kinds.micro import (DEFAULT_MIN_EXAMPLES, PREFIX, Micro, base_of, class_of,
                                                       examples_per_class, in_use, micro_kind, min_examples_of,
                                                       versions, why_not_trainable)
 from labelloop.services.assist.models import ModelInfo, _info, load_estimator
@@ -36,8 +36,10 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
     """One class (`class`) or every class (`all_classes`): per class a line saying what was trained, or why not.
     With `all_classes`, a class whose labelled examples are the same as its version in use is left as it is (each
     micro-model retrains alone when its class gets new labels) unless `force`."""
-    check_base(project, params.get("base") or "classifier")
-    min_examples = min_examples_of(params)
+    base = base_of(workspace, project, params)
+    min_examples = min_examples_of(params, base)
+    if base != "classifier":
+        return _train_mask_micros(workspace, project, params, ctx, base, min_examples)
     names = project.class_names() if params.get("all_classes") else [params.get("class")]
     if not params.get("all_classes") and not names[0]:
         raise InvalidInput("give --class CLASS or --all-classes")
@@ -76,11 +78,48 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
     return {"summary": "; ".join(lines), "lines": lines, "classes": results}
 
 
+def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], ctx: JobContext, base: str,
+                       min_examples: int) -> dict[str, Any]:
+    """`train_micro` for a semantic project: per class a binary segmenter on `base` (services/assist/micro_masks)."""
+    from labelloop.services.assist.micro_masks import (foreground_classes, labels_signature, mask_rows,
+                                                       train_mask_class, why_not_trainable_mask)
+
+    names = foreground_classes(project) if params.get("all_classes") else [params.get("class")]
+    if not params.get("all_classes") and not names[0]:
+        raise InvalidInput("give --class CLASS or --all-classes")
+    rows = mask_rows(workspace, project, base)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        examples = sum(any(s.label == name for s in shapes) for _, shapes in rows)
+        reason = why_not_trainable_mask(name, examples, min_examples)
+        if reason and params.get("all_classes"):
+            results[name] = {"trained": False, "examples": examples, "reason": reason}
+            continue
+        current = in_use(workspace, project, name)
+        if params.get("all_classes") and not params.get("force") and current is not None \
+                and current.params.get("base") == base \
+                and current.params.get("labels_signature") == labels_signature(rows):
+            results[name] = {"trained": False, "examples": examples, "model": current.ref,
+                             "reason": f"no new labels since {current.ref}; it stays in use"}
+            continue
+        model = train_mask_class(workspace, project, name, params, ctx, base, min_examples, rows)
+        m = model.metrics
+        results[name] = {"trained": True, "examples": examples, "model": model.ref, "status": model.status,
+                         "in_use": model.status == "ready", "ready": m["ready"], "threshold": m["threshold"],
+                         "precision": m["held_out_precision"], "recall": m["held_out_recall"],
+                         "iou": m["held_out_iou"], "coverage": None, "self_validation": m["self_validation"],
+                         "pseudo_labels": m["pseudo_labels"], "reason": m["reason"]}
+    lines = [_line(name, r) for name, r in results.items()]
+    return {"summary": "; ".join(lines), "lines": lines, "classes": results}
+
+
 def _line(name: str, r: dict[str, Any]) -> str:
     if not r["trained"]:
         return f"{name}: not trained ({r['reason']})"
     figures = (f"threshold {r['threshold']:.3f}, held-out precision {r['precision']:.2f}, recall {r['recall']:.2f}"
                if r["ready"] else f"no pre-labels yet ({r['reason']})")
+    if r.get("iou") is not None:
+        figures += f", pixel IoU {r['iou']:.3f}"
     pseudo = r.get("pseudo_labels") or {}
     if pseudo.get("requested"):
         figures += (f"; pseudo-labels {'kept' if pseudo.get('kept') else 'off'} ({pseudo.get('available', 0)} "
@@ -281,7 +320,12 @@ def chain_predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
         raise InvalidInput("no micro-model of the chain is trained yet: " +
                            "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     item_ids = chain_items(workspace, project, ctx.params)
-    result = predict_chain(workspace, project, models, item_ids, ctx, ctx.params.get("target_precision"))
+    if project.kind is ProjectKind.semantic:
+        from labelloop.services.assist.micro_masks import predict_mask_chain
+
+        result = predict_mask_chain(workspace, project, models, item_ids, ctx)
+    else:
+        result = predict_chain(workspace, project, models, item_ids, ctx, ctx.params.get("target_precision"))
     result["skipped"] = skipped
     no_prelabels = {class_of(m.kind): m.metrics.get("reason") for m in models if not m.metrics.get("ready")}
     result["no_prelabels"] = no_prelabels
@@ -296,8 +340,16 @@ def chain_predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
 
 def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
     """Per class: examples, the micro-model in use and its held-out figures, ready or why not; the chain."""
-    rows = labelled_items(workspace, project, shape_types=("class",))
-    counts = examples_per_class(project, rows)
+    semantic = project.kind is ProjectKind.semantic
+    if semantic:
+        from labelloop.services.assist.micro_masks import (DEFAULT_MASK_MIN_EXAMPLES, foreground_classes, mask_rows,
+                                                           why_not_trainable_mask)
+
+        rows = mask_rows(workspace, project)
+        counts = {n: sum(any(s.label == n for s in shapes) for _, shapes in rows) for n in foreground_classes(project)}
+    else:
+        rows = labelled_items(workspace, project, shape_types=("class",))
+        counts = examples_per_class(project, rows)
     chain = list(project.settings.get(SETTING) or [])
     chained = set()
     for entry in chain:
@@ -306,13 +358,15 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
         except LabelloopError:
             continue
     classes = []
-    for name in project.class_names():
+    default_minimum = DEFAULT_MASK_MIN_EXAMPLES if semantic else DEFAULT_MIN_EXAMPLES
+    for name in counts:
         found = versions(workspace, project, name)
         current = in_use(workspace, project, name)
         newest = found[-1] if found else None
-        minimum = int(current.params.get("min_examples", DEFAULT_MIN_EXAMPLES)) if current else DEFAULT_MIN_EXAMPLES
+        minimum = int(current.params.get("min_examples", default_minimum)) if current else default_minimum
         if current is None:
-            why = why_not_trainable(name, counts[name], len(rows), minimum) or "trainable; no micro-model trained yet"
+            why = (why_not_trainable_mask(name, counts[name], minimum) if semantic else
+                   why_not_trainable(name, counts[name], len(rows), minimum)) or "trainable; no micro-model trained yet"
         else:
             why = "" if current.metrics.get("ready") else current.metrics.get("reason", "")
         metrics = current.metrics if current else {}
@@ -324,6 +378,8 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
             "held_out_precision": metrics.get("held_out_precision"), "held_out_recall": metrics.get("held_out_recall"),
             "held_out_average_precision": metrics.get("held_out_average_precision"),
             "threshold": metrics.get("threshold"), "coverage": metrics.get("coverage"),
+            "base": (current.params.get("base") if current else None),
+            "held_out_iou": metrics.get("held_out_iou"),
             "new_examples_since": new_labels,
             "not_used": (f"{newest.ref}: {newest.metrics.get('self_validation')}"
                          if newest is not None and newest.status == "worse" else ""),

@@ -24,10 +24,11 @@ from labelloop.store.tables import ModelRow
 log = logging.getLogger(__name__)
 PREFIX = "micro:"
 DEFAULT_MIN_EXAMPLES = 5
-# Bases a micro-model can stand on, with the project kinds each serves. Detector, pixel forest and U-Net bases
-# (boxes and masks) are not built yet: ml/micro.py has their merge rules, the training is still to come.
-BASES = {"classifier": (ProjectKind.classification, ProjectKind.multilabel)}
-PLANNED_BASES = ("detector", "pixel-rf", "unet")
+# Bases a micro-model can stand on, with the project kinds each serves (semantic ones: services/assist/micro_masks.py).
+# A detector base (boxes) is not built yet: ml/micro.py has its merge rule, the training is still to come.
+BASES = {"classifier": (ProjectKind.classification, ProjectKind.multilabel),
+         "pixel-rf": (ProjectKind.semantic,), "unet": (ProjectKind.semantic,)}
+PLANNED_BASES = ("detector",)
 
 
 def micro_kind(class_name: str) -> str:
@@ -98,8 +99,8 @@ def pseudo_labels(workspace, project, name: str, labelled: set[int]) -> tuple[li
 
 def check_base(project, base: str) -> None:
     if base in PLANNED_BASES:
-        raise InvalidInput(f"--base {base}: micro-models on {base} are not built yet; only --base classifier "
-                           "(classification and multi-label projects) trains today")
+        raise InvalidInput(f"--base {base}: micro-models on {base} are not built yet; --base classifier "
+                           "(classification and multi-label projects), pixel-rf or unet (semantic projects) train today")
     if base not in BASES:
         raise InvalidInput(f"--base {base!r}: choose one of {', '.join(BASES)}")
     if project.kind not in BASES[base]:
@@ -107,10 +108,27 @@ def check_base(project, base: str) -> None:
                            f"{project.name!r} is a {project.kind.value} project")
 
 
-def min_examples_of(params: dict[str, Any]) -> int:
+def base_of(workspace, project, params: dict[str, Any]) -> str:
+    """The base asked for, checked; by default the classifier (classification), else a U-Net where the project
+    has whole masks and the pixel forest where it has only scribbles (semantic)."""
+    base = params.get("base")
+    if not base:
+        if project.kind is ProjectKind.semantic:
+            from labelloop.services.assist.micro_masks import default_base
+
+            base = default_base(workspace, project)
+        else:
+            base = "classifier"
+    check_base(project, base)
+    return base
+
+
+def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
+    from labelloop.services.assist.micro_masks import DEFAULT_MASK_MIN_EXAMPLES
     from labelloop.services.assist.model_kinds.options import number
 
-    value = number("--min-examples", params.get("min_examples", DEFAULT_MIN_EXAMPLES), int)
+    default = DEFAULT_MIN_EXAMPLES if base == "classifier" else DEFAULT_MASK_MIN_EXAMPLES
+    value = number("--min-examples", params.get("min_examples", default), int)
     if value < 2:
         raise InvalidInput(f"--min-examples {value}: a micro-model needs at least 2 examples (one to hold out)")
     return value
@@ -119,18 +137,23 @@ def min_examples_of(params: dict[str, Any]) -> int:
 @register_model_kind
 class Micro:
     name = "micro"
-    description = ("one small model per class (that class against every other labelled item) on embeddings, each "
-                   "with its own versions and a threshold calibrated on the class's held-out labels")
-    project_kinds = (ProjectKind.classification, ProjectKind.multilabel)
-    figures = (("class", "class", "text"), ("examples", "labelled examples of the class", "count"),
+    description = ("one small model per class (that class against every other labelled item, or pixel) on "
+                   "embeddings, a pixel forest or a U-Net, each with its own versions and a threshold calibrated on "
+                   "the class's held-out labels")
+    project_kinds = (ProjectKind.classification, ProjectKind.multilabel, ProjectKind.semantic)
+    figures = (("class", "class", "text"), ("base", "base model", "text"),
+               ("examples", "labelled examples of the class", "count"),
                ("negatives", "labelled items without it", "count"),
                ("held_out_precision", "held-out precision at the threshold", "share"),
                ("held_out_recall", "held-out recall at the threshold", "share"),
                ("held_out_average_precision", "held-out average precision", "number"),
+               ("held_out_iou", "held-out pixel IoU at the threshold", "number"), ("measured_on", "held out", "text"),
+               ("reason", "no pre-labels because", "text"),
                ("coverage", "unlabelled items it pre-labels", "share"), ("self_validation", "self-validation", "text"),
                ("training_seconds", "training time", "seconds"))
-    card_note = ("each class's micro-model is scored on its own held-out labels (cross-fitted); a retrain that "
-                 "scores worse than the version in use is kept but not used")
+    card_note = ("each class's micro-model is scored on its own held-out labels (cross-fitted items or images; a "
+                 "U-Net's held-out bands), pixels for semantic projects; a retrain that scores worse than the version "
+                 "in use is kept but not used")
 
     def train(self, workspace, project, params: dict[str, Any], ctx) -> ModelInfo:
         """Train the micro-model of `params["class"]`; refuses (InvalidInput, nothing written) when the class has
@@ -138,6 +161,11 @@ class Micro:
         name = params.get("class")
         if not name:
             raise InvalidInput("a micro-model is trained for one class: give --class CLASS (or --all-classes)")
+        base = base_of(workspace, project, params)
+        if base != "classifier":
+            from labelloop.services.assist.micro_masks import train_mask_class
+
+            return train_mask_class(workspace, project, name, params, ctx, base, min_examples_of(params, base))
         rows = labelled_items(workspace, project, shape_types=("class",))
         return self.train_class(workspace, project, name, params, ctx, rows)
 
