@@ -139,6 +139,37 @@ def test_the_proposal_counts_reach_torchvision_and_come_from_set_pairs():
         BoxDetector(1, proposals=0).validate_params()
 
 
+def test_the_prediction_size_is_the_input_the_network_sees_and_a_bad_one_is_refused():
+    from labelloop.ml.detection import BoxDetector
+    from labelloop.services.assist.model_kinds.detector import settings
+
+    def seen_height(detector) -> int:
+        detector.network_ = detector._network()
+        heights = []
+        detector.network_.backbone.register_forward_hook(lambda _m, args, _out: heights.append(args[0].shape[-2]))
+        detector.predict([np.zeros((480, 640, 3), np.uint8)])
+        return heights[0]
+
+    smaller = BoxDetector(1, pretrained=False, **settings({"predict_size": "352", "epochs": 1}, 0.9))
+    assert smaller.prediction_sizes == (352, 596)  # the long side's cap shrinks with it (704 × 352 / 416)
+    assert seen_height(smaller) == 352
+    assert smaller.network_.transform.min_size == (288, 352, 416)  # training still jitters over its own sizes
+    default = BoxDetector(1, pretrained=False)
+    assert default.prediction_sizes == (416, 704) and seen_height(default) == 416
+    from types import SimpleNamespace
+
+    from labelloop.services.assist.model_kinds.detector import Detector
+
+    logged = []  # `labelloop predict ... --set predict_size=352` on a version trained at the default size
+    Detector()._predict_size(default, SimpleNamespace(ref="detector:1"), {"predict_size": "352"},
+                             JobContext(1, {}, lambda *a: None, logged.append))
+    assert seen_height(default) == 352 and "threshold chosen at 416 px" in logged[0]
+    with pytest.raises(ValueError, match=r"predict size 32 must lie in \[64, max size 704\]"):
+        BoxDetector(1, predict_size=32).validate_params()
+    with pytest.raises(InvalidInput, match="predict_size 'small': expected a whole number"):
+        settings({"predict_size": "small"}, 0.9)
+
+
 @pytest.mark.slow
 def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_and_survives_a_checkpoint():
     from labelloop.ml.detection import BoxDetector
@@ -254,6 +285,8 @@ def test_bad_input_is_refused_before_any_version_is_reserved(workspace, boxes_pr
         _train(workspace, {"epochs": 1, "weights": str(bad)})
     with pytest.raises(InvalidInput, match="--lr auto is not available"):
         _train(workspace, {"epochs": 1, "lr": "auto"})
+    with pytest.raises(InvalidInput, match="predict size 2000 must lie in"):
+        _train(workspace, {"epochs": 1, "predict_size": 2000})
     assert list_models(workspace, project) == []
 
     make_project("empty", "detection", ["cat"])
@@ -297,6 +330,9 @@ def test_train_predict_review_export_through_the_cli(workspace, boxes_project, t
     assert report.exit_code == 0, report.output
     assert "detector:1: 2 held-out images" in report.output and "threshold" in report.output
     chosen = [boxes_project["s10"], boxes_project["s11"]]
+    refused = runner.invoke(app, ["predict", "shapes", "--model", "detector", "--items", str(chosen[0]), "--set",
+                                  "predict_size=10", *base])
+    assert refused.exit_code != 0 and "predict size 10 must lie in [64, max size 224]" in str(refused.exception)
     result = runner.invoke(app, ["predict", "shapes", "--model", "detector", "--items", ",".join(map(str, chosen)),
                                  *base])
     assert result.exit_code == 0, result.output

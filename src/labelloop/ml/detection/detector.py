@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_threshold, coco_map, scored_boxes
-from labelloop.ml.detection.network import build_detector
+from labelloop.ml.detection.network import build_detector, prediction_size
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.ml.unet.network import scale_image
 from labelloop.ml.unet.training import cpu_threads
@@ -40,7 +40,8 @@ class BoxDetector:
     """Boxes of `n_classes` classes (labels 1..n). Training runs for `epochs` or until `time_budget` seconds,
     whichever ends first; the learning rate warms up over `warmup_steps`, then is multiplied by `gamma` at each of
     `gamma_epochs` (default: at 70 % and 90 % of the run). Every `eval_period` epochs, and at the end, the test
-    images are scored (COCO mAP) and `on_checkpoint` is called."""
+    images are scored (COCO mAP) and `on_checkpoint` is called. Those scores, and every prediction, see the image at
+    a short side of `predict_size` (default: `min_size`, the largest of the sizes it trains on)."""
 
     def __init__(self, n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | None = None,
                  pretrained: bool = True, batch_size: int = 4, epochs: int | None = None,
@@ -50,7 +51,7 @@ class BoxDetector:
                  weight_decay: float = 1e-4, flip: bool = True, colour: float = 0.2, seed: int = 0,
                  threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True,
                  calibration_folds: int | str = "auto", fold_share: float = 0.5, proposals: int = 100,
-                 proposals_before_nms: int = 300):
+                 proposals_before_nms: int = 300, predict_size: int | None = None):
         self.n_classes, self.backbone, self.weights, self.pretrained = n_classes, backbone, weights, pretrained
         self.batch_size, self.epochs, self.time_budget, self.lr = batch_size, epochs, time_budget, lr
         self.gamma, self.gamma_epochs, self.rois_per_image = gamma, gamma_epochs, rois_per_image
@@ -61,6 +62,7 @@ class BoxDetector:
         self.frozen_norms = frozen_norms
         self.calibration_folds, self.fold_share = calibration_folds, fold_share
         self.proposals, self.proposals_before_nms = proposals, proposals_before_nms
+        self.predict_size = predict_size
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
@@ -82,7 +84,10 @@ class BoxDetector:
                   (0 < self.fold_share <= 2, f"fold share {self.fold_share} must lie in (0, 2]"),
                   (self.proposals >= 1, f"proposals {self.proposals} must be at least 1"),
                   (self.proposals_before_nms >= 1, f"proposals before NMS {self.proposals_before_nms} must be at "
-                                                   f"least 1")]
+                                                   f"least 1"),
+                  (self.predict_size is None or 64 <= self.predict_size <= self.max_size,
+                   f"predict size {self.predict_size} must lie in [64, max size {self.max_size}]: the short side of "
+                   f"the image at prediction, in pixels (default: min size, {self.min_size})")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -301,11 +306,19 @@ class BoxDetector:
 
     # --- prediction ---
 
+    @property
+    def prediction_sizes(self) -> tuple[int, int]:
+        """(short side, long side cap) of the input at prediction: `predict_size`, or `min_size` when not given;
+        the cap shrinks with it (max_size × predict_size / min_size), so wide images scale like the others."""
+        short = getattr(self, "predict_size", None) or self.min_size
+        return short, max(short, round(self.max_size * short / self.min_size))
+
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Every box the network keeps (score ≥ 0.05), with its class (1..n) and score."""
         self.network_.eval()
         found = []
-        with cpu_threads(torch.device("cpu"), self.threads), torch.inference_mode():
+        with cpu_threads(torch.device("cpu"), self.threads), torch.inference_mode(), \
+                prediction_size(self.network_, *self.prediction_sizes):
             for image in images:
                 out = self.network_([_tensor(image)])[0]
                 found.append({"boxes": out["boxes"].numpy().astype(float), "labels": out["labels"].numpy().astype(int),

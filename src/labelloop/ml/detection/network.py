@@ -4,6 +4,8 @@ file) with a feature pyramid. A whole detector checkpoint can be given instead, 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,20 @@ def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: st
     # channels-last convolutions: 0.78× the time of a training step and 0.85× of a prediction on the benchmark CPU
     # (benchmarks/detector_inference.py), the same arithmetic
     return detector.to(memory_format=torch.channels_last)
+
+
+@contextmanager
+def prediction_size(network: nn.Module, short_side: int, long_cap: int) -> Iterator[nn.Module]:
+    """Inside the block, `network` resizes its input to `short_side` (the long side capped at `long_cap`); after it,
+    the sizes it trains on again (torchvision's transform uses one `min_size` tuple for both: a random one of them in
+    training, the last in evaluation)."""
+    transform = network.transform
+    saved = transform.min_size, transform.max_size
+    transform.min_size, transform.max_size = (short_side,), long_cap
+    try:
+        yield network
+    finally:
+        transform.min_size, transform.max_size = saved
 
 
 def _load_detector(detector: nn.Module, state: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ those at or above the calibrated threshold are marked as pre-labels. When the he
 30), K cross-validation fold models (3, each for half the training's steps) add out-of-fold predictions of every
 labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). At
 prediction the box head scores the RPN's best `proposals` boxes per image (`--set proposals=N`, `--set
-proposals_before_nms=N`). Torch is imported only inside the methods."""
+proposals_before_nms=N`), on the image scaled to a short side of `predict_size` pixels (`--set predict_size=N` at
+training, stored with the version, or at prediction for that run; default: `--min-size`). Torch is imported only
+inside the methods."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ DEFAULT_BUDGET = 15 * 60.0  # seconds, when neither --epochs nor --time-budget i
 TINY_BOX = 4  # pixels: a box whose shorter side the network sees smaller than this is warned about
 _INTS = {"batch_size": "--batch-size", "epochs": "--epochs", "rois_per_image": "--rois-per-image",
          "eval_period": "--eval-period", "min_size": "--min-size", "max_size": "max_size", "threads": "threads",
-         "warmup_steps": "warmup_steps", "proposals": "proposals", "proposals_before_nms": "proposals_before_nms"}
+         "warmup_steps": "warmup_steps", "proposals": "proposals", "proposals_before_nms": "proposals_before_nms",
+         "predict_size": "predict_size"}
 _FLOATS = {"gamma": "--gamma", "weight_decay": "weight_decay", "momentum": "momentum", "colour": "colour"}
 
 
@@ -234,6 +237,21 @@ class Detector:
 
         return end_run(workspace, model, stopped, status, curves_png)
 
+    def _predict_size(self, detector, model: ModelInfo, params: dict[str, Any], ctx) -> None:
+        """`--set predict_size=N` at prediction: this run's input size instead of the version's own. The pre-label
+        threshold stays the one chosen on held-out images at the version's size, so it is said in the log."""
+        if params.get("predict_size") is None:
+            return
+        stored = detector.prediction_sizes[0]
+        detector.predict_size = _number("predict_size", params["predict_size"], int)
+        try:
+            detector.validate_params()
+        except ValueError as exc:
+            raise InvalidInput(f"{model.ref}: {exc}") from None
+        if detector.predict_size != stored:
+            ctx.log(f"predicting at a short side of {detector.predict_size} px ({model.ref} was evaluated and its "
+                    f"pre-label threshold chosen at {stored} px)")
+
     def predict(self, workspace, project, model, item_ids: list[int], params: dict[str, Any], ctx) -> dict[str, Any]:
         from labelloop.ml.detection.detector import BoxDetector
         from labelloop.services.data.project_data import item_rows
@@ -242,6 +260,7 @@ class Detector:
             raise InvalidInput(f"{model.ref} was trained on classes {', '.join(model.params['class_names'])}, the "
                                f"project now has {', '.join(project.class_names())}; train it again")
         detector = BoxDetector.from_checkpoint(read_checkpoint(workspace, model))
+        self._predict_size(detector, model, params, ctx)
         target = float(params.get("target_precision") or project.settings.get("target_precision", 0.95))
         if target != detector.target_precision:
             detector.calibrate(target)  # the project's target now: chosen again on the stored held-out boxes
