@@ -170,6 +170,41 @@ def test_predictions_on_ray_equal_the_inline_ones_without_duplicates(tmp_path, s
         assert session.scalar(select(func.count()).select_from(PredictionRow)) == 4
 
 
+def test_a_chain_of_micro_models_on_ray_writes_what_inline_writes(tmp_path, monkeypatch, in_process_ray):
+    from test_micro_masks import _masks_project
+
+    from labelloop.services.assist.micro import set_chain
+    from labelloop.services.projects import create_project as make
+
+    workspace = Workspace.init(tmp_path / "ws")
+
+    def make_project(name, kind, classes):
+        with workspace.session() as session:
+            return make(session, name, kind, classes)
+
+    _masks_project(workspace, make_project, tmp_path / "m", count=7, labelled=3)
+    job = run_job(workspace, create_job(workspace, "micro-train", {"project": "p", "class": "cell",
+                                                                   "base": "pixel-rf"}))
+    assert job.state == "done", job.error
+    set_chain(workspace, "p", ["micro:cell"])
+
+    def chain(executor: str = "inline") -> dict[int, list]:
+        job = run_job(workspace, create_job(workspace, "chain-predict", {"project": "p"}))
+        assert job.state == "done", job.error
+        assert job.result["predictions"] == 4 and job.result.get("executor", "inline") == executor
+        assert job.result["chain"] == ["micro:cell:1"] and "pre-labelled" in job.result["summary"]
+        with workspace.session() as session:
+            rows = session.scalars(select(PredictionRow).where(PredictionRow.review_state == "pending")).all()
+            return {r.item_id: r.shapes for r in rows}
+
+    inline = chain()
+    monkeypatch.setenv("LABELLOOP_EXECUTOR", "ray")
+    monkeypatch.setenv("LABELLOOP_CHUNK_ITEMS", "1")
+    assert chain("ray") == inline and len(inline) == 4
+    with workspace.session() as session:
+        assert session.scalar(select(func.count()).select_from(PredictionRow)) == 4  # replaced, not added
+
+
 def _run_in_thread(workspace, job_id: int) -> threading.Thread:
     thread = threading.Thread(target=run_job, args=(workspace, job_id), daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ import numpy as np
 
 from labelloop.domain import ClassLabel, ProjectKind, shape_to_dict
 from labelloop.errors import InvalidInput, LabelloopError, NotFound
+from labelloop.jobs.batches import batch_work, run_batches
 from labelloop.jobs.registry import JobContext, job_kind
 from labelloop.services.assist.embeddings import embed_items
 from labelloop.services.assist.model_kinds.micro import (DEFAULT_MIN_EXAMPLES, PREFIX, Micro, base_of, class_of,
@@ -320,12 +321,13 @@ def chain_predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
         raise InvalidInput("no micro-model of the chain is trained yet: " +
                            "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     item_ids = chain_items(workspace, project, ctx.params)
-    if project.kind is ProjectKind.semantic:
-        from labelloop.services.assist.micro_masks import predict_mask_chain
-
-        result = predict_mask_chain(workspace, project, models, item_ids, ctx)
-    else:
-        result = predict_chain(workspace, project, models, item_ids, ctx, ctx.params.get("target_precision"))
+    # The versions are pinned here, so every chunk (on Ray) runs the same micro-models.
+    pinned = [f"{m.kind}:{m.version}" for m in models]
+    result = run_batches(workspace, "chain-predict", item_ids, {**ctx.params, "chain": pinned}, ctx,
+                         message=f"pre-labelling with a chain of {len(models)} micro-model(s)")
+    if result.get("executor") == "ray":  # the chunks' counts add up; their ratios and times do not
+        result["coverage"] = round(result["prelabelled"] / result["predictions"], 4) if result["predictions"] else None
+        result.pop("seconds", None)
     result["skipped"] = skipped
     no_prelabels = {class_of(m.kind): m.metrics.get("reason") for m in models if not m.metrics.get("ready")}
     result["no_prelabels"] = no_prelabels
@@ -334,6 +336,20 @@ def chain_predict_job(workspace, ctx: JobContext) -> dict[str, Any]:
         f"item(s)", *(f"{k}: {v}" for k, v in {**skipped, **no_prelabels}.items())])
     ctx.log(result["summary"])
     return result
+
+
+@batch_work("chain-predict")
+def chain_predict_batch(workspace, item_ids: list[int], params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The pinned chain (`params["chain"]`: micro:CLASS:VERSION entries) over these items: all of a job's, or one
+    chunk of them on Ray; each item's merged pre-label replaces the chain's pending one, so a chunk run twice
+    writes nothing twice."""
+    project = _project(workspace, params["project"])
+    models, _ = resolve_chain(workspace, project, params["chain"])
+    if project.kind is ProjectKind.semantic:
+        from labelloop.services.assist.micro_masks import predict_mask_chain
+
+        return predict_mask_chain(workspace, project, models, item_ids, ctx)
+    return predict_chain(workspace, project, models, item_ids, ctx, params.get("target_precision"))
 
 
 # --- state ----------------------------------------------------------------------------------------------------
