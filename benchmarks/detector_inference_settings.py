@@ -1,6 +1,7 @@
 """Benchmark: the detector's inference-time settings, accuracy and time side by side on one trained network.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference_settings.py --threads 1 --rounds 3
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference_settings.py --threads 1 --which sizes --rounds 7
 
 Settings that apply only at prediction (RPN proposals before and after its NMS, the input size, boxes kept per image,
 images per call) need no retraining, so one network is trained once and each setting is measured on it. The network:
@@ -11,6 +12,12 @@ trained only once. For every setting: test mAP@0.5, mAP@0.5:0.95, AP@0.75 (pycoc
 the seconds per image of prediction (decoding excluded), the settings run interleaved round after round in one
 process; ratios are to the first setting (the defaults before this benchmark). A JSON summary goes to
 benchmarks/out/detector_inference_settings.json.
+
+`--which sizes`: the input size at prediction (`--set predict_size`) with the proposal counts. Each setting's
+accuracy is measured once on the 60 test images; its time on the same 8 photos as `detector_inference.py` (the
+Label Studio backend's batch, one at a time), the settings interleaved over `--rounds` rounds, each round starting
+one setting later. The 352 px row is measured a second time through `BoxDetector(predict_size=352).predict`, the
+product's own path, which must give the same mAP.
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ SETTINGS = {
     "300/100 proposals, 320/544 px": (300, 100, 320, 544, 100, 1),
     "300/100 proposals, 20 boxes kept": (300, 100, 416, 704, 20, 1),
     "300/100 proposals, 8 images a call": (300, 100, 416, 704, 100, 8),
+}
+# the input's short side / long cap at prediction (predict_size; the cap is max_size × predict_size / min_size)
+SIZES = {
+    "before: 500/300 proposals, 416/704 px": (500, 300, 416, 704, 100, 1),
+    "300/100 proposals (default), 416/704 px": (300, 100, 416, 704, 100, 1),
+    "500/300 proposals, 352/596 px": (500, 300, 352, 596, 100, 1),
+    "300/100 proposals, 384/650 px": (300, 100, 384, 650, 100, 1),
+    "300/100 proposals, 352/596 px": (300, 100, 352, 596, 100, 1),
+    "300/100 proposals, 320/542 px": (300, 100, 320, 542, 100, 1),
+    "300/100 proposals, 288/487 px": (300, 100, 288, 487, 100, 1),
 }
 
 
@@ -102,6 +119,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a machine other work shares)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--which", choices=("proposals", "sizes"), default="proposals",
+                        help="proposals: the first study (time on the 60 test images); sizes: input sizes at "
+                             "prediction (time on 8 photos)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "detector_inference_settings.json")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -119,6 +139,8 @@ def main() -> None:
     order = np.random.default_rng(args.seed).permutation(len(paths))
     test_images, test_targets = load([paths[i] for i in order[:60]])
     tensors = [_tensor(image) for image in test_images]
+    if args.which == "sizes":
+        return sizes_study(args, detector, train_s, test_images, test_targets)
     network = detector.network_.eval()
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     accuracy: dict[str, dict] = {}
@@ -153,6 +175,73 @@ def main() -> None:
             "ratio": round(median / first_time, 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def sizes_study(args, detector, train_s, test_images, test_targets) -> None:
+    """Accuracy of each SIZES setting on the 60 test images, then its time on 8 photos, interleaved over rounds."""
+    import torch
+
+    from labelloop.ml.detection.detector import _tensor
+    from labelloop.ml.detection.evaluation import coco_map
+
+    network = detector.network_.eval()
+    tensors = [_tensor(image) for image in test_images]
+    photos, _ = load(sorted((DATA / "images").glob("*.jpg"))[:8])
+    photo_tensors = [_tensor(image) for image in photos]
+    names = list(SIZES)
+    accuracy: dict[str, dict] = {}
+    loads = {"start": load_average()}
+    with torch.inference_mode():
+        for name in names:
+            apply(network, SIZES[name])
+            started = time.perf_counter()
+            preds = predict(network, tensors, 1)
+            seconds = (time.perf_counter() - started) / len(tensors)
+            accuracy[name] = {k: round(v, 4) for k, v in coco_map(preds, test_targets, 1).items()}
+            accuracy[name]["boxes_per_image"] = round(float(np.mean([len(p["scores"]) for p in preds])), 1)
+            accuracy[name]["s_per_test_image"] = round(seconds, 4)
+            print(f"  {name}: {accuracy[name]}", file=sys.stderr, flush=True)
+    # the product's path: BoxDetector.predict with predict_size (its own proposals, 300/100)
+    detector.predict_size = 352
+    product = {k: round(v, 4) for k, v in coco_map(detector.predict(test_images), test_targets, 1).items()}
+    detector.predict_size = None
+    loads["after_accuracy"] = load_average()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        apply(network, SIZES[names[0]])
+        predict(network, photo_tensors[:2], 1)  # warm-up
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                apply(network, SIZES[name])
+                started = time.perf_counter()
+                predict(network, photo_tensors, 1)
+                times[name].append(time.perf_counter() - started)
+            print(f"  round {r + 1}: " + ", ".join(f"{times[n][-1]:.2f}" for n in names), file=sys.stderr, flush=True)
+    loads["end"] = load_average()
+    first = statistics.median(times[names[0]])
+    default = statistics.median(times[names[1]])
+    report = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "torch": torch.__version__, "seed": args.seed, "steps": detector._state["step"],
+              "training_wall_s": train_s, "model": str(args.model), "test_images": len(tensors),
+              "timed_photos": len(photo_tensors), "rounds": args.rounds, "load_average_1_5_15": loads,
+              "product_predict_size_352": product, "settings": {}}
+    for name in names:
+        median = statistics.median(times[name])
+        pre, post, short, cap, kept, per_call = SIZES[name]
+        report["settings"][name] = {
+            "pre_nms": pre, "post_nms": post, "short_side": short, "long_cap": cap, **accuracy[name],
+            "d_map50_vs_default": round(accuracy[name]["map50"] - accuracy[names[1]]["map50"], 4),
+            "d_map_vs_default": round(accuracy[name]["map"] - accuracy[names[1]]["map"], 4),
+            "s_8_photos_median": round(median, 3), "s_8_photos_best": round(min(times[name]), 3),
+            "ratio_to_before": round(median / first, 3), "ratio_to_default": round(median / default, 3)}
+    out = args.out.with_name(args.out.stem + "_sizes.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 
