@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference_settings.py --threads 1 --rounds 3
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference_settings.py --threads 1 --which sizes --rounds 7
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/detector_inference_settings.py --threads 1 --which sizes --rounds 7 \
+        --dataset coco128-person
 
 Settings that apply only at prediction (RPN proposals before and after its NMS, the input size, boxes kept per image,
 images per call) need no retraining, so one network is trained once and each setting is measured on it. The network:
@@ -17,7 +19,8 @@ benchmarks/out/detector_inference_settings.json.
 accuracy is measured once on the 60 test images; its time on the same 8 photos as `detector_inference.py` (the
 Label Studio backend's batch, one at a time), the settings interleaved over `--rounds` rounds, each round starting
 one setting later. The 352 px row is measured a second time through `BoxDetector(predict_size=352).predict`, the
-product's own path, which must give the same mAP.
+product's own path, which must give the same mAP. `--dataset coco128-person` confirms on a second dataset:
+coco128's person boxes (many small), 80 labelled images (16 held out), 48 test images, timed on 8 of them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detector_raccoon import DATA, ROOT, held_out, load  # noqa: E402
+
+COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 
 # name -> (RPN proposals before NMS, after NMS, short side, long side cap, boxes kept per image, images per call)
 SETTINGS = {
@@ -68,15 +73,43 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def trained_detector(path: Path, steps: int, seed: int, threads: int | None):
-    """The raccoon network: read from `path`, or trained as `detector_calibration.py`'s main network and saved."""
+def coco128_person(seed: int) -> tuple[list, list, list, list]:
+    """The confirmation set: coco128's person boxes only (259 in 61 of the 128 images, many small; the other
+    images are kept, without boxes), dealt by a seeded permutation: 48 test images, 80 labelled (16 of them held
+    out, as in the product). Returns labelled images and targets, then test images and targets."""
+    from labelloop import media
+    from labelloop.domain import ProjectKind
+    from labelloop.formats.registry import get_format
+
+    bundle = get_format("coco").read(COCO128 / "annotations" / "instances_train2017.json", ProjectKind.detection)
+    images, targets = [], []
+    for entry in sorted(bundle.entries, key=lambda e: e.name):
+        people = [s for s in entry.shapes if s.label == "person"]
+        images.append(media.read(entry.path, 0, name=entry.name))
+        targets.append({"boxes": np.array([[s.x0, s.y0, s.x1, s.y1] for s in people], float).reshape(-1, 4),
+                        "labels": np.ones(len(people), int)})
+    order = np.random.default_rng(seed).permutation(len(images))
+    return ([images[i] for i in order[48:]], [targets[i] for i in order[48:]], [images[i] for i in order[:48]],
+            [targets[i] for i in order[:48]])
+
+
+def raccoon(seed: int) -> tuple[list, list, list, list]:
+    """Round 1 of `detector_calibration.py`: 50 labelled images (10 of them held out), 60 test images."""
+    paths = sorted((DATA / "images").glob("*.jpg"), key=lambda p: int(p.stem.split("-")[1]))
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return (*load([paths[i] for i in order[60:110]]), *load([paths[i] for i in order[:60]]))
+
+
+DATASETS = {"raccoon": raccoon, "coco128-person": coco128_person}
+
+
+def trained_detector(path: Path, steps: int, seed: int, threads: int | None, dataset: str = "raccoon"):
+    """The network: read from `path`, or trained as `detector_calibration.py`'s main network and saved."""
     from labelloop.ml.detection import BoxDetector
 
     if path.exists():
         return BoxDetector.from_checkpoint(path.read_bytes()), None
-    paths = sorted((DATA / "images").glob("*.jpg"), key=lambda p: int(p.stem.split("-")[1]))
-    order = np.random.default_rng(seed).permutation(len(paths))
-    images, targets = load([paths[i] for i in order[60:110]])
+    images, targets, _, _ = DATASETS[dataset](seed)
     hold = sorted(set(held_out(len(images), seed).tolist()))
     fit_i = [i for i in range(len(images)) if i not in hold]
     per_epoch = -(-len(fit_i) // 4)
@@ -119,13 +152,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a machine other work shares)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="raccoon",
+                        help="coco128-person: the second dataset, with --which sizes")
     parser.add_argument("--which", choices=("proposals", "sizes"), default="proposals",
                         help="proposals: the first study (time on the 60 test images); sizes: input sizes at "
                              "prediction (time on 8 photos)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "detector_inference_settings.json")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"raccoon not found at {DATA}")
+    if not (DATA if args.dataset == "raccoon" else COCO128).is_dir():
+        sys.exit(f"{args.dataset} not found in {DATA.parent}")
+    if args.dataset != "raccoon" and args.which != "sizes":
+        sys.exit("--dataset coco128-person goes with --which sizes")
     import torch
 
     from labelloop.ml.detection.detector import _tensor
@@ -133,11 +170,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.model = args.model or Path(f"/tmp/labelloop_raccoon_detector_{args.steps}.pt")
-    detector, train_s = trained_detector(args.model, args.steps, args.seed, args.threads)
-    paths = sorted((DATA / "images").glob("*.jpg"), key=lambda p: int(p.stem.split("-")[1]))
-    order = np.random.default_rng(args.seed).permutation(len(paths))
-    test_images, test_targets = load([paths[i] for i in order[:60]])
+    args.model = args.model or Path(f"/tmp/labelloop_{args.dataset}_detector_{args.steps}.pt")
+    detector, train_s = trained_detector(args.model, args.steps, args.seed, args.threads, args.dataset)
+    _, _, test_images, test_targets = DATASETS[args.dataset](args.seed)
     tensors = [_tensor(image) for image in test_images]
     if args.which == "sizes":
         return sizes_study(args, detector, train_s, test_images, test_targets)
@@ -191,7 +226,7 @@ def sizes_study(args, detector, train_s, test_images, test_targets) -> None:
 
     network = detector.network_.eval()
     tensors = [_tensor(image) for image in test_images]
-    photos, _ = load(sorted((DATA / "images").glob("*.jpg"))[:8])
+    photos = load(sorted((DATA / "images").glob("*.jpg"))[:8])[0] if args.dataset == "raccoon" else test_images[:8]
     photo_tensors = [_tensor(image) for image in photos]
     names = list(SIZES)
     accuracy: dict[str, dict] = {}
@@ -225,9 +260,10 @@ def sizes_study(args, detector, train_s, test_images, test_targets) -> None:
     loads["end"] = load_average()
     first = statistics.median(times[names[0]])
     default = statistics.median(times[names[1]])
-    report = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "seed": args.seed, "steps": detector._state["step"],
-              "training_wall_s": train_s, "model": str(args.model), "test_images": len(tensors),
+    report = {"dataset": args.dataset, "cpu": cpu_name(), "cores": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "seed": args.seed,
+              "steps": detector._state["step"], "training_wall_s": train_s, "model": str(args.model),
+              "test_images": len(tensors), "test_boxes": int(sum(len(t["labels"]) for t in test_targets)),
               "timed_photos": len(photo_tensors), "rounds": args.rounds, "load_average_1_5_15": loads,
               "product_predict_size_352": product, "settings": {}}
     for name in names:
@@ -239,7 +275,7 @@ def sizes_study(args, detector, train_s, test_images, test_targets) -> None:
             "d_map_vs_default": round(accuracy[name]["map"] - accuracy[names[1]]["map"], 4),
             "s_8_photos_median": round(median, 3), "s_8_photos_best": round(min(times[name]), 3),
             "ratio_to_before": round(median / first, 3), "ratio_to_default": round(median / default, 3)}
-    out = args.out.with_name(args.out.stem + "_sizes.json")
+    out = args.out.with_name(f"{args.out.stem}_sizes_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
