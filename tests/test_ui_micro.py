@@ -24,18 +24,10 @@ def test_dashboard_shows_each_class_micro_model_state_and_the_chain(page, ui_ser
 
 
 def test_a_newcomer_trains_chains_and_runs_semantic_micro_models_from_the_dashboard(page, ui_server):
-    import numpy as np
-
-    from labelloop.geometry import rle
+    from test_ui_loop import _scribbles
 
     pid, items = ui_server.project("micro-sem", "semantic", ["background", "cell"], images=4)
-    marks = np.zeros((240, 320), np.uint8)
-    marks[10:30, 10:300] = 1
-    marks[150:200, 100:220] = 2
-    shapes = []
-    for index, label in ((1, "background"), (2, "cell")):
-        size, counts = rle.encode(marks == index)
-        shapes.append({"type": "scribble", "label": label, "size": list(size), "counts": counts})
+    shapes = _scribbles()
     with ui_server.api() as http:
         for item in items[:3]:
             http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "shapes": shapes}).raise_for_status()
