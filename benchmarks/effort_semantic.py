@@ -3,6 +3,8 @@ uncertainty order against random.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/effort_semantic.py                 # both sets, 3 seeds
     .venv/bin/python benchmarks/effort_semantic.py --dataset nuclei --seeds 0 --strategies random
+    .venv/bin/python benchmarks/effort_semantic.py --dataset lucchi --seeds 0 --strategies random --model unet \
+        --set epochs=40 --set steps_per_epoch=9          # the U-Net, a fixed 360 steps a round
 
 Sets (../shared/data), each made a semantic task in a temporary folder (images linked, masks written there):
 - **nuclei**: DSB2018 fluorescence nuclei, the first --nuclei-items 256x256 images by id; nucleus = label > 0.
@@ -125,7 +127,14 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/labelloop-effort-semantic"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/labelloop-effort-semantic/results"))
     parser.add_argument("--png-dir", type=Path, default=ROOT / "docs")
+    parser.add_argument("--model", default="pixel-rf", help="the model kind each round trains (pixel-rf or unet)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="the model kind's own options for every round, as `labelloop simulate --set`")
     args = parser.parse_args()
+    model_params = {}
+    for pair in args.sets:
+        key, _, value = pair.partition("=")
+        model_params[key.strip()] = value.strip()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from labelloop.errors import Conflict
@@ -148,16 +157,19 @@ def main() -> None:
         import_path(workspace, name, truth / "images", format="images")
         start = args.start or default_start
         plan = plan_simulation(workspace, name, truth, format="masks", start=start, batch=args.batch or start,
-                               strategy=args.strategies.split(",")[0], compare=args.strategies, seeds=args.seeds)
+                               strategy=args.strategies.split(",")[0], compare=args.strategies, seeds=args.seeds,
+                               model=args.model, model_params=model_params)
         started = time.perf_counter()
         result = run_simulation(workspace, plan, progress=lambda d, t, m: print(f"{name}: {m}", file=sys.stderr)
                                 if m else None)
         result["timing"]["benchmark_seconds"] = round(time.perf_counter() - started, 1)
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-        png = args.png_dir / f"effort_semantic_{name}.png"
-        png.write_bytes(quality_png(result, title=f"{name} (semantic, pixel-rf): dataset mean IoU against human time"))
+        suffix = "" if args.model == "pixel-rf" else f"_{args.model}"
+        (args.out / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2))
+        png = args.png_dir / f"effort_semantic_{name}{suffix}.png"
+        png.write_bytes(quality_png(result, title=f"{name} (semantic, {args.model}): dataset mean IoU against human "
+                                                  "time"))
         print(table(name, result))
-        print(f"\n(json: {args.out / f'{name}.json'}, png: {png}, {result['timing']['benchmark_seconds']:.0f} s)\n",
+        print(f"\n(json: {args.out / f'{name}{suffix}.json'}, png: {png}, {result['timing']['benchmark_seconds']:.0f} s)\n",
               flush=True)
 
 
