@@ -1,5 +1,6 @@
 """Duplicates and near-duplicates: exact (content hash), perceptual (pHash within a Hamming distance) and
-semantic (embedding cosine similarity at or above a cut), joined into groups with union-find.
+semantic (embedding cosine similarity at or above a cut), joined into groups with union-find. Given the pictures,
+perceptual and semantic pairs only count when the pixels agree as one photograph (ml.same_picture).
 
 Arrays in, groups out. A group holding items of both the training and a held-out split is leakage.
 """
@@ -7,14 +8,15 @@ Arrays in, groups out. A group holding items of both the training and a held-out
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 # Both cuts chosen on hymenoptera with injected copies (docs/quality.md), reported on clothing10: pHash <= 8 of 64
 # bits (no pair of distinct pictures up to 10, 4 pairs at 14); cosine >= 0.9 of lite2 pooled embeddings (every 5 %
-# crop found, no pair of distinct pictures down to 0.88, one at 0.85).
+# crop found, no pair of distinct pictures down to 0.88, one at 0.85). On clothing10 they alone pair 80 different
+# pictures (garments on the same floor or carpet), hence the pixel check of ml.same_picture on what they nominate.
 MAX_HAMMING = 8
 MIN_COSINE = 0.9
 NEIGHBOURS = 10  # candidates per item for the semantic search
@@ -160,15 +162,22 @@ def group_pairs(pairs: Sequence[Pair], n: int, splits: Sequence[str] | None = No
 
 def find_duplicates(content: Sequence[str] | None = None, hashes: np.ndarray | None = None,
                     embeddings: np.ndarray | None = None, splits: Sequence[str] | None = None, *,
-                    max_hamming: int = MAX_HAMMING, min_cosine: float = MIN_COSINE,
-                    neighbours_k: int = NEIGHBOURS) -> list[DuplicateGroup]:
-    """Groups of two or more rows that are the same picture by any of the three tests, leakage first."""
+                    picture: Callable[[int], np.ndarray] | None = None, max_hamming: int = MAX_HAMMING,
+                    min_cosine: float = MIN_COSINE, neighbours_k: int = NEIGHBOURS) -> list[DuplicateGroup]:
+    """Groups of two or more rows that are the same picture by any of the three tests, leakage first.
+
+    `picture(i)`: row i decoded; when given, perceptual and semantic pairs must also agree pixel for pixel."""
     n = next(len(x) for x in (content, hashes, embeddings) if x is not None)
     pairs: list[Pair] = []
     if content is not None:
         pairs += exact_pairs(content)
+    nominated: list[Pair] = []
     if hashes is not None:
-        pairs += perceptual_pairs(hashes, max_hamming)
+        nominated += perceptual_pairs(hashes, max_hamming)
     if embeddings is not None:
-        pairs += semantic_pairs(embeddings, min_cosine, neighbours_k)
-    return group_pairs(pairs, n, splits)
+        nominated += semantic_pairs(embeddings, min_cosine, neighbours_k)
+    if picture is not None:
+        from labelloop.ml.same_picture import same_picture_pairs
+
+        nominated = same_picture_pairs(nominated, picture)
+    return group_pairs(pairs + nominated, n, splits)

@@ -1,13 +1,16 @@
-"""Duplicates and near-duplicates of a project: same bytes, same pHash within a Hamming distance, or embeddings
-at least this similar; grouped, leakage (a group across train and test) first."""
+"""Duplicates and near-duplicates of a project: same bytes, or a pHash within a Hamming distance or embeddings at
+least this similar whose pixels then agree as one photograph; grouped, leakage (a group across train and test)
+first."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from labelloop import media
 from labelloop.errors import InvalidInput
 from labelloop.ml.duplicates import (MAX_HAMMING, MIN_COSINE, exact_pairs, group_pairs, perceptual_pairs,
                                      semantic_pairs)
+from labelloop.ml.same_picture import MIN_AGREEMENT, same_picture_pairs
 from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
 from labelloop.services.quality.image_checks import measured
@@ -15,6 +18,12 @@ from labelloop.services.quality.inputs import any_embeddings
 from labelloop.services.quality.suspects import Found, fingerprint, last_run, store_run
 
 KIND = "duplicate"
+
+
+def _picture(workspace, row) -> np.ndarray:
+    from labelloop.ml.embeddings import to_rgb
+
+    return to_rgb(media.read(workspace.blobs.local_path(row.blob_sha256), row.page, name=row.source))
 
 
 def find_project_duplicates(workspace, project: ProjectInfo, *, max_hamming: int = MAX_HAMMING,
@@ -32,25 +41,29 @@ def find_project_duplicates(workspace, project: ProjectInfo, *, max_hamming: int
     _, embeddings, encoder = any_embeddings(workspace, project)
     embedded = None if embeddings is None else ~np.isnan(embeddings).any(axis=1)
     run_fingerprint = fingerprint(ids, [r.split for r in rows], encoder, None if embedded is None else
-                                  int(embedded.sum()), max_hamming, min_cosine)
+                                  int(embedded.sum()), max_hamming, min_cosine, MIN_AGREEMENT)
     with workspace.session() as session:
         run = last_run(session, project.id, KIND)
         if run is not None and run.fingerprint == run_fingerprint and not force:
             return {**run.summary, "rescored": False}
     hashes = np.array([measures[i][0] for i in ids], np.int64)
     splits = [r.split for r in rows]
-    pairs = exact_pairs([f"{r.blob_sha256}:{r.page}" for r in rows]) + perceptual_pairs(hashes, max_hamming)
+    nominated = perceptual_pairs(hashes, max_hamming)
     if embedded is not None and embedded.sum() > 1:
         index = np.flatnonzero(embedded)  # semantic pairs among the items an encoder has embedded
-        pairs += [(int(index[i]), int(index[j]), k, s) for i, j, k, s in semantic_pairs(embeddings[index], min_cosine)]
+        nominated += [(int(index[i]), int(index[j]), k, s)
+                      for i, j, k, s in semantic_pairs(embeddings[index], min_cosine)]
+    confirmed = same_picture_pairs(nominated, lambda i: _picture(workspace, rows[i]),
+                                   progress=lambda d, t: progress(d, t, "comparing pictures"))
+    pairs = exact_pairs([f"{r.blob_sha256}:{r.page}" for r in rows]) + confirmed
     groups = group_pairs(pairs, len(rows), splits)
     found = []
     for g in groups:
         key = f"{ids[g.members[0]]}"
         member_ids = [ids[m] for m in g.members]
         kept = member_ids[0]
-        words = {"exact": "the same file", "perceptual": "the same picture (perceptual hash)",
-                 "semantic": "nearly the same picture (embeddings)"}[g.kind]
+        words = {"exact": "the same file", "perceptual": "the same picture (perceptual hash, pixels agree)",
+                 "semantic": "the same picture (embeddings, pixels agree)"}[g.kind]
         for m in g.members:
             others = [ids[o] for o in g.members if o != m]
             text = (f"{words} as item{'s' if len(others) > 1 else ''} {', '.join(map(str, others[:5]))}"
