@@ -224,7 +224,8 @@ def duplicates(args) -> dict:
                 for i, j, test, _ in pairs:
                     if source(i) != source(j):
                         key = (min(source(i), source(j)), max(source(i), source(j)))
-                        false_by[key] = min(false_by.get(key, test), test, key=("exact", "perceptual", "semantic").index)
+                        false_by[key] = min(false_by.get(key, test), test,
+                                            key=("exact", "perceptual", "semantic").index)
                 false_pairs = sorted(false_by)
                 result[f"hamming<={hamming},cosine>={cosine}"] = {
                     "pixel_check": not args.no_pixel_check, "recall": recall,

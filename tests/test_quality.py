@@ -23,6 +23,7 @@ from labelloop.store.tables import EmbeddingRow, ItemRow, SuspectRow
 from conftest import SHARED_DATA, snapshot
 
 HYMENOPTERA = SHARED_DATA / "hymenoptera"
+CLOTHING10 = SHARED_DATA / "clothing10" / "images"
 
 
 def _done(workspace, kind: str, **params) -> dict:
@@ -109,11 +110,50 @@ def test_copies_are_grouped_exact_jpeg_and_half_size(tmp_path):
     pictures = images + [original, jpeg, half]
     content = [f"f{i}" for i in range(6)] + ["f0", "jpeg", "half"]
     hashes = np.array([phash(p) for p in pictures], np.int64)
-    groups = find_duplicates(content, hashes)
+    groups = find_duplicates(content, hashes, picture=lambda i: pictures[i])
     assert len(groups) == 1
     assert groups[0].members == [0, 6, 7, 8]
     assert groups[0].kind == "exact"
     assert {p[2] for p in groups[0].pairs} == {"exact", "perceptual"}
+
+
+def _garments(*names: str) -> list[np.ndarray]:
+    if not CLOTHING10.is_dir():
+        pytest.skip(f"clothing10 not found at {CLOTHING10}")
+    return [np.asarray(Image.open(CLOTHING10 / name).convert("RGB")) for name in names]
+
+
+def test_different_garments_on_the_same_wall_are_not_duplicates_but_a_cropped_copy_is():
+    from labelloop.ml.duplicates import find_duplicates, hamming_pairs, phash
+    from labelloop.ml.same_picture import MIN_AGREEMENT, agreement, picture_keys
+
+    # two pairs of different jeans hung on the same white wall: pHash 6 bits apart, closer than the cut (8)
+    pictures = _garments("pants/030a5708-f6d7-441f-86ee-0b51b33f3f51.jpg",
+                         "pants/a88db2dc-9282-4e0f-a412-9a126b4c1b02.jpg",
+                         "pants/8c098167-44ea-4d37-86a9-5f5ad67aaddc.jpg",
+                         "pants/9cb9ae19-00e1-4423-a940-a65200940627.jpg")
+    hashes = np.array([phash(p) for p in pictures], np.int64)
+    assert {(i, j) for i, j, _ in hamming_pairs(hashes)} >= {(0, 1), (2, 3)}
+    assert find_duplicates([f"f{i}" for i in range(4)], hashes) != []  # pHash alone pairs them
+    assert find_duplicates([f"f{i}" for i in range(4)], hashes, picture=lambda i: pictures[i]) == []
+    # a copy with 5 % cut off each side still agrees with its original once aligned
+    jeans = pictures[0]
+    dy, dx = round(jeans.shape[0] * 0.05), round(jeans.shape[1] * 0.05)
+    crop = np.ascontiguousarray(jeans[dy:-dy, dx:-dx])
+    assert agreement(picture_keys(jeans), picture_keys(crop)) >= MIN_AGREEMENT
+    assert agreement(picture_keys(pictures[0]), picture_keys(pictures[1])) < MIN_AGREEMENT
+
+
+def test_the_same_photo_filed_under_two_classes_is_grouped():
+    from labelloop.ml.duplicates import find_duplicates, phash
+
+    # clothing10 holds one photo twice, re-encoded, as shorts and as a skirt (docs/quality.md)
+    pictures = _garments("shorts/6075b4a5-5b1a-4ce0-aea0-9dbfbca7c35c.jpg",
+                         "skirt/637a56e4-7fa6-4f75-8859-0f8902461554.jpg",
+                         "pants/030a5708-f6d7-441f-86ee-0b51b33f3f51.jpg")
+    hashes = np.array([phash(p) for p in pictures], np.int64)
+    groups = find_duplicates(["a", "b", "c"], hashes, picture=lambda i: pictures[i])
+    assert [g.members for g in groups] == [[0, 1]] and groups[0].kind == "perceptual"
 
 
 def test_image_checks_find_blur_darkness_and_a_truncated_picture():
