@@ -143,7 +143,7 @@ def classifier_case(root: Path, per_class: int, requests: int) -> dict:
             "training_seconds_with_embeddings": round(trained, 1)}
 
 
-def detector_case(root: Path, images: int, epochs: int, requests: int) -> dict:
+def detector_case(root: Path, images: int, epochs: int, requests: int, settings: dict | None = None) -> dict:
     from labelloop.services.data.importing import import_path
     from labelloop.services.jobs import create_job, run_job
     from labelloop.services.projects import create_project
@@ -162,7 +162,7 @@ def detector_case(root: Path, images: int, epochs: int, requests: int) -> dict:
     import_path(workspace, "rac", folder, format="voc")
     started = time.perf_counter()
     job = run_job(workspace, create_job(workspace, "train", {"project": "rac", "model": "detector", "epochs": epochs,
-                                                              "seed": 0}))
+                                                              "seed": 0, **(settings or {})}))
     if job.state != "done":
         raise SystemExit(f"training failed: {job.error}")
     trained = time.perf_counter() - started
@@ -178,7 +178,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="detector training epochs (latency only)")
     parser.add_argument("--detector-requests", type=int, default=20)
     parser.add_argument("--skip-detector", action="store_true")
+    parser.add_argument("--detector-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a detector training option stored with the version, as `train --set` "
+                             "(e.g. predict_size=352, proposals=100)")
     args = parser.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.detector_set)
     if not DATA.is_dir():
         raise SystemExit(f"datasets not found at {DATA}")
     import torch
@@ -188,7 +192,9 @@ def main() -> None:
         report["classifier"] = classifier_case(Path(tmp), args.per_class, args.requests)
         print(json.dumps(report), flush=True)
         if not args.skip_detector:
-            report["detector"] = detector_case(Path(tmp), args.detector_images, args.epochs, args.detector_requests)
+            report["detector"] = detector_case(Path(tmp), args.detector_images, args.epochs, args.detector_requests,
+                                               settings)
+            report["detector"]["settings"] = settings
     print(json.dumps(report, indent=2))
 
 
