@@ -144,6 +144,15 @@ def test_different_garments_on_the_same_wall_are_not_duplicates_but_a_cropped_co
     assert agreement(picture_keys(pictures[0]), picture_keys(pictures[1])) < MIN_AGREEMENT
 
 
+def test_blank_frames_of_one_shade_are_grouped_and_of_two_shades_are_not():
+    from labelloop.ml.duplicates import find_duplicates, phash
+
+    frames = [np.zeros((48, 64, 3), np.uint8), np.full((24, 32, 3), 1, np.uint8), np.full((48, 64, 3), 255, np.uint8)]
+    hashes = np.array([phash(p) for p in frames], np.int64)
+    groups = find_duplicates(["black.png", "black-small.jpg", "white.png"], hashes, picture=lambda i: frames[i])
+    assert [g.members for g in groups] == [[0, 1]]
+
+
 def test_the_same_photo_filed_under_two_classes_is_grouped():
     from labelloop.ml.duplicates import find_duplicates, phash
 

@@ -63,9 +63,10 @@ def _correlation(a: np.ndarray, b: np.ndarray, blur: float, mask: np.ndarray | N
     b = cv2.GaussianBlur(b, (0, 0), blur).astype(np.float32)
     if mask is not None:
         a, b = a[mask], b[mask]
+    if max(a.std(), b.std()) < 1:  # both flat (a black frame, a blank page): the same if the same shade
+        return 1.0 if abs(float(a.mean()) - float(b.mean())) < 4 else 0.0
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    # two flat pictures carry no evidence either way; equal flat ones are the exact test's to find
     return float((a * b).sum()) / denominator if denominator > 0 else 0.0
 
 
