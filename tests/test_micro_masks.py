@@ -195,14 +195,16 @@ def test_each_class_gets_its_own_micro_model_and_the_chain_merges_them_per_pixel
         assert _iou(shapes, "square", by_item[item_id] == 2) > 0.6
 
 
-def test_a_unet_micro_model_calibrates_on_its_held_out_bands(workspace, make_project, tmp_path):
+def test_a_unet_micro_model_calibrates_on_its_held_out_bands_before_the_final_fit(workspace, make_project, tmp_path):
     _masks_project(workspace, make_project, tmp_path / "m", count=3)
     result = _done(workspace, "micro-train", project="p", **{"class": "cell"}, **UNET)  # masks: the U-Net by default
     with workspace.session() as session:
         (row,) = session.scalars(select(ModelRow)).all()
-    assert row.params["base"] == "unet" and row.params["final_fit"] == 0
-    assert row.metrics["measured_on"].startswith("held-out bands (20% of each image)")
-    assert "then a final fit" not in row.metrics["measured_on"]  # the bands stay unseen: they calibrate
+    assert row.params["base"] == "unet" and row.params["final_fit"] == 0.25
+    measured = row.metrics["measured_on"]
+    assert measured.startswith("held-out bands (20% of each image) until epoch 2, then a final fit on whole images")
+    # The bands trained the final network: the figures come from the best network before it (unseen bands).
+    assert "held-out figures: the best network before the final fit, epoch " in measured
     held = row.metrics["held_out"]
     assert 0 < held["pixels"] < 3 * 96 * 128 * 0.3 and held["average_precision"] is not None
     assert row.curves["val_iou"] and row.metrics["epochs"] == 3
@@ -292,3 +294,12 @@ def test_cli_trains_chains_and_predicts_a_semantic_project(workspace, make_proje
     for item_id, shapes in _chain_masks(workspace).items():
         if shapes:
             assert _iou(shapes, "cell", truth[item_id]) > 0.6
+
+
+def test_without_a_final_fit_the_unet_micro_model_scores_its_own_network(workspace, make_project, tmp_path):
+    _masks_project(workspace, make_project, tmp_path / "m", count=3)
+    _done(workspace, "micro-train", project="p", **{"class": "cell"}, **UNET, final_fit=0)
+    with workspace.session() as session:
+        (row,) = session.scalars(select(ModelRow)).all()
+    assert row.params["final_fit"] == 0 and row.metrics["measured_on"] == "held-out bands (20% of each image)"
+    assert row.metrics["held_out"]["pixels"] > 0

@@ -157,15 +157,16 @@ def _train_forest(workspace, project, name: str, rows, maps, params: dict[str, A
 
 
 def _train_unet(workspace, project, name: str, rows, params: dict[str, Any], ctx):
-    """A 2-class U-Net (the class against the rest), validated on held-out bands (or items); by default without
-    the final fit, so the bands stay unseen and calibrate the threshold. Returns (checkpoint bytes, held-out
-    probabilities, truth, extra metrics, curves)."""
+    """A 2-class U-Net (the class against the rest), validated on held-out bands (or items), with the U-Net's final
+    fit on whole images by default. The threshold is calibrated on the bands as the best network before the final
+    fit saw them (unseen); the network after the final fit, which trained on them too, predicts. Returns
+    (checkpoint bytes, held-out probabilities, truth, extra metrics, curves)."""
     from labelloop.ml.micro_masks import sample_pixels
     from labelloop.ml.unet import UNetSegmenter
     from labelloop.services.assist.model_kinds.unet import _training_pairs, settings
 
     class_value = next(c.index for c in project.classes if c.name == name)
-    options = settings({"final_fit": 0, **params})
+    options = settings(params)
     try:
         segmenter = UNetSegmenter(n_classes=2, **options).validate_params()
     except ValueError as exc:
@@ -173,14 +174,24 @@ def _train_unet(workspace, project, name: str, rows, params: dict[str, Any], ctx
     images, masks = _training_pairs(workspace, project, rows, [0, class_value], ctx)
     if not any(m.any() for m in masks):
         raise InvalidInput(f"no pixel of {name!r} in the labelled masks")
-    segmenter.fit(images, masks, on_progress=ctx.progress)
+    held_out_best: dict[str, Any] = {}
+
+    def keep_held_out_best(seg) -> None:
+        if not seg._state.joined_epoch and seg._best_state is not None:
+            held_out_best["weights"] = seg._best_state  # a fresh CPU copy each time the held-out best improves
+
+    segmenter.fit(images, masks, on_progress=ctx.progress, on_checkpoint=keep_held_out_best)
     state = segmenter._state
     rng = np.random.default_rng(int(params.get("seed", 0)))
     tta = params.get("tta")
     held_p, held_y = [], []
-    if state.val_regions and not state.joined_epoch:
+    judge = segmenter
+    if state.joined_epoch and held_out_best:  # the bands trained the final network: score the one before
+        judge = UNetSegmenter.from_checkpoint(segmenter.checkpoint())
+        judge.network_.load_state_dict(held_out_best["weights"])
+    if state.val_regions and (not state.joined_epoch or held_out_best):
         for n, (image, mask, (y0, y1, x0, x1)) in enumerate(zip(images, masks, state.val_regions), 1):
-            probability = segmenter.predict_proba(image, tta=tta)[y0:y1, x0:x1, 1]
+            probability = judge.predict_proba(image, tta=tta)[y0:y1, x0:x1, 1]
             band = mask[y0:y1, x0:x1] > 0
             p, y = sample_pixels(probability, band, np.ones(band.shape, bool), rng)
             held_p.append(p)
@@ -193,9 +204,19 @@ def _train_unet(workspace, project, name: str, rows, params: dict[str, Any], ctx
             held_p.append(p)
             held_y.append(y)
             ctx.progress(n, len(state.val_items), "scoring the held-out items")
+    validation = segmenter.validation_
+    if judge is not segmenter:
+        validation += f" (held-out figures: the best network before the final fit, epoch {state.best_epoch})"
     extra = {**{k: v for k, v in segmenter.summary_.items() if k not in ("stopped",)},
-             "validation": segmenter.validation_, "unet_stopped": segmenter.summary_["stopped"]}
+             "validation": validation, "unet_stopped": segmenter.summary_["stopped"]}
     return segmenter.checkpoint(), _cat(held_p), _cat(held_y), extra, dict(segmenter.history_)
+
+
+def fitted_final_fit(params: dict[str, Any]) -> float:
+    from labelloop.ml.unet import UNetSegmenter
+    from labelloop.services.assist.model_kinds.unet import settings
+
+    return float(settings(params).get("final_fit", UNetSegmenter().final_fit))
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -238,7 +259,7 @@ def train_mask_class(workspace, project, name: str, params: dict[str, Any], ctx,
                            "smoothing": fitted.smoothing, "scales": list(fitted.scales), "seed": fitted.random_state}
     else:
         fitted, held_p, held_y, extra, curves = _train_unet(workspace, project, name, rows, params, ctx)
-        stored_settings = {"final_fit": params.get("final_fit", 0)}
+        stored_settings = {"final_fit": fitted_final_fit(params)}
     seconds = time.perf_counter() - started
     calibration = pixel_calibration(held_p, held_y, target)
     if not len(held_y):
