@@ -272,6 +272,14 @@ def run_micro(base: str, seed: int, args) -> list[dict]:
             raise SystemExit(f"micro-train failed: {job.error}")
         line = job.result["lines"][0]
         print(line, flush=True)
+        from labelloop.services.assist.model_kinds.micro import in_use
+
+        with workspace.session() as session:
+            trained = in_use(workspace, get_project(session, "stack"), "mitochondrion")
+        model_figures = {k: trained.metrics.get(k) for k in ("epochs", "steps", "best_epoch", "unet_stopped",
+                                                             "measured_on", "held_out_iou", "threshold")} \
+            if trained else {}
+        print(json.dumps(model_figures), flush=True)
         set_chain(workspace, "stack", ["micro:mitochondrion"])
         others = [by_slice[i] for i in slices if i not in seeds_of]
         started = time.perf_counter()
@@ -297,7 +305,7 @@ def run_micro(base: str, seed: int, args) -> list[dict]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     extra = {"train_s": train_s, "predict_s_per_slice": predict_s / len(per_slice), "intensity": "-",
-             "micro": line, "threshold": metrics["thresholds"].get("mitochondrion")}
+             "micro": line, "threshold": metrics["thresholds"].get("mitochondrion"), "model": model_figures}
     return [_summary(f"micro-{'rf' if base == 'pixel-rf' else base}", seed, seeds_of, per_slice, extra)]
 
 

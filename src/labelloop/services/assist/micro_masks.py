@@ -26,6 +26,7 @@ DEFAULT_MASK_MIN_EXAMPLES = 2  # images holding the class: one trains while anot
 SHAPES = {"pixel-rf": ("scribble", "mask"), "unet": ("mask", "polygon")}
 FOREST_FOLDS = 5  # held-out images for the forest: each image left out in turn, at most this many folds
 OTHER, CLASS = 1, 2  # the forest's label values: 0 is an unlabelled pixel
+NO_EARLY_STOP = 1_000_000  # a U-Net micro-model's default patience (epochs without a better held-out IoU)
 
 
 def mask_rows(workspace, project, base: str | None = None) -> list:
@@ -166,7 +167,9 @@ def _train_unet(workspace, project, name: str, rows, params: dict[str, Any], ctx
     from labelloop.services.assist.model_kinds.unet import _training_pairs, settings
 
     class_value = next(c.index for c in project.classes if c.name == name)
-    options = settings(params)
+    # No early stopping unless asked (`--set patience=N`): with held-out bands it would end the run before the final
+    # fit, which then never happens (seen on Lucchi: stopped with a quarter of the schedule left).
+    options = settings({"patience": NO_EARLY_STOP, **params})
     try:
         segmenter = UNetSegmenter(n_classes=2, **options).validate_params()
     except ValueError as exc:
