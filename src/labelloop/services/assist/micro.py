@@ -89,6 +89,7 @@ def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], 
     if not params.get("all_classes") and not names[0]:
         raise InvalidInput("give --class CLASS or --all-classes")
     rows = mask_rows(workspace, project, base)
+    signature = labels_signature(rows)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         examples = sum(any(s.label == name for s in shapes) for _, shapes in rows)
@@ -99,7 +100,7 @@ def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], 
         current = in_use(workspace, project, name)
         if params.get("all_classes") and not params.get("force") and current is not None \
                 and current.params.get("base") == base \
-                and current.params.get("labels_signature") == labels_signature(rows):
+                and current.params.get("labels_signature") == signature:
             results[name] = {"trained": False, "examples": examples, "model": current.ref,
                              "reason": f"no new labels since {current.ref}; it stays in use"}
             continue
