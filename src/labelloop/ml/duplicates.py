@@ -177,7 +177,17 @@ def find_duplicates(content: Sequence[str] | None = None, hashes: np.ndarray | N
     if embeddings is not None:
         nominated += semantic_pairs(embeddings, min_cosine, neighbours_k)
     if picture is not None:
-        from labelloop.ml.same_picture import same_picture_pairs
-
-        nominated = same_picture_pairs(nominated, picture)
+        nominated = pixel_confirmed(nominated, pairs, picture)
     return group_pairs(pairs + nominated, n, splits)
+
+
+def pixel_confirmed(nominated: Sequence[Pair], exact: Sequence[Pair], picture: Callable[[int], np.ndarray],
+                    progress: Callable[[int, int], None] = lambda done, total: None) -> list[Pair]:
+    """The nominated pairs whose pixels agree as one photograph (ml.same_picture); a pair of the same bytes
+    (`exact`) agrees without being decoded again."""
+    from labelloop.ml.same_picture import same_picture_pairs
+
+    same_bytes = {(i, j) for i, j, *_ in exact}
+    known = [p for p in nominated if (p[0], p[1]) in same_bytes]
+    return known + same_picture_pairs([p for p in nominated if (p[0], p[1]) not in same_bytes], picture,
+                                      progress=progress)

@@ -9,8 +9,8 @@ import numpy as np
 from labelloop import media
 from labelloop.errors import InvalidInput
 from labelloop.ml.duplicates import (MAX_HAMMING, MIN_COSINE, exact_pairs, group_pairs, perceptual_pairs,
-                                     semantic_pairs)
-from labelloop.ml.same_picture import MIN_AGREEMENT, same_picture_pairs
+                                     pixel_confirmed, semantic_pairs)
+from labelloop.ml.same_picture import MIN_AGREEMENT
 from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
 from labelloop.services.quality.image_checks import measured
@@ -53,9 +53,9 @@ def find_project_duplicates(workspace, project: ProjectInfo, *, max_hamming: int
         index = np.flatnonzero(embedded)  # semantic pairs among the items an encoder has embedded
         nominated += [(int(index[i]), int(index[j]), k, s)
                       for i, j, k, s in semantic_pairs(embeddings[index], min_cosine)]
-    confirmed = same_picture_pairs(nominated, lambda i: _picture(workspace, rows[i]),
-                                   progress=lambda d, t: progress(d, t, "comparing pictures"))
-    pairs = exact_pairs([f"{r.blob_sha256}:{r.page}" for r in rows]) + confirmed
+    exact = exact_pairs([f"{r.blob_sha256}:{r.page}" for r in rows])
+    pairs = exact + pixel_confirmed(nominated, exact, lambda i: _picture(workspace, rows[i]),
+                                    progress=lambda d, t: progress(d, t, "comparing pictures"))
     groups = group_pairs(pairs, len(rows), splits)
     found = []
     for g in groups:
