@@ -90,9 +90,10 @@ def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], 
         raise InvalidInput("give --class CLASS or --all-classes")
     rows = mask_rows(workspace, project, base)
     signature = labels_signature(rows)
+    counts = examples_per_class(project, rows)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        examples = sum(any(s.label == name for s in shapes) for _, shapes in rows)
+        examples = counts.get(name, 0)
         reason = why_not_trainable_mask(name, examples, min_examples)
         if reason and params.get("all_classes"):
             results[name] = {"trained": False, "examples": examples, "reason": reason}
@@ -363,7 +364,8 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
                                                            why_not_trainable_mask)
 
         rows = mask_rows(workspace, project)
-        counts = {n: sum(any(s.label == n for s in shapes) for _, shapes in rows) for n in foreground_classes(project)}
+        every = examples_per_class(project, rows)
+        counts = {n: every[n] for n in foreground_classes(project)}
     else:
         rows = labelled_items(workspace, project, shape_types=("class",))
         counts = examples_per_class(project, rows)

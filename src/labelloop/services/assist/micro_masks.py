@@ -232,7 +232,7 @@ def train_mask_class(workspace, project, name: str, params: dict[str, Any], ctx,
     whose held-out average precision falls below the one in use is kept with status `worse`."""
     from labelloop.ml.micro import is_worse
     from labelloop.ml.micro_masks import MaskMicroModel, pixel_calibration
-    from labelloop.services.assist.model_kinds.micro import in_use, micro_kind
+    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use, micro_kind
 
     if name not in foreground_classes(project):
         if name in project.class_names():
@@ -247,7 +247,7 @@ def train_mask_class(workspace, project, name: str, params: dict[str, Any], ctx,
     if not rows:
         raise InvalidInput(f"project {project.name!r} has no {' or '.join(SHAPES[base])} labels for a {base} "
                            f"micro-model")
-    examples = sum(any(s.label == name for s in shapes) for _, shapes in rows)
+    examples = examples_per_class(project, rows)[name]
     reason = why_not_trainable_mask(name, examples, min_examples)
     maps = None if reason else _binary_maps(project, rows, name)
     reason = reason or why_not_trainable_mask(name, examples, min_examples, maps)
