@@ -265,12 +265,16 @@ def test_a_bad_chain_is_refused_and_changes_nothing(workspace, make_project, tmp
 
 def test_other_bases_and_project_kinds_are_refused_in_words(workspace, make_project, tmp_path):
     _project(workspace, make_project, tmp_path / "syn", {"ant": (8, 5), "bee": (8, 5)})
-    assert "not built yet" in _failed(workspace, "micro-train", project="syn", all_classes=True, base="detector")
+    assert "--base detector serves detection projects" in _failed(workspace, "micro-train", project="syn",
+                                                                  all_classes=True, base="detector")
     assert "choose one of classifier" in _failed(workspace, "micro-train", project="syn", all_classes=True, base="x")
     assert "at least 2 examples" in _failed(workspace, "micro-train", project="syn", all_classes=True, min_examples=1)
     make_project("boxes", "detection", ["car"])
     assert "classification, multilabel projects" in _failed(workspace, "micro-train", project="boxes",
-                                                            all_classes=True)
+                                                            all_classes=True, base="classifier")
+    make_project("cells", "instance", ["cell"])
+    assert "serves semantic projects" in _failed(workspace, "micro-train", project="cells", all_classes=True,
+                                                 base="unet")
 
 
 # --- command line ----------------------------------------------------------------------------------------------

@@ -20,21 +20,23 @@ def state_table(state: dict[str, Any]) -> Table:
     """Per class: examples, the micro-model in use, ready or why not, held-out precision and recall (and pixel IoU
     for semantic projects, where coverage has no meaning)."""
     pixels = any(c.get("base") in ("pixel-rf", "unet") for c in state["classes"])
-    table = Table("class", "images" if pixels else "examples", "micro-model", "versions", "in chain", "ready",
-                  "held-out P", "held-out R", "held-out IoU" if pixels else "coverage", "why not / note",
-                  title="micro-models")
+    boxes = any(c.get("base") == "detector" for c in state["classes"])
+    table = Table("class", "images" if pixels or boxes else "examples", "micro-model", "versions", "in chain", "ready",
+                  "held-out P", "held-out R", "held-out IoU" if pixels else "held-out AP@0.5" if boxes else "coverage",
+                  "why not / note", title="micro-models")
     for c in state["classes"]:
         note = c["why_not"] or c["not_used"]
         if c["why_not"] and c["not_used"]:
             note = f"{c['why_not']}; {c['not_used']}"
         model = c["model"] or "-"
-        if c.get("base") in ("pixel-rf", "unet"):
+        if c.get("base") in ("pixel-rf", "unet", "detector"):
             model += f" ({c['base']})"
         # Text cells: class names are shown as they are (no markup, no :emoji: codes such as micro:bee:1)
         table.add_row(*map(Text, (c["class"], str(c["examples"]), model, str(c["versions"]),
                                   "yes" if c["in_chain"] else "", "yes" if c["ready"] else "no",
                                   _share(c["held_out_precision"]), _share(c["held_out_recall"]),
-                                  _share(c.get("held_out_iou") if pixels else c["coverage"]), note)))
+                                  _share(c.get("held_out_iou") if pixels else c.get("held_out_average_precision")
+                                         if boxes else c["coverage"]), note)))
     return table
 
 

@@ -39,6 +39,12 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
     micro-model retrains alone when its class gets new labels) unless `force`."""
     base = base_of(workspace, project, params)
     min_examples = min_examples_of(params, base)
+    if base == "detector":
+        from labelloop.services.assist.micro_boxes import train_box_micros
+
+        results = train_box_micros(workspace, project, params, ctx, min_examples)
+        lines = [_line(name, r) for name, r in results.items()]
+        return {"summary": "; ".join(lines), "lines": lines, "classes": results}
     if base != "classifier":
         return _train_mask_micros(workspace, project, params, ctx, base, min_examples)
     names = project.class_names() if params.get("all_classes") else [params.get("class")]
@@ -123,6 +129,8 @@ def _line(name: str, r: dict[str, Any]) -> str:
                if r["ready"] else f"no pre-labels yet ({r['reason']})")
     if r.get("iou") is not None:
         figures += f", pixel IoU {r['iou']:.3f}"
+    if r.get("average_precision") is not None:
+        figures += f", held-out AP@0.5 {r['average_precision']:.3f}"
     pseudo = r.get("pseudo_labels") or {}
     if pseudo.get("requested"):
         figures += (f"; pseudo-labels {'kept' if pseudo.get('kept') else 'off'} ({pseudo.get('available', 0)} "
@@ -351,6 +359,10 @@ def chain_predict_batch(workspace, item_ids: list[int], params: dict[str, Any], 
         from labelloop.services.assist.micro_masks import predict_mask_chain
 
         return predict_mask_chain(workspace, project, models, item_ids, ctx)
+    if project.kind is ProjectKind.detection:
+        from labelloop.services.assist.micro_boxes import predict_box_chain
+
+        return predict_box_chain(workspace, project, models, item_ids, ctx, params.get("target_precision"))
     return predict_chain(workspace, project, models, item_ids, ctx, params.get("target_precision"))
 
 
@@ -359,6 +371,7 @@ def chain_predict_batch(workspace, item_ids: list[int], params: dict[str, Any], 
 def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
     """Per class: examples, the micro-model in use and its held-out figures, ready or why not; the chain."""
     semantic = project.kind is ProjectKind.semantic
+    boxes = project.kind is ProjectKind.detection
     if semantic:
         from labelloop.services.assist.micro_masks import (DEFAULT_MASK_MIN_EXAMPLES, foreground_classes, mask_rows,
                                                            why_not_trainable_mask)
@@ -366,6 +379,11 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
         rows = mask_rows(workspace, project)
         every = examples_per_class(project, rows)
         counts = {n: every[n] for n in foreground_classes(project)}
+    elif boxes:
+        from labelloop.services.assist.micro_boxes import DEFAULT_BOX_MIN_EXAMPLES, box_rows, why_not_trainable_box
+
+        rows = box_rows(workspace, project)
+        counts = examples_per_class(project, rows)
     else:
         rows = labelled_items(workspace, project, shape_types=("class",))
         counts = examples_per_class(project, rows)
@@ -377,7 +395,8 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
         except LabelloopError:
             continue
     classes = []
-    default_minimum = DEFAULT_MASK_MIN_EXAMPLES if semantic else DEFAULT_MIN_EXAMPLES
+    default_minimum = (DEFAULT_MASK_MIN_EXAMPLES if semantic else DEFAULT_BOX_MIN_EXAMPLES if boxes
+                       else DEFAULT_MIN_EXAMPLES)
     for name in counts:
         found = versions(workspace, project, name)
         current = in_use(workspace, project, name)
@@ -385,6 +404,7 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
         minimum = int(current.params.get("min_examples", default_minimum)) if current else default_minimum
         if current is None:
             why = (why_not_trainable_mask(name, counts[name], minimum) if semantic else
+                   why_not_trainable_box(name, counts[name], minimum) if boxes else
                    why_not_trainable(name, counts[name], len(rows), minimum)) or "trainable; no micro-model trained yet"
         else:
             why = "" if current.metrics.get("ready") else current.metrics.get("reason", "")
@@ -398,7 +418,7 @@ def chain_state(workspace, project: ProjectInfo) -> dict[str, Any]:
             "held_out_average_precision": metrics.get("held_out_average_precision"),
             "threshold": metrics.get("threshold"), "coverage": metrics.get("coverage"),
             "base": (current.params.get("base") if current else None),
-            "held_out_iou": metrics.get("held_out_iou"),
+            "held_out_iou": metrics.get("held_out_iou"), "held_out_map": metrics.get("held_out_map"),
             "new_examples_since": new_labels,
             "not_used": (f"{newest.ref}: {newest.metrics.get('self_validation')}"
                          if newest is not None and newest.status == "worse" else ""),

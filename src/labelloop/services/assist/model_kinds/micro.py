@@ -24,11 +24,10 @@ from labelloop.store.tables import ModelRow
 log = logging.getLogger(__name__)
 PREFIX = "micro:"
 DEFAULT_MIN_EXAMPLES = 5
-# Bases a micro-model can stand on, with the project kinds each serves (semantic ones: services/assist/micro_masks.py).
-# A detector base (boxes) is not built yet: ml/micro.py has its merge rule, the training is still to come.
-BASES = {"classifier": (ProjectKind.classification, ProjectKind.multilabel),
+# Bases a micro-model can stand on, with the project kinds each serves (semantic ones: services/assist/micro_masks.py;
+# detection ones: services/assist/micro_boxes.py).
+BASES = {"classifier": (ProjectKind.classification, ProjectKind.multilabel), "detector": (ProjectKind.detection,),
          "pixel-rf": (ProjectKind.semantic,), "unet": (ProjectKind.semantic,)}
-PLANNED_BASES = ("detector",)
 
 
 def micro_kind(class_name: str) -> str:
@@ -98,9 +97,6 @@ def pseudo_labels(workspace, project, name: str, labelled: set[int]) -> tuple[li
 
 
 def check_base(project, base: str) -> None:
-    if base in PLANNED_BASES:
-        raise InvalidInput(f"--base {base}: micro-models on {base} are not built yet; --base classifier "
-                           "(classification and multi-label projects), pixel-rf or unet (semantic projects) train today")
     if base not in BASES:
         raise InvalidInput(f"--base {base!r}: choose one of {', '.join(BASES)}")
     if project.kind not in BASES[base]:
@@ -109,11 +105,13 @@ def check_base(project, base: str) -> None:
 
 
 def base_of(workspace, project, params: dict[str, Any]) -> str:
-    """The base asked for, checked; by default the classifier (classification), else a U-Net where the project
-    has whole masks and the pixel forest where it has only scribbles (semantic)."""
+    """The base asked for, checked; by default the classifier (classification), the detector (detection), else a
+    U-Net where the project has whole masks and the pixel forest where it has only scribbles (semantic)."""
     base = params.get("base")
     if not base:
-        if project.kind is ProjectKind.semantic:
+        if project.kind is ProjectKind.detection:
+            base = "detector"
+        elif project.kind is ProjectKind.semantic:
             from labelloop.services.assist.micro_masks import default_base
 
             base = default_base(workspace, project)
@@ -123,11 +121,18 @@ def base_of(workspace, project, params: dict[str, Any]) -> str:
     return base
 
 
-def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
+def default_min_examples(base: str) -> int:
+    """Labelled examples a class needs by default: items (classifier), images holding it (the others)."""
+    from labelloop.services.assist.micro_boxes import DEFAULT_BOX_MIN_EXAMPLES
     from labelloop.services.assist.micro_masks import DEFAULT_MASK_MIN_EXAMPLES
+
+    return {"classifier": DEFAULT_MIN_EXAMPLES, "detector": DEFAULT_BOX_MIN_EXAMPLES}.get(base, DEFAULT_MASK_MIN_EXAMPLES)
+
+
+def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
     from labelloop.services.assist.model_kinds.options import number
 
-    default = DEFAULT_MIN_EXAMPLES if base == "classifier" else DEFAULT_MASK_MIN_EXAMPLES
+    default = default_min_examples(base)
     value = number("--min-examples", params.get("min_examples", default), int)
     if value < 2:
         raise InvalidInput(f"--min-examples {value}: a micro-model needs at least 2 examples (one to hold out)")
@@ -137,23 +142,24 @@ def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
 @register_model_kind
 class Micro:
     name = "micro"
-    description = ("one small model per class (that class against every other labelled item, or pixel) on "
-                   "embeddings, a pixel forest or a U-Net, each with its own versions and a threshold calibrated on "
-                   "the class's held-out labels")
-    project_kinds = (ProjectKind.classification, ProjectKind.multilabel, ProjectKind.semantic)
+    description = ("one small model per class (that class against every other labelled item, image or pixel) on "
+                   "embeddings, a one-class detector, a pixel forest or a U-Net, each with its own versions and a "
+                   "threshold calibrated on the class's held-out labels")
+    project_kinds = (ProjectKind.classification, ProjectKind.multilabel, ProjectKind.detection, ProjectKind.semantic)
     figures = (("class", "class", "text"), ("base", "base model", "text"),
                ("examples", "labelled examples of the class", "count"),
                ("negatives", "labelled items without it", "count"),
                ("held_out_precision", "held-out precision at the threshold", "share"),
                ("held_out_recall", "held-out recall at the threshold", "share"),
-               ("held_out_average_precision", "held-out average precision", "number"),
+               ("held_out_average_precision", "held-out average precision (AP@0.5 for boxes)", "number"),
+               ("held_out_map", "held-out AP@0.5:0.95", "number"),
                ("held_out_iou", "held-out pixel IoU at the threshold", "number"), ("measured_on", "held out", "text"),
                ("reason", "no pre-labels because", "text"),
                ("coverage", "unlabelled items it pre-labels", "share"), ("self_validation", "self-validation", "text"),
                ("training_seconds", "training time", "seconds"))
     card_note = ("each class's micro-model is scored on its own held-out labels (cross-fitted items or images; a "
-                 "U-Net's held-out bands), pixels for semantic projects; a retrain that scores worse than the version "
-                 "in use is kept but not used")
+                 "U-Net's held-out bands), pixels for semantic projects, boxes matched at IoU ≥ 0.5 for detection "
+                 "ones; a retrain that scores worse than the version in use is kept but not used")
 
     def train(self, workspace, project, params: dict[str, Any], ctx) -> ModelInfo:
         """Train the micro-model of `params["class"]`; refuses (InvalidInput, nothing written) when the class has
@@ -162,6 +168,10 @@ class Micro:
         if not name:
             raise InvalidInput("a micro-model is trained for one class: give --class CLASS (or --all-classes)")
         base = base_of(workspace, project, params)
+        if base == "detector":
+            from labelloop.services.assist.micro_boxes import train_box_class
+
+            return train_box_class(workspace, project, name, params, ctx, min_examples_of(params, base))
         if base != "classifier":
             from labelloop.services.assist.micro_masks import train_mask_class
 

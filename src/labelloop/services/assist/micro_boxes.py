@@ -1,0 +1,231 @@
+"""Micro-models of detection projects: per class the project's detector (`BoxDetector`, one class) trained on that
+class's boxes, the labelled images without any of them as negatives, scored and calibrated on held-out images
+(ml.micro_boxes); and the chain that runs them and merges their boxes into one pre-label per item."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from labelloop import media
+from labelloop.domain import Box, shape_to_dict
+from labelloop.errors import InvalidInput
+from labelloop.services.assist.models import ModelInfo, save_model, update_model
+from labelloop.services.data.project_data import item_rows, labelled_items
+
+log = logging.getLogger(__name__)
+DEFAULT_BOX_MIN_EXAMPLES = 5  # images with a box of the class: one is held out, the folds need a few to train on
+PREDICT_BATCH = 8  # images read and detected together (the detector may run them in parallel)
+
+
+def box_rows(workspace, project) -> list:
+    """Labelled images with boxes (a box micro-model's positives and negatives)."""
+    return labelled_items(workspace, project, shape_types=("box",))
+
+
+def why_not_trainable_box(name: str, examples: int, min_examples: int) -> str:
+    """'' when a class's box micro-model can be trained, else the reason in words. No image without the class is
+    needed: the background of the class's own images teaches the detector what the class is not."""
+    if examples < min_examples:
+        return (f"{examples} labelled image(s) hold a {name!r} box, fewer than --min-examples {min_examples}; "
+                f"draw it on {min_examples - examples} more")
+    return ""
+
+
+def class_signature(rows, name: str) -> str:
+    """A digest of what a class's micro-model learns from: the labelled images and their boxes of the class. A
+    retrain with --all-classes is skipped when it is the same (other classes' boxes moving change nothing)."""
+    digest = hashlib.sha256()
+    for item, shapes in sorted(rows, key=lambda r: r[0].id):
+        boxes = sorted([round(s.x0, 2), round(s.y0, 2), round(s.x1, 2), round(s.y1, 2)]
+                       for s in shapes if isinstance(s, Box) and s.label == name)
+        digest.update(json.dumps([item.id, boxes]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _read(workspace, item) -> np.ndarray:
+    return media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
+
+
+def _target(shapes, name: str) -> dict[str, np.ndarray]:
+    boxes = [[s.x0, s.y0, s.x1, s.y1] for s in shapes if isinstance(s, Box) and s.label == name]
+    return {"boxes": np.array(boxes, float).reshape(-1, 4), "labels": np.ones(len(boxes), int)}
+
+
+def detector_settings(params: dict[str, Any], target: float) -> dict[str, Any]:
+    """The detector kind's options (--epochs, --min-size, --set ...), with one evaluation at the end unless
+    --eval-period is given: a micro-model keeps only its final network."""
+    from labelloop.services.assist.model_kinds.detector import settings
+
+    options = settings(params, target)
+    if params.get("eval_period") is None:
+        options["eval_period"] = 1_000_000
+    return options
+
+
+def train_box_class(workspace, project, name: str, params: dict[str, Any], ctx, min_examples: int,
+                    rows=None) -> ModelInfo:
+    """Train, score on held-out images, calibrate and store the next version of `micro:NAME` on the detector; a
+    version whose held-out AP@0.5 falls below the one in use (or that lost its threshold) is kept with status
+    `worse`."""
+    from labelloop.ml.detection.detector import BoxDetector
+    from labelloop.ml.detection.network import build_detector
+    from labelloop.ml.micro import is_worse
+    from labelloop.ml.micro_boxes import BoxMicroModel, held_out_figures, held_out_images
+    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use, micro_kind
+
+    if name not in project.class_names():
+        raise InvalidInput(f"project {project.name!r} has no class {name!r}; its classes: "
+                           f"{', '.join(project.class_names())}")
+    if params.get("pseudo_labels"):
+        raise InvalidInput("--pseudo-labels: pseudo-labels train classification micro-models only; box ones learn "
+                           "from human boxes")
+    rows = box_rows(workspace, project) if rows is None else rows
+    examples = examples_per_class(project, rows)[name]
+    reason = why_not_trainable_box(name, examples, min_examples)
+    if reason:
+        raise InvalidInput(f"no micro-model for {name!r}: {reason}")
+    target = float(params.get("target_precision") or project.settings.get("target_precision") or 0.95)
+    options = detector_settings(params, target)
+    try:
+        detector = BoxDetector(1, **options).validate_params()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(str(exc)) from None
+    build_detector(1, backbone=detector.backbone, weights=detector.weights)  # bad weights fail before any work
+    fraction = float(params.get("test_fraction", 0.2))
+    if not 0 < fraction < 1:
+        raise InvalidInput(f"--test-fraction {fraction}: give a share between 0 and 1, e.g. 0.2")
+    has_class = np.array([any(s.label == name for s in shapes) for _, shapes in rows])
+    test = set(held_out_images(has_class, fraction, int(params.get("seed", 0))).tolist())
+    images, targets, test_images, test_targets = [], [], [], []
+    for n, (item, shapes) in enumerate(rows):
+        (test_images if n in test else images).append(_read(workspace, item))
+        (test_targets if n in test else targets).append(_target(shapes, name))
+        ctx.progress(n + 1, len(rows), "reading labelled images")
+    started = time.perf_counter()
+    detector.fit(images, targets, test_images, test_targets, on_progress=ctx.progress)
+    seconds = time.perf_counter() - started
+    score = held_out_figures(detector)
+    if not score["ready"]:
+        score["reason"] += ": draw the class on more images, or lower the project's target precision"
+    current = in_use(workspace, project, name)
+    worse = is_worse(score, current.metrics.get("held_out") if current else None)
+    verdict = (f"worse than {current.ref} (kept, not used): {worse}" if worse else
+               f"replaces {current.ref} in use" if current else "first version, in use")
+    positives = sorted(item.id for (item, _), has in zip(rows, has_class) if has)
+    metrics = {
+        "class": name, "base": "detector", "examples": examples, "negatives": len(rows) - examples,
+        "labelled_items": len(rows), "min_examples": min_examples, "held_out": score,
+        "held_out_precision": score["precision"], "held_out_recall": score["recall"],
+        "held_out_average_precision": score["average_precision"], "held_out_map": score["map"],
+        "threshold": score["threshold"], "ready": score["ready"], "reason": score["reason"],
+        "target_precision": target, "coverage": None, "in_use": not worse, "self_validation": verdict,
+        "training_seconds": round(seconds, 3), "pseudo_labels": {"requested": False},
+        "measured_on": f"{len(test_images)} held-out images ({score['boxes']} boxes); threshold on "
+                       f"{score['calibrated_on']}",
+        "epochs": detector.summary_["epochs"], "steps": detector.summary_["steps"],
+        "stopped": detector.summary_["stopped"],
+    }
+    stored = {"class": name, "base": "detector", "min_examples": min_examples, "positives": positives,
+              "labels_signature": class_signature(rows, name), "target_precision": target,
+              "test_item_ids": sorted(rows[n][0].id for n in test), **detector.get_params()}
+    saved = save_model(workspace, project, micro_kind(name), BoxMicroModel(name, detector.checkpoint(), target),
+                       params=stored, metrics=metrics, item_ids=[item.id for item, _ in rows],
+                       curves=dict(detector.history_))
+    if worse:
+        saved = update_model(workspace, saved, status="worse")
+    log.info("%s: %s", saved.ref, verdict)
+    return saved
+
+
+def train_box_micros(workspace, project, params: dict[str, Any], ctx, min_examples: int) -> dict[str, dict]:
+    """Per class asked for (`class`, or every class with `all_classes`): what was trained, or why not. With
+    `all_classes`, a class whose images and boxes are the same as its version in use's is left as it is unless
+    `force`."""
+    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use
+
+    names = project.class_names() if params.get("all_classes") else [params.get("class")]
+    if not params.get("all_classes") and not names[0]:
+        raise InvalidInput("give --class CLASS or --all-classes")
+    rows = box_rows(workspace, project)
+    counts = examples_per_class(project, rows)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        examples = counts.get(name, 0)
+        reason = why_not_trainable_box(name, examples, min_examples)
+        if reason and params.get("all_classes"):
+            results[name] = {"trained": False, "examples": examples, "reason": reason}
+            continue
+        current = in_use(workspace, project, name)
+        if params.get("all_classes") and not params.get("force") and current is not None \
+                and current.params.get("base") == "detector" \
+                and current.params.get("labels_signature") == class_signature(rows, name):
+            results[name] = {"trained": False, "examples": examples, "model": current.ref,
+                             "reason": f"no new labels since {current.ref}; it stays in use"}
+            continue
+        model = train_box_class(workspace, project, name, params, ctx, min_examples, rows)
+        m = model.metrics
+        results[name] = {"trained": True, "examples": examples, "model": model.ref, "status": model.status,
+                         "in_use": model.status == "ready", "ready": m["ready"], "threshold": m["threshold"],
+                         "precision": m["held_out_precision"], "recall": m["held_out_recall"],
+                         "average_precision": m["held_out_average_precision"], "coverage": None,
+                         "self_validation": m["self_validation"], "pseudo_labels": m["pseudo_labels"],
+                         "reason": m["reason"]}
+    return results
+
+
+def predict_box_chain(workspace, project, models: list[ModelInfo], item_ids: list[int], ctx,
+                      target_precision: float | None = None) -> dict[str, Any]:
+    """Every micro-model's boxes on each item, those above its threshold merged (ml.micro_boxes.merge_detections);
+    one Prediction per item whose boxes each name the micro-model and version that made them."""
+    from labelloop.ml.micro_boxes import merge_detections
+    from labelloop.services.assist.micro import CHAIN_VERSION, _drop_pending_chain_predictions
+    from labelloop.services.assist.model_kinds.micro import class_of
+    from labelloop.services.assist.models import load_estimator
+    from labelloop.services.assist.predictions import save_predictions
+    from labelloop.store.tables import PredictionRow
+
+    loaded = [load_estimator(workspace, m) for m in models]
+    target = target_precision or project.settings.get("target_precision")
+    for estimator in loaded:
+        if target and float(target) != estimator.target_precision:
+            estimator.set_target(float(target))
+    names = [class_of(m.kind) for m in models]
+    thresholds = np.array([np.inf if e.threshold_ is None else e.threshold_ for e in loaded])
+    started = time.perf_counter()
+    per_class, prelabelled, written = dict.fromkeys(names, 0), 0, 0
+    for start in range(0, len(item_ids), PREDICT_BATCH):
+        items = list(item_rows(workspace, item_ids[start:start + PREDICT_BATCH]))
+        images = [_read(workspace, item) for item in items]
+        found = [e.detect(images) for e in loaded]  # per model, per image
+        rows = []
+        for n, item in enumerate(items):
+            mine = [found[k][n] for k in range(len(models))]
+            boxes, classes, scores = merge_detections(mine, thresholds)
+            shapes = [Box(names[k], *(round(float(v), 2) for v in box), score=round(float(score), 4),
+                          attributes={"prelabel": True, "threshold": round(float(thresholds[k]), 4),
+                                      "micro_model": models[k].ref, "micro_model_id": models[k].id})
+                      for box, k, score in zip(boxes, classes, scores)]
+            for shape in shapes:
+                per_class[shape.label] += 1
+            prelabelled += bool(shapes)
+            # The item score orders manual labelling: the surest box any micro-model found, passing or not.
+            every = np.concatenate([np.asarray(f["scores"], float).reshape(-1) for f in mine])
+            rows.append(PredictionRow(item_id=item.id, model_id=None, model_version=CHAIN_VERSION,
+                                      shapes=[shape_to_dict(s) for s in shapes],
+                                      score=round(float(every.max()), 4) if len(every) else None,
+                                      review_state="pending"))
+        with workspace.session() as session:
+            _drop_pending_chain_predictions(session, [item.id for item in items])
+            save_predictions(session, rows)
+        written += len(rows)
+        ctx.progress(written, len(item_ids), "pre-labelling with the chain")
+    return {"chain": [m.ref for m in models], "predictions": written, "prelabelled": prelabelled,
+            "coverage": round(prelabelled / written, 4) if written else None, "prelabels_per_class": per_class,
+            "thresholds": {n: (None if np.isinf(t) else float(t)) for n, t in zip(names, thresholds)},
+            "seconds": round(time.perf_counter() - started, 3)}
