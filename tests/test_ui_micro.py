@@ -47,3 +47,20 @@ def test_a_newcomer_trains_chains_and_runs_semantic_micro_models_from_the_dashbo
     message.wait_for(timeout=120_000)
     assert "of 1 item(s)" in message.inner_text()  # the one item nobody labelled
     screenshot(page, "dashboard-micro-models-semantic")
+
+
+def test_a_detection_project_offers_micro_models_and_shows_each_class_by_its_images(page, ui_server):
+    pid, items = ui_server.project("micro-boxes", "detection", ["car", "person"], images=2)
+    with ui_server.api() as http:
+        http.post(f"/api/items/{items[0]}/annotations", json={"base_version": 0, "shapes": [
+            {"type": "box", "label": "car", "x0": 1, "y0": 1, "x1": 8, "y1": 8}]}).raise_for_status()
+        http.put(f"/api/projects/{pid}/chain", json={"chain": ["micro:car", "micro:person"]}).raise_for_status()
+    page.goto(f"/projects/{pid}")
+    card = page.locator("[data-testid=micro-models]")
+    card.get_by_role("heading", name="Micro-models").wait_for()
+    assert page.locator(".models-card option[value='micro-models (one per class)']").count() == 1
+    rows = card.locator("tr").all_inner_texts()
+    assert rows[0].split("\t") == ["class", "images", "micro-model", "ready", "precision", "recall", "AP@0.5",
+                                   "in chain"]
+    assert rows[1].startswith("car\t1\t–\tno: 1 labelled image(s) hold a 'car' box, fewer than --min-examples 5")
+    screenshot(page, "dashboard-micro-models-detection")

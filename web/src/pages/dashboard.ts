@@ -12,7 +12,7 @@ const FORMATS: Record<string, string[]> = {
 /** The models card's entry for micro-models: Train trains every class with enough examples, Pre-label runs the chain. */
 const MICRO = "micro-models (one per class)";
 const MODELS: Record<string, string[]> = {
-  classification: ["classifier", MICRO], multilabel: ["classifier", MICRO], detection: ["detector"],
+  classification: ["classifier", MICRO], multilabel: ["classifier", MICRO], detection: ["detector", MICRO],
   instance: ["pixel-rf", "unet"], semantic: ["pixel-rf", "unet", MICRO],
 };
 
@@ -218,8 +218,10 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   function microCard(state: { chain: string[]; classes: Record<string, any>[] } | null): HTMLElement | null {
     if (!state) return null;
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
-    // Semantic projects' micro-models are scored on held-out pixels: precision, recall and IoU of pixels.
+    // Semantic projects' micro-models are scored on held-out pixels: precision, recall and IoU of pixels; detection
+    // projects' on held-out images' boxes: precision, recall and AP@0.5. Both count images holding the class.
     const pixels = project!.kind === "semantic";
+    const boxes = project!.kind === "detection";
     const trained = state.classes.filter((c) => c.model).map((c) => `micro:${c.class}`);
     const chainAll = async () => {
       try {
@@ -237,15 +239,17 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       trained.length && canManage(project!) && trained.join() !== state.chain.join()
         ? h("button", { "data-testid": "chain-trained", onclick: () => void chainAll() },
           `Chain every trained class (${trained.length})`) : null,
-      h("p", { class: "muted" }, `Precision, recall${pixels ? " and IoU of pixels" : ""}: held out, at each class's threshold.`),
+      h("p", { class: "muted" }, `Precision, recall${pixels ? " and IoU of pixels" : boxes ? " of boxes (AP@0.5 over all scores)" : ""}: held out, at each class's threshold.`),
       h("div", { style: "overflow-x: auto" }, h("table", { class: "list compact" },
-        h("tr", {}, ["class", pixels ? "images" : "examples", "micro-model", "ready", "precision", "recall",
-          ...(pixels ? ["IoU"] : []), "in chain"].map((t) => h("th", {}, t))),
+        h("tr", {}, ["class", pixels || boxes ? "images" : "examples", "micro-model", "ready", "precision", "recall",
+          ...(pixels ? ["IoU"] : []), ...(boxes ? ["AP@0.5"] : []), "in chain"].map((t) => h("th", {}, t))),
         state.classes.map((c) => h("tr", {}, h("td", { class: "name", title: c.class }, c.class), h("td", {}, String(c.examples)),
           h("td", { title: c.not_used || "" }, c.model ? `${c.model}${c.base && c.base !== "classifier" ? ` (${c.base})` : ""}` : "–"),
           h("td", { class: c.ready ? "" : "muted" }, c.ready ? "ready" : `no: ${c.why_not}`),
           h("td", {}, pct(c.held_out_precision)), h("td", {}, pct(c.held_out_recall)),
           ...(pixels ? [h("td", {}, c.held_out_iou === null || c.held_out_iou === undefined ? "–" : c.held_out_iou.toFixed(3))] : []),
+          ...(boxes ? [h("td", {}, c.held_out_average_precision === null || c.held_out_average_precision === undefined
+            ? "–" : c.held_out_average_precision.toFixed(3))] : []),
           h("td", {}, c.in_chain ? "yes" : ""))))));
   }
 

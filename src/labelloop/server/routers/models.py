@@ -26,11 +26,12 @@ class MicroTrainIn(Strict):
         None, alias="class", description="Train this class's micro-model")
     all_classes: bool = Field(False, description="Every class with at least min_examples labelled examples")
     min_examples: int | None = Field(None, ge=2, le=1_000_000,
-                                     description="Labelled examples a class needs (default 5 items; 2 images for "
-                                                 "pixel-rf and unet)")
+                                     description="Labelled examples a class needs (default 5 items; 5 images "
+                                                 "with a box of it for detector; 2 images for pixel-rf and unet)")
     base: Literal["classifier", "detector", "pixel-rf", "unet"] | None = Field(
-        None, description="classifier (classification, multi-label); pixel-rf or unet (semantic: default unet "
-                          "where the project has masks, else pixel-rf)")
+        None, description="classifier (classification, multi-label); detector (detection: a one-class detector per "
+                          "class); pixel-rf or unet (semantic: default unet where the project has masks, else "
+                          "pixel-rf)")
     pseudo_labels: bool = Field(False, description="Let the chain's pending pre-labels join training as pseudo-labels "
                                                    "where the held-out score says they help")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters, as `labelloop train --set`.")
