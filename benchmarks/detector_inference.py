@@ -13,6 +13,7 @@ to the first variant, with the machine and its thread count.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import statistics
@@ -35,7 +36,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--train-steps", type=int, default=0, help="also time this many training steps a round")
+    parser.add_argument("--at-once", action="store_true",
+                        help="instead: the product's predict, one image at a time on --threads threads against "
+                             "--threads images at once on one thread each (wall and CPU time, the same boxes?)")
     args = parser.parse_args()
+    if args.at_once:
+        return at_once(args)
     import torch
 
     from labelloop.ml.detection.detector import _tensor
@@ -88,6 +94,56 @@ def main() -> None:
                                             "ratio": round(statistics.median(t) / plain, 3)}
                                      for name, t in train_times.items()}
     print(json.dumps(report, indent=1, default=str))
+
+
+def at_once(args) -> None:
+    """`BoxDetector.predict` as the product runs it (current defaults, ImageNet backbone, heads untrained: the
+    proposals go through the box head whatever they score), its images one at a time on `threads` torch threads
+    (before) and `threads` at a time on one thread each (now), interleaved rounds."""
+    import resource
+
+    import torch
+
+    from labelloop.ml.detection import BoxDetector
+
+    threads = args.threads or 2
+    paths = sorted((DATA / "images").glob("*.jpg"))[:args.images]
+    images, _ = load(paths)
+    detector = BoxDetector(1, threads=threads)
+    detector.network_ = detector._network().eval()
+
+    def before():  # the product's predict until 2026-12-06: one image at a time on `threads` threads
+        from labelloop.ml.detection.detector import _tensor
+        from labelloop.ml.detection.network import prediction_size
+
+        torch.set_num_threads(threads)
+        with torch.inference_mode(), prediction_size(detector.network_, *detector.prediction_sizes):
+            return [detector.network_([_tensor(image)])[0] for image in images]
+
+    variants = {f"one at a time, {threads} threads": before, f"{threads} at once, 1 thread each": lambda: detector.predict(images)}
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    outputs = {name: run() for name, run in variants.items()}  # warm-up, and the boxes compared below
+    for _ in range(args.rounds):
+        for name, run in variants.items():
+            started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            run()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+    old, new = outputs.values()
+    largest = max(float(np.abs(a["boxes"].numpy() - b["boxes"]).max(initial=0)) for a, b in zip(old, new))
+    first_wall, first_cpu = statistics.median(next(iter(wall.values()))), statistics.median(next(iter(cpu.values())))
+    print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": threads, "images": len(images),
+                      "load_average_1min": round(os.getloadavg()[0], 1),
+                      "same_box_counts": all(len(a["boxes"]) == len(b["boxes"]) for a, b in zip(old, new)),
+                      "largest_box_difference_px": round(largest, 4),
+                      "variants": {name: {"wall_median_s": round(statistics.median(wall[name]), 3),
+                                          "wall_max_s": round(max(wall[name]), 3),
+                                          "wall_ratio": round(statistics.median(wall[name]) / first_wall, 3),
+                                          "cpu_median_s": round(statistics.median(cpu[name]), 3),
+                                          "cpu_ratio": round(statistics.median(cpu[name]) / first_cpu, 3)}
+                                   for name in variants}}, indent=1))
 
 
 def train_speed(tensors, steps: int, rounds: int) -> dict[str, list[float]]:

@@ -425,3 +425,24 @@ def test_box_label_errors_read_every_labelled_image_out_of_sample_and_flag_a_rem
     # suspects, if any, carry a kind and a reason in words
     for suspect in report(workspace, project, "label", every=True)["suspects"]:
         assert suspect["details"]["issue_words"] in ("missing box", "box in a bad location", "wrong class")
+
+
+def test_several_images_predicted_at_once_give_each_image_its_own_boxes_as_one_at_a_time_does():
+    from labelloop.ml.detection import BoxDetector
+
+    images, _ = drawn_shapes(5, 3)
+    detector = BoxDetector(2, pretrained=False, **FAST, threads=1)
+    detector.network_ = detector._network()
+    alone = detector.predict(images)
+    import torch
+
+    before = torch.get_num_threads()
+    detector.threads = 2  # two images at a time, one torch thread each
+    together = detector.predict(images)
+    assert torch.get_num_threads() == before  # the workers' one thread each stays theirs
+    assert len(together) == len(images)
+    assert not np.allclose(alone[0]["scores"][:5], alone[1]["scores"][:5])  # the images' outputs differ ...
+    for one, other in zip(alone, together):  # ... and each comes back in its image's place
+        assert np.array_equal(one["labels"], other["labels"])
+        np.testing.assert_allclose(one["boxes"], other["boxes"], atol=1e-3)
+        np.testing.assert_allclose(one["scores"], other["scores"], atol=1e-5)

@@ -7,6 +7,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_t
 from labelloop.ml.detection.network import build_detector, prediction_size
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.ml.unet.network import scale_image
-from labelloop.ml.unet.training import cpu_threads
+from labelloop.ml.unet.training import cpu_threads, default_threads
 
 log = logging.getLogger(__name__)
 PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own (else the one for all classes)
@@ -314,16 +315,29 @@ class BoxDetector:
         return short, max(short, round(self.max_size * short / self.min_size))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Every box the network keeps (score ≥ 0.05), with its class (1..n) and score."""
+        """Every box the network keeps (score ≥ 0.05), with its class (1..n) and score. With T threads (`threads`,
+        or the free cores) and several images, T images run at once, one torch thread each: on 2 cores, 8 raccoon
+        photos took 0.67× the CPU time and 0.89× the wall time of one image at a time on 2 threads, with the same
+        boxes (a 416 px Faster R-CNN is too small a job to split well across threads;
+        benchmarks/detector_inference.py)."""
         self.network_.eval()
-        found = []
-        with cpu_threads(torch.device("cpu"), self.threads), torch.inference_mode(), \
-                prediction_size(self.network_, *self.prediction_sizes):
-            for image in images:
+        threads = max(1, self.threads or default_threads())
+        workers = min(threads, len(images))
+
+        def one(image: np.ndarray) -> Detections:
+            if workers > 1:
+                torch.set_num_threads(1)  # this worker thread's own setting (OpenMP keeps one per thread)
+            with torch.inference_mode():  # thread-local, as is grad mode: entered in the worker
                 out = self.network_([_tensor(image)])[0]
-                found.append({"boxes": out["boxes"].numpy().astype(float), "labels": out["labels"].numpy().astype(int),
-                              "scores": out["scores"].numpy().astype(float)})
-        return found
+            return {"boxes": out["boxes"].numpy().astype(float), "labels": out["labels"].numpy().astype(int),
+                    "scores": out["scores"].numpy().astype(float)}
+
+        with cpu_threads(torch.device("cpu"), 1 if workers > 1 else threads), \
+                prediction_size(self.network_, *self.prediction_sizes):
+            if workers <= 1:
+                return [one(image) for image in images]
+            with ThreadPoolExecutor(workers, thread_name_prefix="detector") as pool:
+                return list(pool.map(one, images))
 
     # --- checkpoints ---
 
