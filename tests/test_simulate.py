@@ -191,3 +191,30 @@ def test_classification_end_to_end_on_a_hymenoptera_slice(ws, shared_data, tmp_p
         assert run["unlabelled"] == 0
         assert run["dataset_quality"] >= 0.9
         assert run["effort_ratio"] >= 1
+
+
+def test_a_chain_of_micro_models_is_simulated_round_by_round_and_its_prelabels_name_their_micro_model(ws, tmp_path):
+    """`--model micro`: every round trains each class's micro-model and runs the chain; the separable blobs let it
+    auto-accept, the accounting holds, the project stays as it was; a detection project is refused."""
+    workspace = ws
+    truth = synthetic_project(workspace, tmp_path / "syn", per_class=40, spread=0.3)
+    before = _snapshot(workspace)
+    result = _run(workspace, truth, model="micro", strategy="random", compare=None, start=20, batch=10, rounds=None,
+                  until_done=True, seeds="0")
+    assert _snapshot(workspace) == before
+    run = result["runs"][0]
+    assert result["plan"]["model"] == "micro"
+    with_model = [p for p in run["curve"] if p["model"]]
+    assert with_model and all(p["model"].startswith("chain of micro:ant:") or p["model"].startswith("chain of micro:bee:")
+                              for p in with_model), run["curve"]
+    assert run["unlabelled"] == 0 and run["human_labelled"] + run["auto_accepted"] == run["pool"]
+    assert run["auto_accepted"] > 0 and run["effort_ratio"] > 1
+    assert run["effort_ratio"] == pytest.approx(run["scratch_seconds"] / run["human_seconds"], abs=1e-3)
+
+    from labelloop.services.projects import create_project
+
+    with workspace.session() as session:
+        create_project(session, "boxes", "detection", ["ant"])
+    with pytest.raises(InvalidInput, match="--model micro: the simulated annotator runs chains of micro-models on "
+                                           "classification projects; 'boxes' is a detection project"):
+        plan_simulation(workspace, "boxes", truth, model="micro")

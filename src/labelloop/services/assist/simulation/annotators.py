@@ -96,6 +96,7 @@ class Task:
     quality: ClassVar[str]  # what dataset_quality measures, in words ("accuracy", "box F1 at IoU >= 0.5", ...)
     quality_goal: ClassVar[float] = 0.98
     budget_param: ClassVar[str | None] = "time_budget"  # the model kind's training-time option, if it has one
+    chains: ClassVar[bool] = False  # `--model micro` runs the chain of every class's micro-model each round
 
     def check_params(self, project, model: str, params: dict[str, Any]) -> None:
         """Refuse (InvalidInput) model parameters (`--set`) the model kind would refuse, before anything runs."""
@@ -142,6 +143,36 @@ class Task:
         return {}
 
 
+@dataclass(frozen=True)
+class Chain:
+    """What a round of `simulate --model micro` trained: every class's micro-model in use, run as the project's chain
+    (`predict --chain`). It stands where the runner expects a model: its pre-labels carry no model id (`id` None),
+    and they name the micro-model of each class."""
+
+    models: tuple
+    target_precision: float | None = None
+    id: None = None
+    kind: str = "micro"
+    params: dict = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return "chain of " + ", ".join(m.ref for m in self.models)
+
+
+def train_chain(workspace, project, params: dict[str, Any], ctx: JobContext) -> Chain:
+    """Train every class's micro-model on the embeddings (a class whose examples did not change keeps its version,
+    as `train --model micro --all-classes` does) and return the chain of those in use; InvalidInput when no class has
+    one yet (the round then goes on without a model)."""
+    from labelloop.services.assist.micro import resolve_chain, train_micro
+
+    train_micro(workspace, project, {**params, "all_classes": True, "base": "classifier"}, ctx)
+    models, skipped = resolve_chain(workspace, project, [f"micro:{name}" for name in project.class_names()])
+    if not models:
+        raise InvalidInput("no class has a micro-model yet: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return Chain(tuple(models), params.get("target_precision"))
+
+
 @register_task
 class ClassificationTask(Task):
     name = "classification"
@@ -149,16 +180,31 @@ class ClassificationTask(Task):
     default_model = "classifier"
     quality = "accuracy"
     budget_param = None  # logistic regression has no time option: the runner checks the budget instead
+    chains = True
 
     def prepare(self, workspace, project, model, ctx):
         from labelloop.services.assist.embeddings import embed_items
         from labelloop.services.assist.model_kinds import get_model_kind
         from labelloop.services.data.project_data import item_pages
 
-        choice = get_model_kind(model).settings(project, {})
+        # a chain of micro-models (`--model micro`) reads the classifier's embeddings
+        choice = get_model_kind("classifier" if model == "micro" else model).settings(project, {})
         if choice["head"] == "logreg":
             ids = [i for page in item_pages(workspace, project.id, ids_only=True) for i in page]
             embed_items(workspace, ids, model_name=choice["encoder"], weights=choice["weights"], progress=ctx.progress)
+
+    def train(self, workspace, project, model, params, ctx):
+        if model != "micro":
+            return super().train(workspace, project, model, params, ctx)
+        return train_chain(workspace, project, params, ctx)
+
+    def predict(self, workspace, project, model, item_ids, ctx):
+        if not isinstance(model, Chain):
+            return super().predict(workspace, project, model, item_ids, ctx)
+        from labelloop.services.assist.micro import predict_chain
+
+        return predict_chain(workspace, project, list(model.models), item_ids, ctx,
+                             target_precision=model.target_precision)
 
     def scratch(self, truth):
         return Outcome([ClassLabel(truth[0].label)], [("classify", 1)])

@@ -85,6 +85,9 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
     if project.kind not in kind.project_kinds:
         raise InvalidInput(f"--model {model}: it serves {', '.join(k.value for k in kind.project_kinds)} projects; "
                            f"{project.name!r} is a {project.kind.value} project")
+    if model == "micro" and not task.chains:
+        raise InvalidInput(f"--model micro: the simulated annotator runs chains of micro-models on classification "
+                           f"projects; {project.name!r} is a {project.kind.value} project")
     if isinstance(compare, str):
         compare = [c.strip() for c in compare.split(",") if c.strip()]
     default = project.settings.get("sampling")
