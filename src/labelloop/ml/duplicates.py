@@ -7,6 +7,8 @@ Arrays in, groups out. A group holding items of both the training and a held-out
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,45 +36,74 @@ def phash(image: np.ndarray) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    x = x.view(np.uint64)
-    counts = np.zeros(x.shape, np.int64)
-    for shift in range(0, 64, 8):
-        counts += _BYTE_BITS[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.int64)]
-    return counts
+PAIR_BLOCK = 1 << 22  # candidate pairs hamming_pairs holds at once
+MAX_CHUNK_BITS = 22  # widest chunk hamming_pairs indexes: a table of 2**22 + 1 bucket starts, 32 MB
 
 
-_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+def _chunk_plan(n: int, max_distance: int) -> tuple[int, int]:
+    """(chunks, radius) for hamming_pairs: the cheapest split by expected work per item, for uniform hashes."""
+    best = None
+    for chunks in range(3, max(max_distance + 1, 3) + 1):
+        width = 64 // chunks + (64 % chunks > 0)
+        if width > MAX_CHUNK_BITS:
+            continue
+        radius = -(-(max_distance + 1) // chunks) - 1
+        probes = sum(math.comb(width, t) for t in range(min(radius, width) + 1))
+        cost = chunks * probes * (1 + n / 2**(64 // chunks))
+        if best is None or cost < best[0]:
+            best = (cost, chunks, radius)
+    return best[1], best[2]
 
 
 def hamming_pairs(hashes: np.ndarray, max_distance: int = MAX_HAMMING) -> list[tuple[int, int, int]]:
     """(i, j, distance) of every pair within `max_distance` bits, i < j.
 
-    Pigeonhole: two hashes within d bits agree exactly on at least one of d + 1 disjoint bit chunks, so only items
-    that share a chunk value are compared (multi-index hashing; near-linear on real collections)."""
+    Pigeonhole: split the 64 bits into c chunks; two hashes within d bits differ in at most r bits of one chunk
+    when c·(r + 1) > d. Each item looks up, chunk by chunk, the bucket of every value within r bits of its own
+    (multi-index hashing), and only those candidates are compared. c and r are chosen for the collection's size:
+    with d = 8, nine exact-match chunks below ~1,000 items, five searched within 1 bit up to ~85,000, three
+    within 2 bits above (at 100,000, nine 7-bit chunks would compare each item with ~1/128 of the others)."""
     hashes = np.asarray(hashes, np.int64)
     n = len(hashes)
-    if n < 2:
+    if n < 2 or max_distance < 0:
         return []
-    chunks = max_distance + 1
-    bounds = np.linspace(0, 64, chunks + 1).astype(int)
     unsigned = hashes.view(np.uint64)
-    found: dict[tuple[int, int], int] = {}
+    chunks, radius = _chunk_plan(n, max_distance)
+    bounds = np.linspace(0, 64, chunks + 1).astype(int)
+    codes, distances = [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        key = (unsigned >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        width = int(hi - lo)
+        key = ((unsigned >> np.uint64(lo)) & np.uint64((1 << width) - 1)).astype(np.int64)
         order = np.argsort(key, kind="stable")
-        sorted_keys = key[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], n]
-        for s, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
-            members = order[s:e]
-            a, b = np.triu_indices(len(members), 1)
-            i, j = members[a], members[b]
-            distance = _popcount(hashes[i] ^ hashes[j])
-            close = distance <= max_distance
-            for x, y, d in zip(i[close].tolist(), j[close].tolist(), distance[close].tolist()):
-                found[(min(x, y), max(x, y))] = d
-    return [(i, j, d) for (i, j), d in sorted(found.items())]
+        starts = np.zeros((1 << width) + 1, np.int64)  # order[starts[v]:starts[v + 1]]: the items whose chunk is v
+        np.cumsum(np.bincount(key, minlength=1 << width), out=starts[1:])
+        taken = starts[1:] > starts[:-1]  # a table small enough to stay in cache: most probes find nothing
+        for t in range(min(radius, width) + 1):
+            for bits in itertools.combinations(range(width), t):
+                probe = key ^ sum(1 << b for b in bits)
+                items = np.flatnonzero(np.take(taken, probe))
+                first = starts[probe[items]]
+                count = starts[probe[items] + 1] - first
+                # in blocks of queries, so that one crowded bucket cannot hold more than PAIR_BLOCK pairs at once
+                block_of = np.cumsum(count) // PAIR_BLOCK
+                for block in range(int(block_of[-1]) + 1 if len(block_of) else 0):
+                    part = block_of == block
+                    c = count[part]
+                    q = np.repeat(items[part], c)
+                    within = np.arange(len(q)) - np.repeat(np.cumsum(c) - c, c)
+                    p = order[np.repeat(first[part], c) + within]
+                    keep = q < p
+                    q, p = q[keep], p[keep]
+                    distance = np.bitwise_count(unsigned[q] ^ unsigned[p])
+                    close = distance <= max_distance
+                    codes.append(q[close] * n + p[close])
+                    distances.append(distance[close])
+    if not codes:
+        return []
+    # a pair close in several chunks is found once per chunk
+    code, first_seen = np.unique(np.concatenate(codes), return_index=True)
+    distance = np.concatenate(distances)[first_seen]
+    return list(zip((code // n).tolist(), (code % n).tolist(), distance.astype(int).tolist()))
 
 
 class UnionFind:
