@@ -497,3 +497,46 @@ def test_the_final_fit_trains_on_whole_images_and_predicts_with_its_last_weights
     from labelloop.ml.unet.curves import curves_png
 
     assert curves_png(history).startswith(b"\x89PNG")
+
+
+def test_early_stopping_on_the_bands_moves_the_final_fit_forward_from_the_best_weights(monkeypatch):
+    """Patience runs out while the bands are held out: the run does not end untrained on them; the final fit starts
+    at once, from the best epoch's weights, for its own share of the schedule, and the run says so."""
+    import labelloop.ml.unet.segmenter as segmenter_module
+    from labelloop.ml.unet.training import Trainer
+
+    draws, started_from = [], []
+    real_sampler, real_evaluate, real_step = segmenter_module.PatchSampler, Trainer.evaluate, Trainer.step
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])  # the best epoch is the first
+
+    class Recording(real_sampler):
+        def sample(self, count, rng):
+            draws.append(self.images[0].shape)
+            return super().sample(count, rng)
+
+    evaluated = []
+
+    def evaluate(self, *args, **kwargs):
+        evaluated.append({k: v.clone() for k, v in self.evaluated.state_dict().items()})
+        return {**real_evaluate(self, *args, **kwargs), "iou": next(scores)}
+
+    def step(self, *args, **kwargs):
+        if len(draws) == 7:  # the final fit's first step: the weights it starts from
+            started_from.append({k: v.clone() for k, v in self.network.state_dict().items()})
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(segmenter_module, "PatchSampler", Recording)
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    monkeypatch.setattr(Trainer, "step", step)
+    model = UNetSegmenter(epochs=8, final_fit=0.25, patience=1, **TINY).fit(*pairs(3))  # 24 planned steps
+    assert draws == [(96, 102)] * 6 + [(96, 128)] * 6  # 2 epochs on the bands' outside, then 6 = 24 × 0.25 whole
+    assert model.history_["val_held_out"] == [True, True, False, False]
+    assert model.summary_["stopped"] == "early stopping, then the final fit" and model.summary_["best_epoch"] == 1
+    assert model.summary_["validation"].endswith("until epoch 2, then a final fit on whole images")
+    first, second, jumped = evaluated[0], evaluated[1], started_from[0]
+    assert all(torch.equal(jumped[k], first[k]) for k in first)  # the final fit starts from epoch 1's weights ...
+    assert not all(torch.equal(jumped[k], second[k]) for k in second)  # ... not from where epoch 2 ended
+    restored = UNetSegmenter.from_checkpoint(model.checkpoint())
+    assert restored._state.skipped == pytest.approx(0.5)  # epochs 3-6 of 8 passed over
+    with pytest.raises(ValueError, match="already trained 4 epochs"):
+        restored.plan_resume()

@@ -62,6 +62,7 @@ class RunState:
     search: dict[str, Any] = field(default_factory=dict)
     val_regions: list[list[int]] = field(default_factory=list)  # per image [y0, y1, x0, x1]: its validation band
     joined_epoch: int = 0  # the epoch in which the bands joined training (the final fit); 0: not (yet)
+    skipped: float = 0.0  # share of the schedule passed over when early stopping moved the final fit forward
     history: dict[str, list] = field(default_factory=lambda: {"epoch": [], "lr": [], "seconds": [],
                                                               **{f"{s}_{m}": [] for s in ("train", "val")
                                                                  for m in METRICS}})
@@ -97,7 +98,9 @@ class UNetSegmenter:
     epochs / time_budget (seconds): stop after whichever comes first (default: DEFAULT_EPOCHS epochs).
     An epoch is `steps_per_epoch` batches (default: enough patches to cover the training images twice), then an
     evaluation on the validation items, a checkpoint and the early-stopping check (`patience` epochs without a
-    better validation IoU).
+    better validation IoU; with validation bands and a final fit, early stopping moves the final fit forward — it
+    starts at once from the best weights and runs its own share of the schedule — instead of ending the run, so the
+    bands are always trained on).
     val_fraction / val_split: the share held out for validation and the choice of the best epoch, as whole images
     ("items") or as a band of that share cut from an edge of every image ("regions"); "auto" cuts bands below
     REGION_SPLIT_BELOW images, so that with few images every one of them still trains.
@@ -192,7 +195,8 @@ class UNetSegmenter:
         self.validate_params()
         state = self._state
         total_steps = self._planned_steps()
-        if (total_steps and state.step >= total_steps) or (self.time_budget and state.elapsed >= self.time_budget):
+        if (total_steps and state.step >= total_steps) or (self.time_budget and state.elapsed >= self.time_budget) \
+                or (state.skipped and self._progress(total_steps, state.elapsed) >= 1.0):
             raise ValueError(f"the run already trained {state.epoch} epochs ({state.step} steps, "
                              f"{state.elapsed:.0f} s): ask for more epochs or a longer time budget to resume it")
         return self
@@ -301,9 +305,7 @@ class UNetSegmenter:
             out_of_time = False
             for _ in range(state.steps_per_epoch):
                 elapsed = time.perf_counter() - started
-                progress = max(state.step / total_steps if total_steps else 0.0,
-                               (elapsed - state.schedule_start) / max(self.time_budget - state.schedule_start, 1e-9)
-                               if self.time_budget else 0.0)
+                progress = self._progress(total_steps, elapsed)
                 if progress >= 1.0:
                     out_of_time = True
                     break
@@ -320,14 +322,27 @@ class UNetSegmenter:
                 else:
                     report(int(elapsed), int(self.time_budget), f"epoch {state.epoch + 1}: loss {loss:.3f}")
             if not losses:
-                state.stopped = "time budget" if self.time_budget and not total_steps else "epochs"
+                state.stopped = ("early stopping, then the final fit" if state.skipped else
+                                 "time budget" if self.time_budget and not total_steps else "epochs")
                 break
             self._evaluate(trainer, val, losses, matrix, started)
             state.rng = rng.bit_generator.state
-            if out_of_time or (total_steps and state.step >= total_steps):
-                state.stopped = "epochs" if total_steps and state.step >= total_steps else "time budget"
+            if out_of_time or (total_steps and state.step >= total_steps) \
+                    or (state.skipped and self._progress(total_steps, time.perf_counter() - started) >= 1.0):
+                state.stopped = ("early stopping, then the final fit" if state.skipped else
+                                 "epochs" if total_steps and state.step >= total_steps else "time budget")
             elif state.since_best >= self.patience and not state.joined_epoch:
-                state.stopped = "early stopping"
+                if whole is None:
+                    state.stopped = "early stopping"
+                else:  # the bands have judged enough: the final fit now, from the best weights, at its own length
+                    now = self._progress(total_steps, time.perf_counter() - started)
+                    state.skipped += max(0.0, 1.0 - self.final_fit - now)
+                    trainer.network.load_state_dict(self._best_state)
+                    if trainer.average is not None:
+                        trainer.average.module.load_state_dict(self._best_state)
+                    report(state.step, total_steps, f"epoch {state.epoch}: no better on the held-out bands for "
+                                                    f"{state.since_best} epochs (best epoch {state.best_epoch}): the "
+                                                    "final fit starts now from the best weights")
             self._last_state = _cpu(trainer.network.state_dict())
             self._average_state = _cpu(trainer.average.state_dict()) if trainer.average is not None else None
             self._optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
@@ -337,6 +352,15 @@ class UNetSegmenter:
             history = state.history
             report(state.step, total_steps, f"epoch {state.epoch}: val loss {history['val_loss'][-1]:.3f}, "
                                             f"val IoU {history['val_iou'][-1]:.3f}")
+
+    def _progress(self, total_steps: int | None, elapsed: float) -> float:
+        """How far through the schedule the run is (0..1): by steps, or by time with a budget, whichever is further,
+        plus the share early stopping passed over to start the final fit sooner."""
+        state = self._state
+        by_steps = state.step / total_steps if total_steps else 0.0
+        by_time = ((elapsed - state.schedule_start) / max(self.time_budget - state.schedule_start, 1e-9)
+                   if self.time_budget else 0.0)
+        return max(by_steps, by_time) + state.skipped
 
     def _evaluate(self, trainer: Trainer, val, losses: list[float], matrix: np.ndarray, started: float) -> None:
         state = self._state
