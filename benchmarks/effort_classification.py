@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=40)
     parser.add_argument("--target-precision", type=float, default=None,
                         help="auto-acceptance target (default: the project's, 0.95); files get a _tNNN suffix")
+    parser.add_argument("--model", default="classifier",
+                        help="classifier (one model), or micro: a chain of one micro-model per class, retrained "
+                             "and chained each round (issue 20); files get a _micro suffix")
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/labelloop-effort"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/labelloop-effort/results"))
     parser.add_argument("--png-dir", type=Path, default=ROOT / "docs")
@@ -164,7 +167,8 @@ def main() -> None:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.merge:
         for name in names:
-            tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "")
+            tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "") + \
+                ("" if args.model == "classifier" else f"_{args.model}")
             merge(tag, args.out, args.png_dir)
         return
     for name in names:
@@ -175,8 +179,10 @@ def main() -> None:
         project_ready(workspace, name, folder)
         plan = plan_simulation(workspace, name, folder, format="folders", strategy=strategies[0],
                                compare=strategies[1:], start=args.start, batch=args.batch or batch,
-                               rounds=args.max_rounds, seeds=args.seeds, target_precision=args.target_precision)
-        tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "")
+                               rounds=args.max_rounds, seeds=args.seeds, target_precision=args.target_precision,
+                               model=args.model)
+        tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "") + \
+                ("" if args.model == "classifier" else f"_{args.model}")
         started = time.perf_counter()
         result = run_simulation(workspace, plan, progress=lambda d, t, m: print(f"  {name}: {m}", file=sys.stderr))
         result["timing"]["benchmark_seconds"] = round(time.perf_counter() - started, 1)
@@ -187,7 +193,7 @@ def main() -> None:
         png = args.png_dir / f"effort_{tag}.png"
         png.write_bytes(quality_png(result, title=f"{name}: dataset quality against human time "
                                                   f"(start {plan.start}, batch {plan.batch}, target "
-                                                  f"{args.target_precision or 'default'})"))
+                                                  f"{args.target_precision or 'default'}, {args.model})"))
         print(table(tag, result))
         print(f"\n(json: {args.out / f'{tag}.json'}, png: {png}, {result['timing']['benchmark_seconds']:.0f} s)\n")
         sys.stdout.flush()
