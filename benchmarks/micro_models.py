@@ -19,6 +19,9 @@ also the share of true labels pre-labelled), and the cost of scoring the unlabel
 shared: both read the same cached lite2 ImageNet logits, so the embedding time is reported once, per image).
 
 Embeddings come from benchmarks/classifier_clothing10.py's cache (--cache, computed there or here on first use).
+
+`--dataset coco128-boxes [options of benchmarks/micro_boxes.py]` runs the detection comparison instead: a chain of
+one-class detectors (person, car and a rare class) against one detector of those classes (benchmarks/micro_boxes.py).
 """
 
 from __future__ import annotations
@@ -159,6 +162,10 @@ def run_single(Z, y, labelled, names, multilabel, target, seed) -> dict:
 
 
 def main() -> list[dict]:
+    if sys.argv[1:3] == ["--dataset", "coco128-boxes"]:  # the detection comparison: its own options
+        from micro_boxes import main as boxes
+
+        return [boxes(sys.argv[3:])]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", nargs="+", default=["clothing10", "coco128"])
     parser.add_argument("--per-class", type=int, nargs="+", default=[5, 10, 20])
