@@ -433,3 +433,14 @@ def test_pseudo_labels_train_only_when_they_help_and_never_reach_an_export_of_hu
     assert summary.items == 36
     rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").open()))
     assert len(rows) == 36 and all(r["labels"] for r in rows)
+
+
+def test_a_ready_micro_model_without_held_out_items_above_its_threshold_is_reported_not_crashed_on():
+    """calibration `auto` can estimate a threshold on the unlabelled items that no held-out item of the class reaches
+    (found on clothing10 in a simulation: the whole `--all-classes` run failed on the summary line)."""
+    from labelloop.services.assist.micro import _line
+
+    line = _line("shirt", {"trained": True, "ready": True, "threshold": 0.91, "precision": None, "recall": None,
+                           "model": "micro:shirt:2", "examples": 12, "self_validation": "first version"})
+    assert line == ("shirt: micro:shirt:2 on 12 examples, threshold 0.910, held-out precision n/a (no held-out item "
+                    "above the threshold), recall n/a (no held-out item above the threshold); first version")

@@ -122,11 +122,17 @@ def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], 
     return {"summary": "; ".join(lines), "lines": lines, "classes": results}
 
 
+def _share(value: float | None) -> str:
+    """A held-out figure, or why there is none: a threshold estimated on the unlabelled items (calibration `auto`
+    on few held-out labels) can lie above every held-out score of the class."""
+    return "n/a (no held-out item above the threshold)" if value is None else f"{value:.2f}"
+
+
 def _line(name: str, r: dict[str, Any]) -> str:
     if not r["trained"]:
         return f"{name}: not trained ({r['reason']})"
-    figures = (f"threshold {r['threshold']:.3f}, held-out precision {r['precision']:.2f}, recall {r['recall']:.2f}"
-               if r["ready"] else f"no pre-labels yet ({r['reason']})")
+    figures = (f"threshold {r['threshold']:.3f}, held-out precision {_share(r['precision'])}, recall "
+               f"{_share(r['recall'])}" if r["ready"] else f"no pre-labels yet ({r['reason']})")
     if r.get("iou") is not None:
         figures += f", pixel IoU {r['iou']:.3f}"
     if r.get("average_precision") is not None:
