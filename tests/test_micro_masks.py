@@ -246,8 +246,8 @@ def test_bad_requests_are_refused_in_words_and_change_nothing(workspace, make_pr
     assert "has no class 'dog'" in _failed(workspace, "micro-train", project="p", **{"class": "dog"}, base="pixel-rf")
     assert "pseudo-labels train classification micro-models only" in _failed(
         workspace, "micro-train", project="p", **{"class": "cell"}, base="pixel-rf", pseudo_labels=True)
-    assert "micro-models on detector are not built yet" in _failed(workspace, "micro-train", project="p",
-                                                                   **{"class": "cell"}, base="detector")
+    assert "--base detector serves detection projects; 'p' is a semantic project" in _failed(
+        workspace, "micro-train", project="p", **{"class": "cell"}, base="detector")
     assert "--base classifier serves classification, multilabel projects" in _failed(
         workspace, "micro-train", project="p", **{"class": "cell"}, base="classifier")
     assert "is the background of project 'scribbled'" in _failed(workspace, "micro-train", project="scribbled",
