@@ -69,7 +69,8 @@ def shapes_project(workspace, make_project, tmp_path):
     stars = set()
     with workspace.session() as session:
         project = get_project(session, "shapes")
-        ids = {Path(r.source).stem: r.id for r in session.scalars(select(ItemRow).where(ItemRow.project_id == project.id))}
+        rows = session.scalars(select(ItemRow).where(ItemRow.project_id == project.id))
+        ids = {Path(r.source).stem: r.id for r in rows}
         for n, target in enumerate(targets[:24]):
             shapes = []
             for box, k in zip(target["boxes"], target["labels"]):

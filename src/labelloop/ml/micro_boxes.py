@@ -95,11 +95,12 @@ def merge_detections(found: list[dict[str, np.ndarray]], thresholds: np.ndarray,
     classes M, scores M), best first. A box passes its model's threshold; of two passing boxes of one class at
     IoU ≥ `same_class_iou` the higher score stays; boxes of different classes are never compared, as their
     scores come from detectors trained apart."""
-    boxes = [np.asarray(f["boxes"], float).reshape(-1, 4) for f in found]
+    if not found:
+        return np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0)
+    all_boxes = np.concatenate([np.asarray(f["boxes"], float).reshape(-1, 4) for f in found])
     scores = [np.asarray(f["scores"], float).reshape(-1) for f in found]
-    classes = np.concatenate([np.full(len(s), k, np.int64) for k, s in enumerate(scores)]) if found else np.zeros(0, int)
-    all_boxes = np.concatenate(boxes) if found else np.zeros((0, 4))
-    all_scores = np.concatenate(scores) if found else np.zeros(0)
+    classes = np.concatenate([np.full(len(s), k, np.int64) for k, s in enumerate(scores)])
+    all_scores = np.concatenate(scores)
     kept = merge_boxes(all_boxes, classes, all_scores, thresholds, same_class_iou=same_class_iou,
                        other_class_iou=None)
     return all_boxes[kept].reshape(-1, 4), classes[kept], all_scores[kept]

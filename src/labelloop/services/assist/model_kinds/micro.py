@@ -126,7 +126,8 @@ def default_min_examples(base: str) -> int:
     from labelloop.services.assist.micro_boxes import DEFAULT_BOX_MIN_EXAMPLES
     from labelloop.services.assist.micro_masks import DEFAULT_MASK_MIN_EXAMPLES
 
-    return {"classifier": DEFAULT_MIN_EXAMPLES, "detector": DEFAULT_BOX_MIN_EXAMPLES}.get(base, DEFAULT_MASK_MIN_EXAMPLES)
+    defaults = {"classifier": DEFAULT_MIN_EXAMPLES, "detector": DEFAULT_BOX_MIN_EXAMPLES}
+    return defaults.get(base, DEFAULT_MASK_MIN_EXAMPLES)
 
 
 def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
