@@ -97,6 +97,21 @@ def test_hamming_pairs_match_brute_force_and_neighbours_match_exact_search():
     assert recall_at_k(approximate, exact) >= 0.95
 
 
+
+def test_hamming_pairs_searching_chunks_within_a_radius_match_brute_force():
+    from labelloop.ml.duplicates import _chunk_plan, hamming_pairs
+
+    rng = np.random.default_rng(2)
+    base = rng.integers(-(1 << 62), 1 << 62, 2500, dtype=np.int64)
+    flips = np.array([sum(1 << int(b) for b in rng.choice(63, d, replace=False)) for d in rng.integers(0, 12, 2500)])
+    hashes = np.concatenate([base, base ^ flips])
+    assert _chunk_plan(len(hashes), 8)[1] == 1  # 5,000 items: five chunks, each searched within 1 bit
+    assert _chunk_plan(100_000, 8) == (3, 2)
+    unsigned = hashes.view(np.uint64)
+    distance = np.bitwise_count(unsigned[:, None] ^ unsigned[None, :])
+    i, j = np.nonzero(np.triu(distance <= 8, 1))
+    assert hamming_pairs(hashes, 8) == list(zip(i.tolist(), j.tolist(), distance[i, j].astype(int).tolist()))
+
 def test_copies_are_grouped_exact_jpeg_and_half_size(tmp_path):
     from labelloop.ml.duplicates import find_duplicates, phash
 
@@ -199,6 +214,18 @@ def test_flipped_labels_are_found_by_cleanlab_on_cross_fitted_probabilities():
     suspects, _, _ = find_suspects(X, multilabel, ["a", "b", "c"])
     assert len({s.index for s in suspects} & set(flipped.tolist())) >= 10
 
+
+
+def test_cross_fitted_folds_in_threads_give_the_same_probabilities():
+    from labelloop.ml.label_errors import cross_fitted_proba
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    X = rng.normal(0, 1, (3, 8))[y] + rng.normal(0, 0.5, (120, 8))
+    one = cross_fitted_proba(X, y, 3)
+    np.testing.assert_allclose(cross_fitted_proba(X, y, 3, threads=2), one, atol=1e-6)
+    with pytest.raises(ValueError, match="threads must be 1 or more"):
+        cross_fitted_proba(X, y, 3, threads=0)
 
 # --- services and CLI ---------------------------------------------------------------------------------------
 

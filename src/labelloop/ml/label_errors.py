@@ -27,18 +27,28 @@ VOTE_CUT = 0.5
 
 
 def cross_fitted_proba(X: np.ndarray, y: np.ndarray, n_classes: int, *, estimator=None, folds: int = FOLDS,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, threads: int = 1) -> np.ndarray:
     """N×K probabilities, each row from a model fitted on the other folds (seeded, stratified).
 
-    y: class indices (multi-class) or an N×K 0/1 matrix (multi-label, one sigmoid per class)."""
+    y: class indices (multi-class) or an N×K 0/1 matrix (multi-label, one sigmoid per class). `threads` folds are
+    fitted at once, each on one BLAS thread: the logistic regression's products (N×D by D×K) gain little from
+    BLAS threads, and on a busy machine spinning BLAS threads cost several times the work (docs/benchmarks.md).
+    The probabilities do not depend on `threads`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
     from labelloop.ml.classifier import EmbeddingClassifier
 
+    if threads < 1:
+        raise ValueError(f"threads must be 1 or more, got {threads}")
     y = np.asarray(y)
     multilabel = y.ndim == 2
     base = estimator if estimator is not None else EmbeddingClassifier(multilabel=multilabel, random_state=seed)
     fold = held_out_folds(y, 1.0 / folds, seed)
     proba = np.zeros((len(y), n_classes))
-    for f in np.unique(fold):
+
+    def fit_fold(f: int) -> None:
         test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
         model = clone(base).fit(X[train], y[train])
         p = model.predict_proba(X[test])
@@ -46,6 +56,14 @@ def cross_fitted_proba(X: np.ndarray, y: np.ndarray, n_classes: int, *, estimato
             proba[test] = p
         else:
             proba[np.ix_(test, np.asarray(model.classes_, int))] = p
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads == 1:
+            for f in np.unique(fold):
+                fit_fold(f)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(fit_fold, np.unique(fold)))
     return proba
 
 
@@ -138,12 +156,12 @@ def disagreement(votes: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: np.ndarray | None = None,
                   filter_by: str = DEFAULT_FILTER, vote_cut: float | None = VOTE_CUT, seed: int = 0,
-                  estimator_factory: Callable | None = None,
-                  found: tuple | None = None) -> tuple[list[Suspect], np.ndarray, np.ndarray]:
+                  estimator_factory: Callable | None = None, found: tuple | None = None,
+                  threads: int = 1) -> tuple[list[Suspect], np.ndarray, np.ndarray]:
     """(flagged suspects most suspect first, every item's score, the cross-fitted probabilities).
 
     X: embeddings (the classifier is cross-fitted on them, and the neighbours' votes read them); `vote_cut` None
-    keeps cleanlab's flag alone."""
+    keeps cleanlab's flag alone; `threads`: folds fitted at once (cross_fitted_proba)."""
     y = np.asarray(y)
     from labelloop.ml.neighbours import EXACT_LIMIT, compact
 
@@ -151,7 +169,7 @@ def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: 
         X = compact(X, seed=seed)
     if proba is None:
         proba = cross_fitted_proba(X, y, len(names), estimator=estimator_factory() if estimator_factory else None,
-                                   seed=seed)
+                                   seed=seed, threads=threads)
     flagged, score = label_issues(proba, y, filter_by=filter_by)
     votes = neighbour_votes(X, y, len(names), found=found)
     if vote_cut is not None and y.ndim == 1:

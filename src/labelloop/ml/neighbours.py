@@ -4,6 +4,10 @@
 Arrays in, arrays out. Vectors are L2-normalised first, so cosine similarity is a dot product. Memory stays
 bounded: exact search holds one BLOCK×N block of similarities at a time; the approximate index holds the vectors
 once more (float32) plus its graph (M links per item).
+
+The products run on one BLAS thread: on a busy machine OpenBLAS threads spin while waiting for a core, and the
+SVD and the exact search took 2.7-4× as long with two than with one (docs/benchmarks.md); hnswlib has its own
+`threads`.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ def compact(X: np.ndarray, dim: int = COMPACT_DIM, seed: int = 0) -> np.ndarray:
     if X.shape[1] <= dim or len(X) <= dim:
         return unit_rows(X)
     from sklearn.decomposition import TruncatedSVD
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     sample = unit_rows(X[np.sort(rng.choice(len(X), min(len(X), FIT_SAMPLE), replace=False))])
-    svd = TruncatedSVD(dim, algorithm="randomized", random_state=seed).fit(sample)
     out = np.empty((len(X), dim), np.float32)
-    for start in range(0, len(X), 10_000):  # in blocks: no full-size copy of the input
-        out[start:start + 10_000] = svd.transform(unit_rows(X[start:start + 10_000]))
+    with threadpool_limits(limits=1, user_api="blas"):
+        svd = TruncatedSVD(dim, algorithm="randomized", random_state=seed).fit(sample)
+        for start in range(0, len(X), 10_000):  # in blocks: no full-size copy of the input
+            out[start:start + 10_000] = svd.transform(unit_rows(X[start:start + 10_000]))
     return unit_rows(out)
 
 
@@ -51,15 +57,18 @@ def exact_neighbours(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     similarity = np.zeros((n, max(k, 0)), np.float32)
     if k <= 0:
         return index, similarity
-    for start in range(0, n, BLOCK):
-        block = X[start : start + BLOCK] @ X.T
-        rows = np.arange(len(block))
-        block[rows, start + rows] = -np.inf  # an item is not its own neighbour
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-values, axis=1)
-        index[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
-        similarity[start : start + len(block)] = np.take_along_axis(values, order, axis=1)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, n, BLOCK):
+            block = X[start : start + BLOCK] @ X.T
+            rows = np.arange(len(block))
+            block[rows, start + rows] = -np.inf  # an item is not its own neighbour
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            values = np.take_along_axis(block, top, axis=1)
+            order = np.argsort(-values, axis=1)
+            index[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
+            similarity[start : start + len(block)] = np.take_along_axis(values, order, axis=1)
     return index, similarity
 
 
