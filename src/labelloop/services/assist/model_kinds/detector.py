@@ -15,6 +15,7 @@ inside the methods."""
 from __future__ import annotations
 
 import time
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import PredictionRow
 
 DEFAULT_BUDGET = 15 * 60.0  # seconds, when neither --epochs nor --time-budget is given
+PREDICT_CHUNK = 8  # images decoded and detected together by `predict`
 TINY_BOX = 4  # pixels: a box whose shorter side the network sees smaller than this is warned about
 _INTS = {"batch_size": "--batch-size", "epochs": "--epochs", "rois_per_image": "--rois-per-image",
          "eval_period": "--eval-period", "min_size": "--min-size", "max_size": "max_size", "threads": "threads",
@@ -266,25 +268,29 @@ class Detector:
             detector.calibrate(target)  # the project's target now: chosen again on the stored held-out boxes
         names = {c.index: c.name for c in project.classes}
         started, written, prelabels = time.perf_counter(), 0, 0
-        for n, item in enumerate(item_rows(workspace, item_ids), 1):
-            image = media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
-            found = detector.predict([image])[0]
-            shapes = []
-            for box, label, score in zip(found["boxes"], found["labels"], found["scores"]):
-                threshold = detector.threshold_for(int(label))
-                chosen = threshold is not None and score >= threshold
-                prelabels += int(chosen)
-                shapes.append(Box(names[int(label)], *(round(float(v), 2) for v in box), score=round(float(score), 4),
-                                  attributes={"prelabel": bool(chosen),
-                                              "threshold": round(threshold, 4) if threshold is not None else None}))
-            with workspace.session() as session:
-                save_predictions(session, [PredictionRow(
-                    item_id=item.id, model_id=model.id, model_version=model.ref,
-                    shapes=[shape_to_dict(s) for s in shapes],
-                    score=round(float(found["scores"].max()), 4) if len(found["scores"]) else None,
-                    review_state="pending")])
-            written += 1
-            ctx.progress(n, len(item_ids), "detecting")
+        rows, n = iter(item_rows(workspace, item_ids)), 0
+        while chunk := list(islice(rows, PREDICT_CHUNK)):  # side by side on the free cores (BoxDetector.predict)
+            images = [media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
+                      for item in chunk]
+            for item, found in zip(chunk, detector.predict(images)):
+                shapes = []
+                for box, label, score in zip(found["boxes"], found["labels"], found["scores"]):
+                    threshold = detector.threshold_for(int(label))
+                    chosen = threshold is not None and score >= threshold
+                    prelabels += int(chosen)
+                    shapes.append(Box(names[int(label)], *(round(float(v), 2) for v in box),
+                                      score=round(float(score), 4),
+                                      attributes={"prelabel": bool(chosen),
+                                                  "threshold": round(threshold, 4) if threshold is not None else None}))
+                with workspace.session() as session:
+                    save_predictions(session, [PredictionRow(
+                        item_id=item.id, model_id=model.id, model_version=model.ref,
+                        shapes=[shape_to_dict(s) for s in shapes],
+                        score=round(float(found["scores"].max()), 4) if len(found["scores"]) else None,
+                        review_state="pending")])
+                written += 1
+                n += 1
+                ctx.progress(n, len(item_ids), "detecting")
         seconds = time.perf_counter() - started
         overall = detector.thresholds_.get(0)
         return {"model": model.ref, "predictions": written, "prelabels": prelabels,
