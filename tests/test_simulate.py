@@ -218,3 +218,52 @@ def test_a_chain_of_micro_models_is_simulated_round_by_round_and_its_prelabels_n
     with pytest.raises(InvalidInput, match="--model micro: the simulated annotator runs chains of micro-models on "
                                            "classification projects; 'boxes' is a detection project"):
         plan_simulation(workspace, "boxes", truth, model="micro")
+
+
+def test_a_chain_ranks_the_pool_by_its_own_prelabels_and_gives_diversity_strategies_its_embeddings(ws, tmp_path,
+                                                                                                 caplog):
+    """Chain pre-labels carry no model id: the pool scorer of micro-models reads the chain's item scores (for the
+    uncertainty strategies) and the embeddings its micro-models read (k-center, hybrid), for the simulator's chain
+    and for a project whose newest model is a micro-model alike."""
+    import numpy as np
+
+    from labelloop.domain import ClassLabel
+    from labelloop.jobs.registry import JobContext
+    from labelloop.services.assist.micro import predict_chain, resolve_chain, train_micro
+    from labelloop.services.assist.sampling import newest_model, pool_scores, refresh_ranks
+    from labelloop.services.assist.simulation.annotators import Chain
+    from labelloop.services.labelling import annotations
+    from labelloop.services.projects import get_project, get_row, update_settings
+
+    workspace = ws
+    synthetic_project(workspace, tmp_path / "syn", per_class=30, spread=0.5)
+    with workspace.session() as session:
+        project = get_project(session, "syn")
+        items = sorted(session.scalars(select(ItemRow)), key=lambda r: r.id)
+        labelled = [r for r in items if int(Path(r.source).stem.split("-")[1]) < 15]
+        for row in labelled:
+            annotations.save(session, project, row.id, [ClassLabel(Path(row.source).stem.split("-")[0])],
+                             author="ann", base_version=None)
+    ctx = JobContext(0, {}, lambda *a: None, lambda line: None)
+    train_micro(workspace, project, {"all_classes": True, "seed": 0}, ctx)
+    models, _ = resolve_chain(workspace, project, ["micro:ant", "micro:bee"])
+    open_ids = [r.id for r in items if r not in labelled]
+    predict_chain(workspace, project, models, open_ids, ctx)
+    with workspace.session() as session:
+        chain_scores = dict(session.execute(select(PredictionRow.item_id, PredictionRow.score)).all())
+    labelled_ids = [r.id for r in labelled]
+    pool = pool_scores(workspace, project, Chain(tuple(models)), open_ids, labelled_ids)
+    assert pool.uncertainty.tolist() == pytest.approx([1 - chain_scores[i] for i in open_ids])
+    assert len(set(pool.uncertainty.round(4))) > 1  # a real order, not a constant
+    assert pool.embeddings.shape == (len(open_ids), 32) and pool.labelled_embeddings.shape == (len(labelled_ids), 32)
+    newest = newest_model(workspace, project)  # what the real queue ranks by when no model is given
+    assert newest.kind.startswith("micro:")
+    same = pool_scores(workspace, project, newest, open_ids, labelled_ids)
+    assert np.array_equal(same.uncertainty, pool.uncertainty)
+    with workspace.session() as session:
+        update_settings(session, get_row(session, "syn"), {"sampling": "k-center"})
+        project = get_project(session, "syn")
+    with caplog.at_level("INFO", logger="labelloop.services.assist.sampling"):
+        ranked = refresh_ranks(workspace, project, seed=0)  # crashed before: a micro-model's ref holds two ':'
+    assert ranked["strategy"] == "k-center" and ranked["model"] == newest.ref
+    assert "falls back" not in caplog.text  # k-center had its embeddings

@@ -90,6 +90,14 @@ def get_model(workspace, project: ProjectInfo, ref: str, *, statuses: tuple[str,
         return _info(row)
 
 
+def newest_ready_model(workspace, project: ProjectInfo) -> ModelInfo | None:
+    """The project's newest ready model of any kind, or None (read by id: a micro-model's kind holds a ':')."""
+    with workspace.session() as session:
+        row = session.scalars(select(ModelRow).where(ModelRow.project_id == project.id, ModelRow.status == "ready")
+                              .order_by(ModelRow.created_at.desc(), ModelRow.id.desc()).limit(1)).first()
+        return _info(row) if row is not None else None
+
+
 def list_models(workspace, project: ProjectInfo) -> list[ModelInfo]:
     with workspace.session() as session:
         rows = session.scalars(select(ModelRow).where(ModelRow.project_id == project.id)

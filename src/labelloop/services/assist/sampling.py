@@ -23,7 +23,7 @@ from labelloop.errors import InvalidInput, NotFound
 from labelloop.services.labelling import stack_order
 from labelloop.services.labelling.strategies import PoolScores, check_strategy, order, STRATEGIES
 from labelloop.services.projects import ProjectInfo
-from labelloop.store.tables import ItemRankRow, ModelRow, PredictionRow, QueueItemRow
+from labelloop.store.tables import ItemRankRow, PredictionRow, QueueItemRow
 
 log = logging.getLogger(__name__)
 SCORERS: dict[str, Callable[..., PoolScores]] = {}
@@ -51,23 +51,25 @@ def open_items(workspace, project: ProjectInfo) -> list[int]:
 
 
 def newest_model(workspace, project: ProjectInfo):
-    """The project's newest ready model of any kind, or None."""
-    from labelloop.services.assist.models import get_model
+    """The project's newest ready model of any kind (a micro-model `micro:CLASS` included), or None."""
+    from labelloop.services.assist.models import newest_ready_model
 
-    with workspace.session() as session:
-        row = session.scalars(select(ModelRow).where(ModelRow.project_id == project.id, ModelRow.status == "ready")
-                              .order_by(ModelRow.created_at.desc(), ModelRow.id.desc()).limit(1)).first()
-        kind_version = (row.kind, row.version) if row is not None else None
-    if kind_version is None:
+    return newest_ready_model(workspace, project)
+
+
+def scorer_for(model) -> Callable[..., PoolScores] | None:
+    """The model kind's pool scorer; every micro-model (`micro:CLASS`) and a chain of them share the chain's."""
+    if model is None:
         return None
-    return get_model(workspace, project, f"{kind_version[0]}:{kind_version[1]}")
+    return SCORERS.get(model.kind) or (SCORERS.get("micro") if model.kind.startswith("micro:") else None)
 
 
 def pool_scores(workspace, project: ProjectInfo, model, item_ids: Sequence[int], labelled_ids: Sequence[int] = ()
                 ) -> PoolScores:
     """What `model` says about these items (probabilities, uncertainty, embeddings), for a strategy to order."""
-    if model is not None and model.kind in SCORERS:
-        return SCORERS[model.kind](workspace, project, model, list(item_ids), list(labelled_ids))
+    scorer = scorer_for(model)
+    if scorer is not None:
+        return scorer(workspace, project, model, list(item_ids), list(labelled_ids))
     import numpy as np
 
     pool = PoolScores(size=len(item_ids))
@@ -116,7 +118,7 @@ def refresh_ranks(workspace, project: ProjectInfo, *, model=None, strategy: str 
     from labelloop.services.data.project_data import labelled_items
 
     labelled = [item.id for item, _ in labelled_items(workspace, project, ("class", "box", "polygon", "mask"))] \
-        if model is not None and model.kind in SCORERS else []
+        if scorer_for(model) is not None else []
     pool = pool_scores(workspace, project, model, items, labelled)
     try:
         ranked = order(name, pool, 0 if seed is None else seed)
@@ -150,3 +152,30 @@ def refresh_after_model(workspace, project_name: str, model=None) -> dict[str, A
     except (InvalidInput, NotFound) as exc:
         log.warning("ranking the queue of %s failed: %s", project_name, exc)
         return {"error": str(exc)}
+
+
+@pool_scorer("micro")
+def _chain_scores(workspace, project, model, item_ids: list[int], labelled_ids: list[int]) -> PoolScores:
+    """A chain of micro-models (the simulator's chain, or any micro-model, whose pre-labels are the chain's): each
+    item's uncertainty is 1 − the item score of its newest chain pre-label (the surest passing chance, else the top
+    raw score; 1 without one), and the embeddings its classification micro-models read, when cached, feed the
+    diversity strategies (k-center, hybrid)."""
+    import numpy as np
+
+    from labelloop.services.assist.embeddings import cached_ids, encoder_key, load_embeddings
+    from labelloop.services.assist.micro import CHAIN_VERSION
+
+    with workspace.session() as session:
+        scores = dict(session.execute(select(PredictionRow.item_id, PredictionRow.score).where(
+            PredictionRow.model_id.is_(None), PredictionRow.model_version == CHAIN_VERSION,
+            PredictionRow.item_id.in_(item_ids)).order_by(PredictionRow.id)).all())  # the newest wins
+    pool = PoolScores(size=len(item_ids),
+                      uncertainty=np.array([1 - scores[i] if scores.get(i) is not None else 1.0 for i in item_ids]))
+    params = (getattr(model, "models", None) or [model])[0].params
+    if params.get("encoder") and item_ids:
+        key = encoder_key(params["encoder"], params.get("weights"))
+        if len(cached_ids(workspace, item_ids, key)) == len(item_ids):
+            labelled = [i for i in labelled_ids if i in cached_ids(workspace, labelled_ids, key)]
+            pool.embeddings = load_embeddings(workspace, item_ids, key)
+            pool.labelled_embeddings = load_embeddings(workspace, labelled, key) if labelled else None
+    return pool
