@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py labels --seeds 0 1 2
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py duplicates
-    OMP_NUM_THREADS=2 nice .venv/bin/python benchmarks/label_quality.py scale --items 100000
+    OMP_NUM_THREADS=2 nice .venv/bin/python benchmarks/label_quality.py scale --items 100000 --threads 2
 
 labels: hymenoptera (398 photos, 2 classes) and clothing10 (1,501 photos, 10 classes) with 10 % of labels flipped
 (seeded, uniformly to another class). Every item is scored by a classifier that never trained on it (5 cross-fitted
@@ -17,9 +17,11 @@ photographs. pHash (Hamming <= 8) and embeddings (cosine >= 0.9) nominate pairs,
 confirms them (--no-pixel-check: the nominated pairs as they are). All cuts were chosen on hymenoptera; clothing10
 reports them.
 
-scale: N synthetic embeddings (1280-d, 10 Gaussian classes, 10 % flipped labels): wall time and peak memory of the
-neighbours (hnswlib above 50,000 items, with its recall against exact search on 1,000 queries), outliers,
-semantic duplicates, label errors (cross-fitted), and pHash pairs over N random hashes.
+scale: N synthetic embeddings (1280-d, 10 Gaussian classes, 10 % flipped labels): wall time and the process's peak
+RSS during each stage: the SVD (compact), the neighbours (hnswlib above 50,000 items, with its recall against exact
+search on 1,000 queries), outliers, semantic duplicates, label errors (cross-fitted), and pHash pairs over N random
+hashes. --threads: hnswlib's threads and the label-error folds fitted at once. The same script times an older
+checkout: PYTHONPATH=<old checkout>/src.
 
 Embeddings come from the cache of benchmarks/classifier_clothing10.py (/tmp/labelloop-embeddings), computed there
 if missing. Figures in docs/quality.md came from a shared, loaded 2-core machine.
@@ -32,7 +34,6 @@ import io
 import json
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -243,22 +244,45 @@ def duplicates(args) -> dict:
     return out
 
 
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _peak(fn):
-    tracemalloc.start()
+    """(value, seconds, peak RSS in MB of the whole process during fn). Linux: the high-water mark is reset first
+    (/proc/self/clear_refs). tracemalloc, used before, slowed the stages that allocate many small arrays and missed
+    what hnswlib and BLAS allocate."""
+    Path("/proc/self/clear_refs").write_text("5")
     started = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - started
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return value, round(seconds, 2), round(peak / 2**20, 1)
+    return value, round(seconds, 2), round(_rss_mb("VmHWM"), 1)
+
+
+def _exact_top(Z: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The k most similar other rows of each query row by exact search, in blocks (bounded memory)."""
+    from labelloop.ml.neighbours import unit_rows
+
+    Zu = unit_rows(Z)
+    out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), 100):
+        q = queries[start:start + 100]
+        sims = Zu[q] @ Zu.T
+        sims[np.arange(len(q)), q] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start:start + len(q)] = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1)
+    return out
 
 
 def scale(args) -> dict:
-    import resource
+    import inspect
 
     from labelloop.ml.duplicates import hamming_pairs, semantic_pairs
     from labelloop.ml.label_errors import find_suspects
-    from labelloop.ml.neighbours import compact, neighbours, recall_at_k, unit_rows
+    from labelloop.ml.neighbours import compact, neighbours, recall_at_k
     from labelloop.ml.outliers import knn_distance
 
     rng = np.random.default_rng(0)
@@ -269,34 +293,34 @@ def scale(args) -> dict:
     for start in range(0, n, 10_000):  # in blocks: the benchmark's own data should not set the peak
         X[start:start + 10_000] += rng.normal(0, 1.5, (min(10_000, n - start), dim)).astype(np.float32)
     noisy, truth = flipped_labels(y, k, 0.1, 0)
-    out = {"items": n, "dim": dim}
+    out = {"items": n, "dim": dim, "threads": args.threads}
+    # An older checkout (PYTHONPATH=<old>/src) takes no `threads` in find_suspects: the same script times both.
+    fold_threads = {"threads": args.threads} if "threads" in inspect.signature(find_suspects).parameters else {}
     total_started = time.perf_counter()
     del centres
     Z, out["compact_s"], out["compact_mb"] = _peak(lambda: compact(X))
     print(f"compact {out['compact_s']} s", flush=True)
-    found, out["neighbours_s"], out["neighbours_mb"] = _peak(lambda: neighbours(Z, 10))
+    found, out["neighbours_s"], out["neighbours_mb"] = _peak(lambda: neighbours(Z, 10, threads=args.threads))
     print(f"neighbours {out['neighbours_s']} s", flush=True)
-    index = found[0]
     queries = rng.choice(n, 1000, replace=False)
-    Zu = unit_rows(Z)
-    sims = Zu[queries] @ Zu.T
-    sims[np.arange(1000), queries] = -np.inf
-    exact = np.argsort(-sims, axis=1)[:, :10]
-    out["hnsw_recall_at_10"] = round(recall_at_k(index[queries], exact), 4)
+    out["hnsw_recall_at_10"] = round(recall_at_k(found[0][queries], _exact_top(Z, queries, 10)), 4)
     # the neighbours are computed once and shared by the three checks that read them
     _, out["outliers_s"], out["outliers_mb"] = _peak(lambda: knn_distance(Z, 5, found=found))
     _, out["semantic_duplicates_s"], out["semantic_duplicates_mb"] = _peak(lambda: semantic_pairs(Z, found=found))
     print(f"outliers {out['outliers_s']} s, semantic duplicates {out['semantic_duplicates_s']} s", flush=True)
     (suspects, _, _), out["label_errors_s"], out["label_errors_mb"] = _peak(
-        lambda: find_suspects(Z, noisy, [str(c) for c in range(k)], found=found))
+        lambda: find_suspects(Z, noisy, [str(c) for c in range(k)], found=found, **fold_threads))
     print(f"label errors {out['label_errors_s']} s", flush=True)
     flagged = np.zeros(n, bool)
     flagged[[s.index for s in suspects]] = True
-    out["label_errors_pr"] = [round(v, 3) for v in pr(flagged, truth)]
+    out["label_errors_pr"] = [round(v, 4) for v in pr(flagged, truth)]
     hashes = rng.integers(-(1 << 62), 1 << 62, n, dtype=np.int64)
-    _, out["phash_pairs_s"], out["phash_pairs_mb"] = _peak(lambda: hamming_pairs(hashes))
+    pairs, out["phash_pairs_s"], out["phash_pairs_mb"] = _peak(lambda: hamming_pairs(hashes))
+    out["phash_pairs_found"] = len(pairs)
     out["total_s"] = round(time.perf_counter() - total_started, 1)
-    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    stages = ("compact", "neighbours", "outliers", "semantic_duplicates", "label_errors", "phash_pairs")
+    out["stages_s"] = round(sum(out[f"{stage}_s"] for stage in stages), 1)
+    out["max_rss_mb"] = max(out[f"{stage}_mb"] for stage in stages)  # the process's peak over the stages
     out["exact_check"] = "exact kNN on 1,000 queries against all items (numpy)"
     print(json.dumps(out, indent=1), flush=True)
     return out
@@ -318,6 +342,7 @@ def main() -> None:
     p.add_argument("--no-pixel-check", action="store_true", help="count the pairs pHash and embeddings nominate")
     p = sub.add_parser("scale")
     p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--threads", type=int, default=2, help="hnswlib threads and label-error folds fitted at once")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     result = {"labels": labels, "duplicates": duplicates, "scale": scale}[args.part](args)
