@@ -97,29 +97,41 @@ def _train_mask_micros(workspace, project: ProjectInfo, params: dict[str, Any], 
     rows = mask_rows(workspace, project, base)
     signature = labels_signature(rows)
     counts = examples_per_class(project, rows)
+    results = train_each_class(
+        workspace, project, params, names, counts, lambda name, n: why_not_trainable_mask(name, n, min_examples),
+        lambda current, name: current.params.get("base") == base and current.params.get("labels_signature") == signature,
+        lambda name: train_mask_class(workspace, project, name, params, ctx, base, min_examples, rows),
+        lambda m: {"iou": m["held_out_iou"]})
+    lines = [_line(name, r) for name, r in results.items()]
+    return {"summary": "; ".join(lines), "lines": lines, "classes": results}
+
+
+def train_each_class(workspace, project: ProjectInfo, params: dict[str, Any], names: list[str],
+                     counts: dict[str, int], why_not, unchanged, train_one, figures) -> dict[str, dict[str, Any]]:
+    """The per-class loop box and mask micro-models share: a class is not trained when `why_not(name, examples)`
+    gives a reason (with `all_classes`; one class asked for raises in `train_one`), or, with `all_classes` and no
+    `force`, when `unchanged(version in use, name)`; else `train_one(name)`, its held-out figures and `figures`' own."""
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         examples = counts.get(name, 0)
-        reason = why_not_trainable_mask(name, examples, min_examples)
+        reason = why_not(name, examples)
         if reason and params.get("all_classes"):
             results[name] = {"trained": False, "examples": examples, "reason": reason}
             continue
         current = in_use(workspace, project, name)
         if params.get("all_classes") and not params.get("force") and current is not None \
-                and current.params.get("base") == base \
-                and current.params.get("labels_signature") == signature:
+                and unchanged(current, name):
             results[name] = {"trained": False, "examples": examples, "model": current.ref,
                              "reason": f"no new labels since {current.ref}; it stays in use"}
             continue
-        model = train_mask_class(workspace, project, name, params, ctx, base, min_examples, rows)
+        model = train_one(name)
         m = model.metrics
         results[name] = {"trained": True, "examples": examples, "model": model.ref, "status": model.status,
                          "in_use": model.status == "ready", "ready": m["ready"], "threshold": m["threshold"],
-                         "precision": m["held_out_precision"], "recall": m["held_out_recall"],
-                         "iou": m["held_out_iou"], "coverage": None, "self_validation": m["self_validation"],
+                         "precision": m["held_out_precision"], "recall": m["held_out_recall"], **figures(m),
+                         "coverage": None, "self_validation": m["self_validation"],
                          "pseudo_labels": m["pseudo_labels"], "reason": m["reason"]}
-    lines = [_line(name, r) for name, r in results.items()]
-    return {"summary": "; ".join(lines), "lines": lines, "classes": results}
+    return results
 
 
 def _share(value: float | None) -> str:

@@ -147,36 +147,20 @@ def train_box_micros(workspace, project, params: dict[str, Any], ctx, min_exampl
     """Per class asked for (`class`, or every class with `all_classes`): what was trained, or why not. With
     `all_classes`, a class whose images and boxes are the same as its version in use's is left as it is unless
     `force`."""
-    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use
+    from labelloop.services.assist.micro import train_each_class
+    from labelloop.services.assist.model_kinds.micro import examples_per_class
 
     names = project.class_names() if params.get("all_classes") else [params.get("class")]
     if not params.get("all_classes") and not names[0]:
         raise InvalidInput("give --class CLASS or --all-classes")
     rows = box_rows(workspace, project)
-    counts = examples_per_class(project, rows)
-    results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        examples = counts.get(name, 0)
-        reason = why_not_trainable_box(name, examples, min_examples)
-        if reason and params.get("all_classes"):
-            results[name] = {"trained": False, "examples": examples, "reason": reason}
-            continue
-        current = in_use(workspace, project, name)
-        if params.get("all_classes") and not params.get("force") and current is not None \
-                and current.params.get("base") == "detector" \
-                and current.params.get("labels_signature") == class_signature(rows, name):
-            results[name] = {"trained": False, "examples": examples, "model": current.ref,
-                             "reason": f"no new labels since {current.ref}; it stays in use"}
-            continue
-        model = train_box_class(workspace, project, name, params, ctx, min_examples, rows)
-        m = model.metrics
-        results[name] = {"trained": True, "examples": examples, "model": model.ref, "status": model.status,
-                         "in_use": model.status == "ready", "ready": m["ready"], "threshold": m["threshold"],
-                         "precision": m["held_out_precision"], "recall": m["held_out_recall"],
-                         "average_precision": m["held_out_average_precision"], "coverage": None,
-                         "self_validation": m["self_validation"], "pseudo_labels": m["pseudo_labels"],
-                         "reason": m["reason"]}
-    return results
+    return train_each_class(
+        workspace, project, params, names, examples_per_class(project, rows),
+        lambda name, n: why_not_trainable_box(name, n, min_examples),
+        lambda current, name: current.params.get("base") == "detector"
+        and current.params.get("labels_signature") == class_signature(rows, name),
+        lambda name: train_box_class(workspace, project, name, params, ctx, min_examples, rows),
+        lambda m: {"average_precision": m["held_out_average_precision"]})
 
 
 def predict_box_chain(workspace, project, models: list[ModelInfo], item_ids: list[int], ctx,
