@@ -23,22 +23,11 @@ from labelloop.store.tables import ItemRow, ModelRow, PredictionRow, ProjectRow
 
 from conftest import snapshot
 from test_detector import drawn_shapes
+from test_micro_models import _done, _failed
 
 # One evaluation at the end (the micro-model default), no calibration folds unless a test asks: seconds, not minutes.
 FAST = {"min_size": 128, "max_size": 160, "batch_size": 4, "lr": 0.02, "warmup_steps": 5, "threads": 1,
         "calibration_folds": 0}
-
-
-def _done(workspace, kind: str, **params) -> dict:
-    job = run_job(workspace, create_job(workspace, kind, params))
-    assert job.state == "done", job.error
-    return job.result
-
-
-def _failed(workspace, kind: str, **params) -> str:
-    job = run_job(workspace, create_job(workspace, kind, params))
-    assert job.state == "failed"
-    return job.error
 
 
 def _settings(workspace, name: str) -> dict:

@@ -270,7 +270,6 @@ def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item
     each name the micro-model and version that made them)."""
     from labelloop.ml.micro import ChainScorer, merge_multiclass, merge_multilabel
     from labelloop.services.assist.model_kinds.classifier import Classifier
-    from labelloop.services.assist.predictions import save_predictions
 
     base = Classifier()
     loaded = [load_estimator(workspace, m) for m in models]
@@ -320,11 +319,25 @@ def predict_chain(workspace, project: ProjectInfo, models: list[ModelInfo], item
             rows.append(PredictionRow(item_id=item_id, model_id=None, model_version=CHAIN_VERSION,
                                       shapes=[shape_to_dict(s) for s in shapes], score=round(float(certainty), 4),
                                       review_state="pending"))
-        with workspace.session() as session:
-            _drop_pending_chain_predictions(session, chunk)
-            save_predictions(session, rows)
-        written += len(rows)
-        ctx.progress(written, len(item_ids), "pre-labelling with the chain")
+        written = save_chain_rows(workspace, chunk, rows, written, len(item_ids), ctx)
+    return chain_result(models, names, thresholds, written, prelabelled, per_class, started)
+
+
+def save_chain_rows(workspace, item_ids: list[int], rows: list, written: int, total: int, ctx: JobContext) -> int:
+    """One chunk's merged pre-labels replace the chain's pending ones of those items; the count written so far."""
+    from labelloop.services.assist.predictions import save_predictions
+
+    with workspace.session() as session:
+        _drop_pending_chain_predictions(session, item_ids)
+        save_predictions(session, rows)
+    written += len(rows)
+    ctx.progress(written, total, "pre-labelling with the chain")
+    return written
+
+
+def chain_result(models: list[ModelInfo], names: list[str], thresholds: np.ndarray, written: int, prelabelled: int,
+                 per_class: dict[str, int], started: float) -> dict[str, Any]:
+    """What a chain run reports, whatever its micro-models' base."""
     return {"chain": [m.ref for m in models], "predictions": written, "prelabelled": prelabelled,
             "coverage": round(prelabelled / written, 4) if written else None, "prelabels_per_class": per_class,
             "thresholds": {n: (None if np.isinf(t) else float(t)) for n, t in zip(names, thresholds)},

@@ -168,10 +168,9 @@ def predict_box_chain(workspace, project, models: list[ModelInfo], item_ids: lis
     """Every micro-model's boxes on each item, those above its threshold merged (ml.micro_boxes.merge_detections);
     one Prediction per item whose boxes each name the micro-model and version that made them."""
     from labelloop.ml.micro_boxes import merge_detections
-    from labelloop.services.assist.micro import CHAIN_VERSION, _drop_pending_chain_predictions
+    from labelloop.services.assist.micro import CHAIN_VERSION, chain_result, save_chain_rows
     from labelloop.services.assist.model_kinds.micro import class_of
     from labelloop.services.assist.models import load_estimator
-    from labelloop.services.assist.predictions import save_predictions
     from labelloop.store.tables import PredictionRow
 
     loaded = [load_estimator(workspace, m) for m in models]
@@ -204,12 +203,5 @@ def predict_box_chain(workspace, project, models: list[ModelInfo], item_ids: lis
                                       shapes=[shape_to_dict(s) for s in shapes],
                                       score=round(float(every.max()), 4) if len(every) else None,
                                       review_state="pending"))
-        with workspace.session() as session:
-            _drop_pending_chain_predictions(session, [item.id for item in items])
-            save_predictions(session, rows)
-        written += len(rows)
-        ctx.progress(written, len(item_ids), "pre-labelling with the chain")
-    return {"chain": [m.ref for m in models], "predictions": written, "prelabelled": prelabelled,
-            "coverage": round(prelabelled / written, 4) if written else None, "prelabels_per_class": per_class,
-            "thresholds": {n: (None if np.isinf(t) else float(t)) for n, t in zip(names, thresholds)},
-            "seconds": round(time.perf_counter() - started, 3)}
+        written = save_chain_rows(workspace, [item.id for item in items], rows, written, len(item_ids), ctx)
+    return chain_result(models, names, thresholds, written, prelabelled, per_class, started)
