@@ -5,7 +5,7 @@
 8 raccoon photos (the Label Studio backend's batch), a Faster R-CNN + FPN over EfficientNet-Lite0 as the product
 builds it (ImageNet backbone; the heads' weights do not change the work: 300 proposals go through the box head
 whatever they score; 300 was the default when this was measured, 100 since `detector_inference_settings.py`).
-Variants: one image at a time (the product before), the 8 in one call, fewer proposals kept after the RPN's NMS,
+`--folded`: batch norms folded and freed memory kept, against neither. Variants: one image at a time (the product before), the 8 in one call, fewer proposals kept after the RPN's NMS,
 channels-last memory. Reported: median seconds for the 8 over the rounds and the ratio
 to the first variant, with the machine and its thread count.
 """
@@ -39,9 +39,14 @@ def main() -> None:
     parser.add_argument("--at-once", action="store_true",
                         help="instead: the product's predict, one image at a time on --threads threads against "
                              "--threads images at once on one thread each (wall and CPU time, the same boxes?)")
+    parser.add_argument("--folded", action="store_true",
+                        help="instead: the product's predict with the batch norms folded and freed memory kept "
+                             "(now) against neither (before) and each alone, interleaved rounds")
     args = parser.parse_args()
     if args.at_once:
         return at_once(args)
+    if args.folded:
+        return folded(args)
     import torch
 
     from labelloop.ml.detection.detector import _tensor
@@ -133,6 +138,71 @@ def at_once(args) -> None:
             cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
     old, new = outputs.values()
     largest = max(float(np.abs(a["boxes"].numpy() - b["boxes"]).max(initial=0)) for a, b in zip(old, new))
+    first_wall, first_cpu = statistics.median(next(iter(wall.values()))), statistics.median(next(iter(cpu.values())))
+    print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": threads, "images": len(images),
+                      "load_average_1min": round(os.getloadavg()[0], 1),
+                      "same_box_counts": all(len(a["boxes"]) == len(b["boxes"]) for a, b in zip(old, new)),
+                      "largest_box_difference_px": round(largest, 4),
+                      "variants": {name: {"wall_median_s": round(statistics.median(wall[name]), 3),
+                                          "wall_max_s": round(max(wall[name]), 3),
+                                          "wall_ratio": round(statistics.median(wall[name]) / first_wall, 3),
+                                          "cpu_median_s": round(statistics.median(cpu[name]), 3),
+                                          "cpu_ratio": round(statistics.median(cpu[name]) / first_cpu, 3)}
+                                   for name in variants}}, indent=1))
+
+
+def _glibc(keep: bool) -> None:
+    """glibc's malloc as `keep_freed_memory` leaves it (keep) or near its defaults: blocks above 128 KiB mapped
+    afresh, 128 KiB trimmed (setting them also ends the dynamic threshold, as any mallopt call does)."""
+    import ctypes
+
+    from labelloop.ml import inference
+
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    values = ((inference.KEEP_BLOCKS_BELOW, inference.KEEP_FREED, 64 * 2**20) if keep else (128 * 1024, 128 * 1024, 0))
+    for option, value in zip((-3, -1, -2), values):
+        mallopt(option, value)
+
+
+def folded(args) -> None:
+    """`BoxDetector.predict` (T images at once, one thread each) with the backbone's batch norms folded into its
+    convolutions and glibc keeping freed memory (now), against neither (the product until 2026-12-07) and each
+    alone; the allocator is switched before each variant runs. Heads untrained, as in `at_once`."""
+    import resource
+
+    from labelloop.ml import inference
+    from labelloop.ml.detection import BoxDetector
+    from labelloop.ml.detection import detector as detector_module
+
+    threads = args.threads or 2
+    paths = sorted((DATA / "images").glob("*.jpg"))[:args.images]
+    images, _ = load(paths)
+    detector_module.keep_freed_memory = lambda: None  # the variants below set the allocator themselves
+    plain = BoxDetector(1, threads=threads)
+    plain.network_ = plain._network().eval()
+    plain._inference_network = lambda: plain.network_  # not folded
+    folded_ = BoxDetector(1, threads=threads)
+    folded_.network_ = plain.network_
+    print(f"batch norms folded: {inference.fold_batch_norms(plain.network_.backbone.body)[1]}", file=sys.stderr)
+    variants = {"unfolded, glibc defaults (before)": (plain, False), "unfolded, freed memory kept": (plain, True),
+                "folded, glibc defaults": (folded_, False), "folded, freed memory kept (now)": (folded_, True)}
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    outputs = {}
+    for name, (detector, keep) in variants.items():  # warm-up, and the boxes compared below
+        _glibc(keep)
+        outputs[name] = detector.predict(images)
+    for _ in range(args.rounds):
+        for name, (detector, keep) in variants.items():
+            _glibc(keep)
+            started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            detector.predict(images)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+    old, new = outputs[next(iter(variants))], outputs[list(variants)[-1]]
+    largest = max(float(np.abs(a["boxes"] - b["boxes"]).max(initial=0)) for a, b in zip(old, new)
+                  if len(a["boxes"]) == len(b["boxes"]))
     first_wall, first_cpu = statistics.median(next(iter(wall.values()))), statistics.median(next(iter(cpu.values())))
     print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": threads, "images": len(images),
                       "load_average_1min": round(os.getloadavg()[0], 1),

@@ -446,3 +446,42 @@ def test_several_images_predicted_at_once_give_each_image_its_own_boxes_as_one_a
         assert np.array_equal(one["labels"], other["labels"])
         np.testing.assert_allclose(one["boxes"], other["boxes"], atol=1e-3)
         np.testing.assert_allclose(one["scores"], other["scores"], atol=1e-5)
+
+
+def test_the_detector_predicts_with_folded_norms_and_folds_again_when_its_weights_change():
+    import torch
+    from torch import nn
+
+    from labelloop.ml.detection import BoxDetector
+    from labelloop.ml.detection.detector import _tensor
+    from labelloop.ml.detection.network import prediction_size
+
+    def trained_norms(network, seed):  # norms far from the identity, as training leaves them
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in network.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.3)
+                    m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+                    m.weight.mul_(1 + 0.3 * torch.randn(m.num_features, generator=generator))
+
+    images, _ = drawn_shapes(3, 5)
+    detector = BoxDetector(2, pretrained=False, **FAST, threads=1)
+    detector.network_ = detector._network()
+    trained_norms(detector.network_, 1)
+    folded = detector.predict(images)
+    network = detector._inference_network()
+    assert network is not detector.network_
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in network.backbone.body.modules())
+    with torch.inference_mode(), prediction_size(detector.network_.eval(), *detector.prediction_sizes):
+        unfolded = [detector.network_([_tensor(image)])[0] for image in images]
+    for a, b in zip(unfolded, folded):
+        assert np.array_equal(a["labels"].numpy(), b["labels"])
+        np.testing.assert_allclose(a["boxes"].numpy(), b["boxes"], atol=1e-2)
+        np.testing.assert_allclose(a["scores"].numpy(), b["scores"], atol=1e-4)
+    assert detector._inference_network() is network  # the same weights: the folded copy is reused
+    trained_norms(detector.network_, 2)  # new weights, as a training step or a loaded checkpoint gives
+    assert detector._inference_network() is not network
+    changed = detector.predict(images)
+    assert any(len(a["scores"]) != len(b["scores"]) or not np.allclose(a["scores"], b["scores"])
+               for a, b in zip(folded, changed))

@@ -1,0 +1,156 @@
+"""Cheaper forward passes for prediction, with the same arithmetic: batch norms folded into the convolutions before
+them, and freed memory kept for reuse instead of handed back to the system after every layer."""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import functools
+import logging
+import sys
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FOLD_CHECK_SIZE = (1, 3, 96, 128)  # the random input a folded copy must answer like the original
+FOLD_TOLERANCE = 1e-4  # largest difference allowed, relative to the output's largest magnitude
+
+
+def fold_batch_norms(module: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of `module`, in evaluation mode, where every batch norm that reads a convolution's output alone is
+    folded into that convolution's weights and bias (and replaced by what followed it inside the norm module: timm's
+    BatchNormAct2d keeps its activation). Returns (copy, norms folded); (module, 0) when the copy does not give the
+    original's answer on a random input, or nothing could be folded.
+
+    A norm in evaluation mode is y = (x - mean) / sqrt(var + eps) * w + b, an affine map per channel, so the folded
+    convolution computes the same thing in one pass over memory instead of two."""
+    original_mode = module.training
+    module.eval()
+    try:
+        folded = copy.deepcopy(module)
+        pairs = _conv_norm_pairs(folded)
+        for conv, norm_name, norm in pairs:
+            _fold_one(conv, norm)
+            parent_name, _, leaf = norm_name.rpartition(".")
+            parent = folded.get_submodule(parent_name) if parent_name else folded
+            setattr(parent, leaf, _after_norm(norm))
+        if not pairs or not _same_answer(module, folded):
+            return module, 0
+        return folded, len(pairs)
+    finally:
+        module.train(original_mode)
+
+
+def _conv_norm_pairs(module: nn.Module) -> list[tuple[nn.Conv2d, str, nn.Module]]:
+    """(convolution, name of its norm, norm) for each norm whose input was a convolution's output, seen in one
+    forward pass; norms of a kind that cannot be replaced are left alone."""
+    calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+    watched = [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    hooks = [m.register_forward_hook(lambda m, args, out, n=n: calls.append((n, m, args[0], out)))
+             for n, m in watched]
+    try:
+        with torch.inference_mode():
+            module(_check_input(module))
+    except Exception:  # noqa: BLE001 - a module that does not take one image tensor is simply not folded
+        log.debug("not folding %s: it does not take a plain image batch", type(module).__name__, exc_info=True)
+        return []
+    finally:
+        for hook in hooks:
+            hook.remove()
+    made_by: dict[int, nn.Conv2d] = {}  # id of an output tensor -> its convolution (every tensor is held by `calls`)
+    uses: dict[int, int] = {}
+    for _, m, given, _ in calls:
+        uses[id(given)] = uses.get(id(given), 0) + 1
+    pairs, seen = [], set()
+    for name, m, given, out in calls:
+        if isinstance(m, nn.Conv2d):
+            made_by[id(out)] = m
+        elif (id(given) in made_by and uses[id(given)] == 1 and _replaceable(m) and id(m) not in seen
+              and m.num_features == made_by[id(given)].out_channels):
+            pairs.append((made_by[id(given)], name, m))
+            seen.add(id(m))
+    return pairs
+
+
+def _replaceable(norm: nn.Module) -> bool:
+    if type(norm) is nn.BatchNorm2d:
+        return norm.track_running_stats
+    # timm's BatchNormAct2d: batch_norm, then `drop`, then `act`
+    return type(norm).__name__ == "BatchNormAct2d" and norm.track_running_stats and hasattr(norm, "act")
+
+
+def _after_norm(norm: nn.Module) -> nn.Module:
+    if type(norm) is nn.BatchNorm2d:
+        return nn.Identity()
+    return nn.Sequential(norm.drop, norm.act) if hasattr(norm, "drop") else nn.Sequential(norm.act)
+
+
+@torch.no_grad()
+def _fold_one(conv: nn.Conv2d, norm: nn.Module) -> None:
+    weight = norm.weight if norm.affine else torch.ones_like(norm.running_mean)
+    shift = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
+    scale = weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = shift - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+    conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+
+
+def _check_input(module: nn.Module) -> torch.Tensor:
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(FOLD_CHECK_SIZE, generator=generator).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _same_answer(original: nn.Module, folded: nn.Module) -> bool:
+    x = _check_input(original)
+    with torch.inference_mode():
+        a, b = _tensors(original(x)), _tensors(folded(x))
+    if len(a) != len(b) or any(p.shape != q.shape for p, q in zip(a, b)):
+        return False
+    worst = max(float((p - q).abs().max()) / max(float(p.abs().max()), 1e-6) for p, q in zip(a, b))
+    if worst > FOLD_TOLERANCE:
+        log.warning("batch norms not folded: the folded copy differs by %.2g of the output's scale", worst)
+        return False
+    return True
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return [v for v in output.values() if isinstance(v, torch.Tensor)]
+    return [v for v in output if isinstance(v, torch.Tensor)]
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+KEEP_BLOCKS_BELOW = 32 * 2**20  # glibc's largest mmap threshold: blocks below it come from the reusable heap
+KEEP_FREED = 512 * 2**20  # freed memory kept by the process before glibc trims its heap
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory in the process for the next allocation (once per process; True when set).
+
+    By default every block above 128 KiB (a layer's activations) is mapped afresh and handed back when freed, so each
+    forward pass pays a page fault per 4 KiB it writes: on the 2-core benchmark VM that was about a fifth of a
+    detector backbone's time (benchmarks/detector_inference.py). Afterwards the process keeps up to KEEP_FREED of
+    freed memory for reuse. Not glibc (macOS, Windows, musl): nothing is changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    done = all(mallopt(option, value) == 1 for option, value in (
+        (_M_MMAP_THRESHOLD, KEEP_BLOCKS_BELOW), (_M_TRIM_THRESHOLD, KEEP_FREED), (_M_TOP_PAD, 64 * 2**20)))
+    log.debug("glibc keeps freed memory for reuse: %s", done)
+    return done
