@@ -156,10 +156,10 @@ def _glibc(keep: bool) -> None:
     afresh, 128 KiB trimmed (setting them also ends the dynamic threshold, as any mallopt call does)."""
     import ctypes
 
-    from labelloop.ml import inference
+    from labelloop.ml import allocator
 
     mallopt = ctypes.CDLL("libc.so.6").mallopt
-    values = ((inference.KEEP_BLOCKS_BELOW, inference.KEEP_FREED, 64 * 2**20) if keep else (128 * 1024, 128 * 1024, 0))
+    values = ((allocator.KEEP_BLOCKS_BELOW, allocator.KEEP_FREED, 64 * 2**20) if keep else (128 * 1024, 128 * 1024, 0))
     for option, value in zip((-3, -1, -2), values):
         mallopt(option, value)
 

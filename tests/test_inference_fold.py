@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labelloop.ml.inference import fold_batch_norms, keep_freed_memory
+from labelloop.ml.allocator import keep_freed_memory
+from labelloop.ml.inference import fold_batch_norms
 
 
 def _trained_norms(module: nn.Module, seed: int = 0) -> nn.Module:

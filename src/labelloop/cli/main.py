@@ -34,6 +34,9 @@ def _version(value: bool) -> None:
 def _root(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                             help="Print labelloop's version and exit.")) -> None:
     """Turn raw images into labelled training data."""
+    from labelloop.ml.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the forward passes and forests reuse freed memory (see ml/allocator.py)
 
 @app.command()
 def init(data_dir: Optional[Path] = DataDir) -> None:

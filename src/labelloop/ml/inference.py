@@ -1,14 +1,10 @@
 """Cheaper forward passes for prediction, with the same arithmetic: batch norms folded into the convolutions before
-them, and freed memory kept for reuse instead of handed back to the system after every layer."""
+them (the allocator's part is in `labelloop.ml.allocator`)."""
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
-import functools
 import logging
-import sys
 
 import torch
 from torch import nn
@@ -126,31 +122,3 @@ def _tensors(output) -> list[torch.Tensor]:
     if isinstance(output, dict):
         return [v for v in output.values() if isinstance(v, torch.Tensor)]
     return [v for v in output if isinstance(v, torch.Tensor)]
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-KEEP_BLOCKS_BELOW = 32 * 2**20  # glibc's largest mmap threshold: blocks below it come from the reusable heap
-KEEP_FREED = 512 * 2**20  # freed memory kept by the process before glibc trims its heap
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed memory in the process for the next allocation (once per process; True when set).
-
-    By default every block above 128 KiB (a layer's activations) is mapped afresh and handed back when freed, so each
-    forward pass pays a page fault per 4 KiB it writes: on the 2-core benchmark VM that was about a fifth of a
-    detector backbone's time (benchmarks/detector_inference.py). Afterwards the process keeps up to KEEP_FREED of
-    freed memory for reuse. Not glibc (macOS, Windows, musl): nothing is changed."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done = all(mallopt(option, value) == 1 for option, value in (
-        (_M_MMAP_THRESHOLD, KEEP_BLOCKS_BELOW), (_M_TRIM_THRESHOLD, KEEP_FREED), (_M_TOP_PAD, 64 * 2**20)))
-    log.debug("glibc keeps freed memory for reuse: %s", done)
-    return done

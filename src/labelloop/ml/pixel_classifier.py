@@ -28,6 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.validation import check_is_fitted
 
 from labelloop.errors import InvalidInput
+from labelloop.ml.allocator import keep_freed_memory
 from labelloop.ml.features import (
     as_table,
     DEFAULT_SCALES,
@@ -117,6 +118,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
     ) -> PixelClassifier:
         """Train on the labelled pixels of each image; ``features`` may hold precomputed stacks (or None each)."""
         start = time.perf_counter()
+        keep_freed_memory()  # a live retrain in 0.88x the time (ml/allocator.py)
         images, labels = _as_list(images, "images"), _as_list(labels, "labels")
         if len(images) != len(labels):
             raise InvalidTrainingData(f"got {len(images)} images but {len(labels)} label maps; give one per image")
@@ -239,6 +241,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "forest_")
         if image is None and features is None:
             raise InvalidTrainingData("give an image or its precomputed features")
+        keep_freed_memory()
         # With autocontext, stage 1 only feeds smoothed context: its coarse grid, interpolated, is enough.
         proba = self._stage_proba(self.forest_, image, features, refine=not self.autocontext)
         if not self.autocontext:
