@@ -2,6 +2,7 @@
 average, which still counts work that has just finished."""
 
 import os
+import threading
 
 import pytest
 import torch
@@ -108,17 +109,27 @@ def test_the_real_proc_gives_a_count_within_the_allowed_cores():
     assert 1 <= cpu_load.free_cores(window=0.05) <= len(cpu_load.allowed_cpus())
 
 
-def test_prediction_reuses_a_recent_decision(monkeypatch):
-    measured = []
+def test_prediction_reuses_a_recent_decision_and_measures_again_without_waiting(monkeypatch):
+    measured, release = [], threading.Event()
+
+    def free_cores():
+        if measured:  # the second measurement takes as long as the test says
+            release.wait(10)
+        measured.append(1)
+        return 2 if len(measured) == 1 else 1
+
     monkeypatch.setattr(training, "_decided", None)
-    monkeypatch.setattr(cpu_load, "free_cores", lambda: measured.append(1) or 2)
+    monkeypatch.setattr(cpu_load, "free_cores", free_cores)
     now = [1000.0]
-    assert training.default_threads(lambda: now[0]) == 2
+    assert training.default_threads(lambda: now[0]) == 2  # the first call measures
     now[0] += training.REUSE_S - 1
     assert training.default_threads(lambda: now[0]) == 2 and len(measured) == 1
     now[0] += 2
-    training.default_threads(lambda: now[0])
-    assert len(measured) == 2
+    assert training.default_threads(lambda: now[0]) == 2  # stale: the last decision now, measured in the background
+    assert training.default_threads(lambda: now[0]) == 2 and len(measured) == 1  # one measurement at a time
+    release.set()
+    training._refresher.join(10)
+    assert len(measured) == 2 and training.default_threads(lambda: now[0]) == 1
 
 
 def test_an_explicit_thread_count_wins_and_cuda_is_left_alone(monkeypatch):

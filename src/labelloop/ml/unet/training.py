@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,15 +104,31 @@ def cpu_threads(device: torch.device, threads: int | None):
 
 REUSE_S = 30.0  # prediction enters cpu_threads once per image: measure at most this often, not on every image
 _decided: tuple[float, int] | None = None  # (time.monotonic() when measured, threads)
+_refresher: threading.Thread | None = None
+_refresher_lock = threading.Lock()
 
 
 def default_threads(clock: Callable[[], float] = time.monotonic) -> int:
-    """`cpu_load.free_cores()`, measured again when the last measurement is older than REUSE_S."""
-    global _decided
+    """`cpu_load.free_cores()`: measured on the first call (a wait of `cpu_load.WINDOW_S`), then again in the
+    background whenever the decision is older than REUSE_S, the call returning the last decision at once. Waiting
+    there instead added half a second to one served prediction every REUSE_S: most of the Label Studio backend's
+    p99 (benchmarks/ls_backend_latency.py)."""
+    global _decided, _refresher
     now = clock()
-    if _decided is None or now - _decided[0] > REUSE_S:
+    if _decided is None:
         _decided = (now, cpu_load.free_cores())
+    elif now - _decided[0] > REUSE_S:
+        with _refresher_lock:
+            if _refresher is None or not _refresher.is_alive():
+                _refresher = threading.Thread(target=_measure_free_cores, args=(now,), daemon=True,
+                                              name="labelloop-free-cores")
+                _refresher.start()
     return _decided[1]
+
+
+def _measure_free_cores(now: float) -> None:
+    global _decided
+    _decided = (now, cpu_load.free_cores())
 
 
 @functools.cache

@@ -72,10 +72,15 @@ class Predictor:
         return newest[1] if newest else None
 
     def warm_up(self, project: ProjectInfo) -> threading.Thread:
-        """Load the newest model in the background, so the first /predict does not wait for it."""
+        """Load the newest model in the background, and see how many cores are free, so the first /predict waits
+        for neither."""
         def load() -> None:
             try:
-                self.load(project)
+                loaded = self.load(project)
+                if loaded is not None and loaded.model.kind == "detector":
+                    from labelloop.ml.unet.training import default_threads
+
+                    default_threads()
             except Exception as exc:  # reported again, to the caller, by the /predict that needs the model
                 log.warning("could not load the model of %s: %s", project.name, exc)
 
