@@ -322,6 +322,42 @@ def test_flipped_labels_become_suspects_kept_decisions_survive_and_fixes_reopen(
     assert {x["item_id"] for x in listed} == flipped - {found[0]["item_id"], found[1]["item_id"]}
 
 
+@pytest.mark.parametrize("search", ["exact", "hnswlib"])
+def test_a_full_run_searches_the_neighbours_once_and_finds_what_each_check_finds_alone(
+        workspace, make_project, tmp_path, monkeypatch, search):
+    from labelloop.ml import neighbours, same_picture
+    from labelloop.services.quality.runs import CHECKS, report, run_checks
+
+    _blob_project(workspace, make_project, tmp_path / "syn")
+    # the blobs' embeddings pair hundreds of items at cosine >= 0.9: let every pair's pixels agree, so that the
+    # duplicate groups come from the neighbours alone (and the pixel check's minutes are not spent)
+    monkeypatch.setattr(same_picture, "same_picture_pairs", lambda pairs, picture, progress=None: list(pairs))
+    _done(workspace, "train", project="syn", model="classifier", seed=0)
+    project = _project(workspace, "syn")
+    if search == "hnswlib":  # 120 items above the limit: compacted, then an hnswlib graph
+        monkeypatch.setattr(neighbours, "EXACT_LIMIT", 50)
+    builds = []
+    for builder in ("compact", "exact_neighbours", "approximate_neighbours"):
+        original = getattr(neighbours, builder)
+        monkeypatch.setattr(neighbours, builder, lambda *a, _f=original, _n=builder, **kw: builds.append(_n) or _f(*a, **kw))
+
+    def suspects() -> list:
+        return sorted((s["kind"], s["item_id"], s["details"].get("check", ""), s["score"], s["reason"])
+                      for s in report(workspace, project, every=True)["suspects"])
+
+    together = run_checks(workspace, project)
+    assert all(together[check]["rescored"] for check in CHECKS)
+    # label errors, semantic duplicates and outliers read the same 120 embeddings: one search between them
+    assert builds == (["exact_neighbours"] if search == "exact" else ["compact", "approximate_neighbours"])
+    found_together = suspects()
+    assert {"label", "duplicate"} <= {kind for kind, *_ in found_together}
+    builds.clear()
+    for check in CHECKS:
+        run_checks(workspace, project, check, force=True)
+    assert len(builds) == (3 if search == "exact" else 6)
+    assert suspects() == found_together
+
+
 def _copies_folder(root: Path) -> Path:
     """Three photos, plus a JPEG re-encode and a half-size copy of the first, and an exact copy under a new name."""
     root.mkdir(parents=True)

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import clone
 
 from labelloop.ml.calibration import held_out_folds
+from labelloop.ml.neighbours import NeighbourCache
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 DEFAULT_FILTER = "prune_by_noise_rate"  # chosen on hymenoptera, reported on clothing10 (docs/quality.md)
@@ -157,16 +158,19 @@ def disagreement(votes: np.ndarray, y: np.ndarray) -> np.ndarray:
 def find_suspects(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, proba: np.ndarray | None = None,
                   filter_by: str = DEFAULT_FILTER, vote_cut: float | None = VOTE_CUT, seed: int = 0,
                   estimator_factory: Callable | None = None, found: tuple | None = None,
+                  cache: NeighbourCache | None = None,
                   threads: int = 1) -> tuple[list[Suspect], np.ndarray, np.ndarray]:
     """(flagged suspects most suspect first, every item's score, the cross-fitted probabilities).
 
     X: embeddings (the classifier is cross-fitted on them, and the neighbours' votes read them); `vote_cut` None
-    keeps cleanlab's flag alone; `threads`: folds fitted at once (cross_fitted_proba)."""
+    keeps cleanlab's flag alone; `cache`: compaction and neighbours shared with other checks of the same run;
+    `threads`: folds fitted at once (cross_fitted_proba)."""
     y = np.asarray(y)
-    from labelloop.ml.neighbours import EXACT_LIMIT, compact
-
-    if len(X) > EXACT_LIMIT:  # bounded memory and time: the classifier reads compacted embeddings at scale
-        X = compact(X, seed=seed)
+    cache = cache if cache is not None else NeighbourCache(VOTERS)
+    if found is None:
+        found = cache.neighbours(X, VOTERS, seed=seed)
+    # bounded memory and time: the classifier reads compacted embeddings at scale (the neighbours' own)
+    X = cache.compacted(X, seed=seed)
     if proba is None:
         proba = cross_fitted_proba(X, y, len(names), estimator=estimator_factory() if estimator_factory else None,
                                    seed=seed, threads=threads)

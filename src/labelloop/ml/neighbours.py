@@ -8,10 +8,14 @@ once more (float32) plus its graph (M links per item).
 The products run on one BLAS thread: on a busy machine OpenBLAS threads spin while waiting for a core, and the
 SVD and the exact search took 2.7-4× as long with two than with one (docs/benchmarks.md); hnswlib has its own
 `threads`.
+
+A quality run reads the same embeddings in several checks; `NeighbourCache` computes their compaction and their
+neighbours once and hands each check the slice it asks for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -106,3 +110,48 @@ def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:
     """Share of the exact k nearest neighbours that the approximate search found."""
     hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approximate, exact))
     return hits / max(exact.size, 1)
+
+
+def digest(X: np.ndarray) -> str:
+    """A key for a matrix's content: its shape, dtype and bytes (SHA-256: ~0.3 s for 100,000 × 1280 float32)."""
+    X = np.ascontiguousarray(X)
+    return f"{X.shape}:{X.dtype}:{hashlib.sha256(X.data).hexdigest()}"
+
+
+class NeighbourCache:
+    """Compacted vectors and nearest neighbours, computed once per matrix and seed, shared by the checks of one
+    quality run (at 100,000 items the SVD and the hnswlib graph were built once per check, docs/benchmarks.md).
+
+    Keyed by content (`digest`), so two checks that load the same embeddings separately still share. The
+    neighbours are computed for the most any reader asks (`k`, or more when asked) and sliced: the first j of an
+    exact or hnswlib answer for k are the answer for j (up to ties in similarity; hnswlib searches with the same
+    breadth, HNSW_EF, for any k below it)."""
+
+    def __init__(self, k: int = 0, *, threads: int = 2):
+        self.k, self.threads = k, threads
+        self._compacted: dict[tuple[str, int], np.ndarray] = {}
+        self._found: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def compacted(self, X: np.ndarray, *, seed: int = 0, key: str | None = None) -> np.ndarray:
+        """X as the search reads it: compacted above EXACT_LIMIT items, itself below."""
+        if len(X) <= EXACT_LIMIT:
+            return X
+        cached = (key or digest(X), seed)
+        if cached not in self._compacted:
+            self._compacted[cached] = compact(X, seed=seed)
+        return self._compacted[cached]
+
+    def neighbours(self, X: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, similarities) of each row's k nearest others, as `neighbours` gives them."""
+        key = digest(X)
+        found = self._found.get((key, seed))
+        if found is None or found[0].shape[1] < min(k, len(X) - 1):
+            wanted = max(k, self.k)
+            if len(X) <= EXACT_LIMIT:
+                found = exact_neighbours(X, wanted)
+            else:
+                log.info("approximate neighbours (hnswlib) over %d items", len(X))
+                found = approximate_neighbours(self.compacted(X, seed=seed, key=key), wanted, seed=seed,
+                                               threads=self.threads)
+            self._found[(key, seed)] = found
+        return found[0][:, :k], found[1][:, :k]

@@ -8,8 +8,10 @@ import numpy as np
 
 from labelloop import media
 from labelloop.errors import InvalidInput
-from labelloop.ml.duplicates import (MAX_HAMMING, MIN_COSINE, exact_pairs, group_pairs, perceptual_pairs,
-                                     pixel_confirmed, semantic_pairs)
+from labelloop.ml.duplicates import MAX_HAMMING, MIN_COSINE
+from labelloop.ml.duplicates import NEIGHBOURS as SEMANTIC_NEIGHBOURS
+from labelloop.ml.duplicates import exact_pairs, group_pairs, perceptual_pairs, pixel_confirmed, semantic_pairs
+from labelloop.ml.neighbours import NeighbourCache
 from labelloop.ml.same_picture import MIN_AGREEMENT
 from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
@@ -28,7 +30,9 @@ def _picture(workspace, row) -> np.ndarray:
 
 def find_project_duplicates(workspace, project: ProjectInfo, *, max_hamming: int = MAX_HAMMING,
                             min_cosine: float = MIN_COSINE, force: bool = False,
-                            progress=lambda d, t, m: None) -> dict:
+                            progress=lambda d, t, m: None, neighbours: NeighbourCache | None = None) -> dict:
+    """Group the project's duplicates; store every member as a suspect. Returns a summary. `neighbours`: shared
+    with the run's other checks (runs.run_checks)."""
     if not 0 <= max_hamming <= 32:
         raise InvalidInput(f"max Hamming distance {max_hamming} must lie in 0..32")
     if not 0 < min_cosine <= 1:
@@ -51,8 +55,10 @@ def find_project_duplicates(workspace, project: ProjectInfo, *, max_hamming: int
     nominated = perceptual_pairs(hashes, max_hamming)
     if embedded is not None and embedded.sum() > 1:
         index = np.flatnonzero(embedded)  # semantic pairs among the items an encoder has embedded
+        vectors = embeddings[index]
+        found = (neighbours or NeighbourCache()).neighbours(vectors, SEMANTIC_NEIGHBOURS)
         nominated += [(int(index[i]), int(index[j]), k, s)
-                      for i, j, k, s in semantic_pairs(embeddings[index], min_cosine)]
+                      for i, j, k, s in semantic_pairs(vectors, min_cosine, found=found)]
     exact = exact_pairs([f"{r.blob_sha256}:{r.page}" for r in rows])
     pairs = exact + pixel_confirmed(nominated, exact, lambda i: _picture(workspace, rows[i]),
                                     progress=lambda d, t: progress(d, t, "comparing pictures"))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from labelloop.ml.label_errors import DEFAULT_FILTER, find_suspects
+from labelloop.ml.neighbours import NeighbourCache
 from labelloop.services.projects import ProjectInfo
 from labelloop.services.quality.inputs import labelled_set
 from labelloop.services.quality.suspects import Found, fingerprint, last_run, store_run
@@ -18,8 +19,9 @@ KIND = "label"
 
 
 def find_label_errors(workspace, project: ProjectInfo, *, filter_by: str = DEFAULT_FILTER, force: bool = False,
-                      progress=lambda d, t, m: None) -> dict[str, Any]:
-    """Score every labelled item; store the flagged ones as suspects. Returns a summary."""
+                      progress=lambda d, t, m: None, neighbours: NeighbourCache | None = None) -> dict[str, Any]:
+    """Score every labelled item; store the flagged ones as suspects. Returns a summary. `neighbours`: shared with
+    the run's other checks (runs.run_checks)."""
     from labelloop.ml.classifier import EmbeddingClassifier
 
     data = labelled_set(workspace, project, progress)
@@ -33,7 +35,7 @@ def find_label_errors(workspace, project: ProjectInfo, *, filter_by: str = DEFAU
     multilabel = data.y.ndim == 2
     seed = int(data.params.get("seed", 0))
     suspects, scores, proba = find_suspects(
-        data.embeddings, data.y, project.class_names(), filter_by=filter_by, seed=seed,
+        data.embeddings, data.y, project.class_names(), filter_by=filter_by, seed=seed, cache=neighbours,
         estimator_factory=lambda: EmbeddingClassifier(C=float(data.params.get("C", 1.0)), multilabel=multilabel,
                                                       random_state=seed))
     names = project.class_names()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from labelloop.errors import InvalidInput
+from labelloop.ml.neighbours import NeighbourCache
 from labelloop.ml.outliers import NEIGHBOURS, OUTLIER_Z, ImageChecks, knn_distance, robust_z
 from labelloop.services.data.project_data import item_pages
 from labelloop.services.projects import ProjectInfo
@@ -17,7 +18,9 @@ KIND = "outlier"
 
 
 def find_outliers(workspace, project: ProjectInfo, *, z_cut: float = OUTLIER_Z, force: bool = False,
-                  progress=lambda d, t, m: None) -> dict:
+                  progress=lambda d, t, m: None, neighbours: NeighbourCache | None = None) -> dict:
+    """Score every item's distance to the rest and its image checks; store the flagged ones as suspects. Returns
+    a summary. `neighbours`: shared with the run's other checks (runs.run_checks)."""
     if z_cut <= 0:
         raise InvalidInput(f"outlier cut {z_cut} must be positive")
     rows = [r for page in item_pages(workspace, project.id) for r in page]
@@ -35,7 +38,9 @@ def find_outliers(workspace, project: ProjectInfo, *, z_cut: float = OUTLIER_Z, 
     found = []
     if embedded.sum() > NEIGHBOURS + 1:
         index = np.flatnonzero(embedded)
-        distance = knn_distance(embeddings[index], NEIGHBOURS)
+        vectors = embeddings[index]
+        distance = knn_distance(vectors, NEIGHBOURS,
+                                found=(neighbours or NeighbourCache()).neighbours(vectors, NEIGHBOURS))
         z = robust_z(distance)
         for n in np.flatnonzero(z >= z_cut):
             item_id = ids[index[n]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from labelloop.domain import ProjectKind
@@ -20,6 +21,10 @@ def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, forc
     """Run one check (`kind`) or every check that applies; a check whose inputs did not change since its last
     run is not re-scored. Label errors need a classifier (a detector for boxes; masks cross-fit a pixel forest):
     asked for by name without one, it says what to train; in an all-checks run it is skipped with that reason."""
+    from labelloop.ml.duplicates import NEIGHBOURS as SEMANTIC_NEIGHBOURS
+    from labelloop.ml.label_errors import VOTERS
+    from labelloop.ml.neighbours import NeighbourCache
+    from labelloop.ml.outliers import NEIGHBOURS as OUTLIER_NEIGHBOURS
     from labelloop.services.quality.box_label_errors import find_box_label_errors
     from labelloop.services.quality.duplicates import find_project_duplicates
     from labelloop.services.quality.label_errors import find_label_errors
@@ -30,10 +35,13 @@ def run_checks(workspace, project: ProjectInfo, kind: str | None = None, *, forc
     if kind == "spot_check":
         raise InvalidInput("spot-checks are drawn with `labelloop spot-check NAME`, not by a quality run")
     wanted = [kind] if kind else list(CHECKS)
+    # the checks that read embeddings compact them and search their neighbours once between them
+    shared = NeighbourCache(max(VOTERS, SEMANTIC_NEIGHBOURS, OUTLIER_NEIGHBOURS))
     label_check = {**dict.fromkeys(BOX_KINDS, find_box_label_errors),
-                   **dict.fromkeys(MASK_KINDS, find_mask_label_errors)}.get(project.kind, find_label_errors)
-    runners = {"label": label_check,
-               "duplicate": find_project_duplicates, "outlier": find_outliers}
+                   **dict.fromkeys(MASK_KINDS, find_mask_label_errors)}.get(
+        project.kind, partial(find_label_errors, neighbours=shared))
+    runners = {"label": label_check, "duplicate": partial(find_project_duplicates, neighbours=shared),
+               "outlier": partial(find_outliers, neighbours=shared)}
     results: dict[str, Any] = {}
     for check in wanted:
         if check == "label" and kind is None and project.kind not in LABEL_KINDS + BOX_KINDS + MASK_KINDS:
