@@ -16,7 +16,8 @@ from labelloop.errors import Cancelled, InvalidInput
 from labelloop.ml.unet import UNetSegmenter, build_network
 from labelloop.ml.unet.inference import sliding_window, tile_size, tile_starts
 from labelloop.ml.unet.losses import SegmentationLoss
-from labelloop.ml.unet.network import InputNormaliser, fold_batch_norms
+from labelloop.ml.inference import fold_batch_norms
+from labelloop.ml.unet.network import InputNormaliser
 from labelloop.ml.unet.sampling import PatchSampler
 from labelloop.ml.unet.training import Trainer, autocast_dtype, averaged_weights, cpu_threads, image_logits
 
@@ -181,12 +182,13 @@ def test_folded_batch_norms_predict_like_the_network_they_came_from():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5, generator=generator)
             module.running_var.uniform_(0.5, 2.0, generator=generator)
-    folded = fold_batch_norms(network)
+    folded, count = fold_batch_norms(network)
     assert folded is not network and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()) == 58  # the original is untouched
     tiles = torch.rand(2, 3, 96, 128, generator=generator)
+    assert count == 58 and network.training  # the caller's mode is left as it was
     with torch.inference_mode():
-        expected, got = network(tiles), folded(tiles)
+        expected, got = network.eval()(tiles), folded(tiles)
     assert (got - expected).abs().max() < 1e-4 * expected.abs().max()
 
     class OutOfOrder(torch.nn.Module):  # registered conv, bn but run bn first: folding would change the answer
@@ -199,7 +201,7 @@ def test_folded_batch_norms_predict_like_the_network_they_came_from():
             return self.conv(self.bn(x))
 
     odd = OutOfOrder().eval()
-    assert fold_batch_norms(odd) is odd
+    assert fold_batch_norms(odd) == (odd, 0)
 
 
 def test_tta_views_are_mapped_back_so_a_flipped_or_transposed_image_gives_the_same_answer_flipped():

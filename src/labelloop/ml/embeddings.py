@@ -92,8 +92,11 @@ class Embedder:
 
             from labelloop.ml.pretrained import create_timm_model, normalisation
 
+            from labelloop.ml.inference import fold_batch_norms
+
             model = create_timm_model(self.model_name, self.weights, num_classes=0)
-            self._model = model.eval().to(memory_format=torch.channels_last)
+            # batch norms folded into the convolutions: the same embeddings (within 1e-4 of their scale) sooner
+            self._model = fold_batch_norms(model.eval())[0].to(memory_format=torch.channels_last)
             self._mean, self._std = normalisation(self.model_name)
         return self
 

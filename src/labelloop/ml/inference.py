@@ -86,14 +86,12 @@ def _after_norm(norm: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _fold_one(conv: nn.Conv2d, norm: nn.Module) -> None:
-    weight = norm.weight if norm.affine else torch.ones_like(norm.running_mean)
-    shift = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
-    scale = weight / torch.sqrt(norm.running_var + norm.eps)
-    bias = shift - norm.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
-    conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var,
+                                                  norm.eps, norm.weight, norm.bias)
+    conv.weight.requires_grad_(False)
+    conv.bias.requires_grad_(False)
 
 
 def _check_input(module: nn.Module) -> torch.Tensor:

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from labelloop.ml.dataset_generator import AugmentSpec
+from labelloop.ml.inference import fold_batch_norms
 from labelloop.ml.unet import search
 from labelloop.ml.unet.inference import VIEWS
 from labelloop.ml.unet.losses import SegmentationLoss, parse_loss, scores
 from labelloop.ml.unet.network import (DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, InputNormaliser, build_network,
-                                       fold_batch_norms, scale_image)
+                                       scale_image)
 from labelloop.ml.unet.sampling import TRAINING_AUGMENT, PatchSampler
 from labelloop.ml.unet.training import (PRECISIONS, Trainer, autocast_dtype, averaged_weights, cpu_threads,
                                         image_logits, one_cycle, outside, pick_device, split_items, split_regions)
@@ -495,7 +496,7 @@ class UNetSegmenter:
         as a run goes on, so the run's step and state name them)."""
         key = (id(self.network_), self._state.step, self._state.stopped)
         if getattr(self, "_folded", (None, None))[0] != key:
-            self._folded = (key, fold_batch_norms(self.network_).to(memory_format=torch.channels_last))
+            self._folded = (key, fold_batch_norms(self.network_)[0].to(memory_format=torch.channels_last))
         return self._folded[1]
 
     def predict_proba(self, image: np.ndarray, *, tta: int | None = None) -> np.ndarray:
