@@ -200,6 +200,7 @@ def folded(args) -> None:
             after = resource.getrusage(resource.RUSAGE_SELF)
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+    training = _training_allocator(images, args.train_steps, args.rounds, threads) if args.train_steps else None
     old, new = outputs[next(iter(variants))], outputs[list(variants)[-1]]
     largest = max(float(np.abs(a["boxes"] - b["boxes"]).max(initial=0)) for a, b in zip(old, new)
                   if len(a["boxes"]) == len(b["boxes"]))
@@ -213,7 +214,42 @@ def folded(args) -> None:
                                           "wall_ratio": round(statistics.median(wall[name]) / first_wall, 3),
                                           "cpu_median_s": round(statistics.median(cpu[name]), 3),
                                           "cpu_ratio": round(statistics.median(cpu[name]) / first_cpu, 3)}
-                                   for name in variants}}, indent=1))
+                                   for name in variants},
+                      "training_step_s": training}, indent=1))
+
+
+def _training_allocator(images, steps: int, rounds: int, threads: int) -> dict[str, float]:
+    """Median seconds per training step (batch 4, sizes 312-416) with glibc's defaults and with freed memory kept,
+    interleaved rounds on one network."""
+    import torch
+
+    from labelloop.ml.detection.detector import _tensor
+    from labelloop.ml.detection.network import build_detector
+
+    torch.set_num_threads(threads)
+    tensors = [_tensor(image) for image in images[:4]]
+    network = build_detector(1, min_size=(312, 352, 416)).train()
+    optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
+    targets = [{"boxes": torch.tensor([[40.0, 50.0, 200.0, 220.0]]), "labels": torch.tensor([1])}] * len(tensors)
+
+    def run(n: int) -> float:
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        for _ in range(n):
+            loss = sum(network(list(tensors), targets).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return (time.perf_counter() - started) / n
+
+    run(1)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for keep in times:
+            _glibc(keep)
+            times[keep].append(run(steps))
+    before, after = statistics.median(times[False]), statistics.median(times[True])
+    return {"glibc_defaults": round(before, 3), "freed_memory_kept": round(after, 3), "ratio": round(after / before, 3)}
 
 
 def train_speed(tensors, steps: int, rounds: int) -> dict[str, list[float]]:

@@ -1,4 +1,5 @@
-"""How the process's memory allocator treats freed memory. No torch here: the CLI sets it at start-up."""
+"""How the process's memory allocator treats freed memory. No torch here: the CLI sets it at start-up, every job
+as it starts (workers are spawned: nothing is inherited), the detector and the pixel classifier when used alone."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def keep_freed_memory() -> bool:
 
     By default every block above 128 KiB (a layer's activations) is mapped afresh and handed back when freed, so each
     forward pass pays a page fault per 4 KiB it writes: on the 2-core benchmark VM that was about a fifth of a
-    detector backbone's time (benchmarks/detector_inference.py --folded) and 0.88x
-    the time of a live pixel-classifier retrain. Afterwards the process keeps up to KEEP_FREED of
+    detector backbone's time (benchmarks/detector_inference.py --folded), 0.80x that of a
+    detector training step and 0.88x that of a live pixel-classifier retrain. Afterwards the process keeps up to KEEP_FREED of
     freed memory for reuse. Not glibc (macOS, Windows, musl): nothing is changed."""
     if not sys.platform.startswith("linux"):
         return False
