@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py labels --seeds 0 1 2
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/label_quality.py duplicates
     OMP_NUM_THREADS=2 nice .venv/bin/python benchmarks/label_quality.py scale --items 100000 --threads 2
+    OMP_NUM_THREADS=2 nice .venv/bin/python benchmarks/label_quality.py product --items 100000 --threads 2
 
 labels: hymenoptera (398 photos, 2 classes) and clothing10 (1,501 photos, 10 classes) with 10 % of labels flipped
 (seeded, uniformly to another class). Every item is scored by a classifier that never trained on it (5 cross-fitted
@@ -22,6 +23,12 @@ RSS during each stage: the SVD (compact), the neighbours (hnswlib above 50,000 i
 search on 1,000 queries), outliers, semantic duplicates, label errors (cross-fitted), and pHash pairs over N random
 hashes. --threads: hnswlib's threads and the label-error folds fitted at once. The same script times an older
 checkout: PYTHONPATH=<old checkout>/src.
+
+product: the embedding work of a full quality run (label errors, semantic duplicates, outliers as the services
+call them, on the same synthetic embeddings; no database, no image measures), with the compaction and neighbours
+shared between the checks and, in the same process, searched once per check as before: wall time, peak RSS, the
+load average, and how far the two agree (Jaccard of what each check flags: hnswlib inserts in two threads, so two
+builds of one graph differ, and with them the outliers near the cut).
 
 Embeddings come from the cache of benchmarks/classifier_clothing10.py (/tmp/labelloop-embeddings), computed there
 if missing. Figures in docs/quality.md came from a shared, loaded 2-core machine.
@@ -326,6 +333,66 @@ def scale(args) -> dict:
     return out
 
 
+def _checks(X: np.ndarray, vectors: np.ndarray, noisy: np.ndarray, names: list[str], shared: bool,
+            threads: int) -> dict:
+    """The embedding work of a full quality run as services.quality.runs.run_checks makes it: label errors on the
+    labelled set's embeddings (X), then semantic duplicates and outliers on every embedded item's (`vectors`, a
+    separate array of the same content, as the services load it). `shared`: one NeighbourCache for the three
+    (now); otherwise one each (before issue 21's sharing: three SVDs and three hnswlib graphs)."""
+    from labelloop.ml.duplicates import NEIGHBOURS as SEMANTIC_NEIGHBOURS
+    from labelloop.ml.duplicates import semantic_pairs
+    from labelloop.ml.label_errors import VOTERS, find_suspects
+    from labelloop.ml.neighbours import NeighbourCache
+    from labelloop.ml.outliers import NEIGHBOURS as OUTLIER_NEIGHBOURS
+    from labelloop.ml.outliers import OUTLIER_Z, knn_distance, robust_z
+
+    cache = NeighbourCache(max(VOTERS, SEMANTIC_NEIGHBOURS, OUTLIER_NEIGHBOURS), threads=threads)
+    fresh = (lambda: cache) if shared else (lambda: NeighbourCache(threads=threads))
+    suspects, _, _ = find_suspects(X, noisy, names, seed=0, cache=fresh(), threads=threads)
+    pairs = semantic_pairs(vectors, found=fresh().neighbours(vectors, SEMANTIC_NEIGHBOURS))
+    z = robust_z(knn_distance(vectors, OUTLIER_NEIGHBOURS, found=fresh().neighbours(vectors, OUTLIER_NEIGHBOURS)))
+    return {"label": {s.index for s in suspects}, "duplicate": {(i, j) for i, j, *_ in pairs},
+            "outlier": set(np.flatnonzero(z >= OUTLIER_Z).tolist())}
+
+
+def product(args) -> dict:
+    """A full quality run's embedding work (the three checks as the services call them) on N synthetic 1280-d
+    embeddings, with the neighbours shared and, in the same process, searched once per check as before."""
+    import os
+
+    rng = np.random.default_rng(0)
+    n, dim, k = args.items, 1280, 10
+    centres = rng.normal(0, 1, (k, dim)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    X = centres[y]
+    for start in range(0, n, 10_000):
+        X[start:start + 10_000] += rng.normal(0, 1.5, (min(10_000, n - start), dim)).astype(np.float32)
+    # something for the other two checks to find: 50 near-copies of other items and 50 unlike any class
+    copies, strays = np.arange(n - 100, n - 50), np.arange(n - 50, n)
+    X[copies] = X[copies - n // 2] + rng.normal(0, 0.1, (50, dim)).astype(np.float32)
+    X[strays] = rng.normal(0, 1.5, (50, dim)).astype(np.float32)
+    noisy, _ = flipped_labels(y, k, 0.1, 0)
+    vectors = X.copy()
+    names = [str(c) for c in range(k)]
+    out = {"items": n, "dim": dim, "threads": args.threads, "data_mb": round(_rss_mb("VmRSS"), 1)}
+    found = {}
+    _checks(X[:300], vectors[:300], noisy[:300], names, True, 1)  # imports (sklearn, cleanlab) outside the timing
+    for mode in args.modes:
+        load = os.getloadavg()[0]
+        found[mode], seconds, peak = _peak(lambda: _checks(X, vectors, noisy, names, mode == "shared", args.threads))
+        out[mode] = {"seconds": seconds, "peak_rss_mb": peak, "load_before": round(load, 2),
+                     "load_after": round(os.getloadavg()[0], 2), **{c: len(v) for c, v in found[mode].items()}}
+        print(f"{mode}: {seconds} s, peak RSS {peak} MB, load {load:.2f} -> {out[mode]['load_after']}", flush=True)
+    if len(found) == 2:
+        out["ratio_separate_over_shared"] = round(out["separate"]["seconds"] / out["shared"]["seconds"], 2)
+        # hnswlib inserts in threads: two graphs of the same vectors differ, hence agreement, not ==
+        out["agreement"] = {c: round(len(found["shared"][c] & found["separate"][c]) /
+                                     len(found["shared"][c] | found["separate"][c]), 4)
+                            if found["shared"][c] | found["separate"][c] else 1.0 for c in found["shared"]}
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -343,9 +410,14 @@ def main() -> None:
     p = sub.add_parser("scale")
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--threads", type=int, default=2, help="hnswlib threads and label-error folds fitted at once")
+    p = sub.add_parser("product")
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--threads", type=int, default=2, help="hnswlib threads and label-error folds fitted at once")
+    p.add_argument("--modes", nargs="+", choices=["separate", "shared"], default=["separate", "shared"],
+                   help="separate: each check searches its own neighbours (as before); shared: once per run")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
-    result = {"labels": labels, "duplicates": duplicates, "scale": scale}[args.part](args)
+    result = {"labels": labels, "duplicates": duplicates, "scale": scale, "product": product}[args.part](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
