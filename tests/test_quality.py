@@ -98,6 +98,23 @@ def test_hamming_pairs_match_brute_force_and_neighbours_match_exact_search():
 
 
 
+def test_the_neighbour_cache_searches_once_per_content_and_hands_each_reader_the_first_k(monkeypatch):
+    from labelloop.ml import neighbours
+
+    X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    builds = []
+    exact = neighbours.exact_neighbours
+    monkeypatch.setattr(neighbours, "exact_neighbours", lambda X, k: builds.append(k) or exact(X, k))
+    cache = neighbours.NeighbourCache(10)
+    for k, vectors in ((5, X), (8, X.copy()), (10, X[::-1][::-1])):  # another array of the same content shares
+        index, similarity = cache.neighbours(vectors, k)
+        np.testing.assert_array_equal(index, exact(X, k)[0])
+        np.testing.assert_allclose(similarity, exact(X, k)[1])
+    assert builds == [10]
+    assert cache.neighbours(X, 12)[0].shape == (300, 12) and builds == [10, 12]  # more than searched: again
+    assert cache.neighbours(X + 1, 5)[0].shape == (300, 5) and builds == [10, 12, 10]  # other vectors
+
+
 def test_hamming_pairs_searching_chunks_within_a_radius_match_brute_force():
     from labelloop.ml.duplicates import _chunk_plan, hamming_pairs
 
@@ -339,7 +356,8 @@ def test_a_full_run_searches_the_neighbours_once_and_finds_what_each_check_finds
     builds = []
     for builder in ("compact", "exact_neighbours", "approximate_neighbours"):
         original = getattr(neighbours, builder)
-        monkeypatch.setattr(neighbours, builder, lambda *a, _f=original, _n=builder, **kw: builds.append(_n) or _f(*a, **kw))
+        monkeypatch.setattr(neighbours, builder,
+                            lambda *a, _f=original, _n=builder, **kw: builds.append(_n) or _f(*a, **kw))
 
     def suspects() -> list:
         return sorted((s["kind"], s["item_id"], s["details"].get("check", ""), s["score"], s["reason"])
