@@ -38,7 +38,8 @@ def test_a_newcomer_trains_chains_and_runs_semantic_micro_models_from_the_dashbo
     card = page.locator("[data-testid=micro-models]")
     card.get_by_role("heading", name="Micro-models").wait_for()
     rows = card.locator("tr").all_inner_texts()
-    assert rows[0].split("\t") == ["class", "images", "micro-model", "ready", "precision", "recall", "IoU", "in chain"]
+    assert rows[0].split("\t") == ["class", "images", "micro-model", "ready", "precision", "recall", "IoU", "in chain",
+                                   ""]  # the last column: each class's own Train button
     assert len(rows) == 2 and rows[1].startswith("cell\t3\tmicro:cell:1 (pixel-rf)")  # never the background
     card.locator("[data-testid=chain-trained]").click()
     card.get_by_text("Chain: micro:cell").wait_for()
@@ -61,6 +62,31 @@ def test_a_detection_project_offers_micro_models_and_shows_each_class_by_its_ima
     assert page.locator(".models-card option[value='micro-models (one per class)']").count() == 1
     rows = card.locator("tr").all_inner_texts()
     assert rows[0].split("\t") == ["class", "images", "micro-model", "ready", "precision", "recall", "AP@0.5",
-                                   "in chain"]
+                                   "in chain", ""]
     assert rows[1].startswith("car\t1\t–\tno: 1 labelled image(s) hold a 'car' box, fewer than --min-examples 5")
     screenshot(page, "dashboard-micro-models-detection")
+
+
+def test_a_class_is_trained_alone_from_its_row_with_the_options_the_card_offers(page, ui_server):
+    pid, items = ui_server.project("micro-one", "classification", ["cat", "dog"], images=3)
+    with ui_server.api() as http:  # two cats and a dog (what a cat is not)
+        for item, label in zip(items, ("cat", "cat", "dog")):
+            http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "state": "submitted", "shapes": [
+                {"type": "class", "label": label}]}).raise_for_status()
+    page.goto(f"/projects/{pid}")
+    start = page.locator("[data-testid=micro-start]")  # no micro-model yet: the options, folded away
+    start.locator("summary").click()
+    page.fill("[data-testid=micro-min-examples]", "2")  # two cats are enough for this project
+    start.locator("[data-testid=micro-train-cat]").click()
+    card = page.locator("[data-testid=micro-models]")
+    message = page.locator("td.job-message", has_text="micro:cat:1").first
+    message.wait_for(timeout=120_000)
+    row = card.locator("tr", has_text="micro:cat:1")
+    row.wait_for()
+    assert row.inner_text().startswith("cat\t2\tmicro:cat:1")
+    assert card.locator("[data-testid=micro-train-cat]").inner_text() == "Retrain"
+    with ui_server.api() as http:  # dog was not asked for: no micro-model of it
+        classes = {c["class"]: c for c in http.get(f"/api/projects/{pid}/models").json()["micro_models"]["classes"]}
+    assert classes["cat"]["model"] == "micro:cat:1" and classes["dog"]["model"] is None
+    assert page.input_value("[data-testid=micro-min-examples]") == "2"  # kept while the dashboard refreshed
+    screenshot(page, "dashboard-micro-models-train-one")

@@ -32,6 +32,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   // what the user is in the middle of survives the refreshes while jobs run
   const selected = new Set<number>();
   const trainForm: { open: boolean; values: Record<string, string> } = { open: false, values: {} };
+  // the micro-model card's training options, kept while the dashboard refreshes
+  const microOptions = { base: "", minExamples: "", pseudo: false, open: false };
   let chosenKind = (MODELS[project.kind] ?? [])[0] ?? ""; // the model kind picked in the models card
 
   async function refresh(): Promise<void> {
@@ -216,12 +218,52 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
 
   /** Each class's micro-model: examples, the version in use, ready or why not, held-out precision and recall. */
   function microCard(state: { chain: string[]; classes: Record<string, any>[] } | null): HTMLElement | null {
-    if (!state) return null;
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
     // Semantic projects' micro-models are scored on held-out pixels: precision, recall and IoU of pixels; detection
     // projects' on held-out images' boxes: precision, recall and AP@0.5. Both count images holding the class.
     const pixels = project!.kind === "semantic";
     const boxes = project!.kind === "detection";
+    const manage = canManage(project!);
+    const train = (className: string | null) => async () => {
+      const body: Record<string, unknown> = className ? { class: className } : { all_classes: true };
+      if (microOptions.base) body.base = microOptions.base;
+      if (microOptions.minExamples.trim()) body.min_examples = Number(microOptions.minExamples.trim());
+      if (microOptions.pseudo) body.pseudo_labels = true;
+      try {
+        const job = await api.trainMicro(id, body);
+        running.add(job.id);
+        toast(`train job #${job.id} started: ${className ? `micro:${className}` : "every class with enough examples"}`);
+        await refresh();
+      } catch (error) {
+        toast(formatError(error), "error");
+      }
+    };
+    // the API's options: base (semantic projects choose), the examples a class needs, pseudo-labels
+    const options = manage ? h("div", { class: "row", "data-testid": "micro-options" },
+      pixels ? h("label", { title: "unet where the project has masks, else pixel-rf" }, "Base ",
+        h("select", { "data-testid": "micro-base", onchange: (e: Event) => { microOptions.base = (e.target as HTMLSelectElement).value; } },
+          [["", "auto"], ["pixel-rf", "pixel-rf"], ["unet", "unet"]].map(([value, label]) =>
+            h("option", { value, selected: value === microOptions.base }, label)))) : null,
+      h("label", { title: `labelled ${pixels || boxes ? "images" : "examples"} a class needs before its micro-model trains` },
+        "Min examples ", h("input", { type: "number", min: "2", size: 4, placeholder: pixels ? "2" : "5",
+          "data-testid": "micro-min-examples", value: microOptions.minExamples,
+          oninput: (e: Event) => { microOptions.minExamples = (e.target as HTMLInputElement).value; } })),
+      h("label", { class: "check", title: "the chain's pending pre-labels join training where the held-out score says they help" },
+        h("input", { type: "checkbox", "data-testid": "micro-pseudo", checked: microOptions.pseudo,
+          onchange: (e: Event) => { microOptions.pseudo = (e.target as HTMLInputElement).checked; } }), " pseudo-labels"),
+      h("button", { "data-testid": "micro-train-all", onclick: () => void train(null)() }, "Train every class")) : null;
+    if (!state) {
+      // before any micro-model or chain: the options and a Train button per class, folded away like the detector's form
+      if (!manage || !(MODELS[project!.kind] ?? []).includes(MICRO)) return null;
+      return h("details", { class: "card train-form", style: "grid-column: span 2", "data-testid": "micro-start",
+        open: microOptions.open, ontoggle: (e: Event) => { microOptions.open = (e.target as HTMLDetailsElement).open; } },
+        h("summary", {}, "Train micro-models (one small model per class)…"),
+        h("p", { class: "muted" }, "Each class gets its own model as soon as it has enough labelled examples; chain them to "
+          + "pre-label every class in one pass."),
+        options,
+        pixels ? null : h("div", { class: "row" }, project!.classes.map((c) => h("button", {
+          "data-testid": `micro-train-${c.name}`, onclick: () => void train(c.name)() }, `Train ${c.name}`))));
+    }
     const trained = state.classes.filter((c) => c.model).map((c) => `micro:${c.class}`);
     const chainAll = async () => {
       try {
@@ -236,13 +278,14 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     return h("section", { class: "card", style: "grid-column: span 2", "data-testid": "micro-models" }, h("h2", {}, "Micro-models"),
       h("p", { class: "muted" }, state.chain.length ? `Chain: ${state.chain.join(" → ")}`
         : `No chain yet: chain the trained classes below, or labelloop chain ${project!.name} micro:CLASS …`),
-      trained.length && canManage(project!) && trained.join() !== state.chain.join()
+      options,
+      trained.length && manage && trained.join() !== state.chain.join()
         ? h("button", { "data-testid": "chain-trained", onclick: () => void chainAll() },
           `Chain every trained class (${trained.length})`) : null,
       h("p", { class: "muted" }, `Precision, recall${pixels ? " and IoU of pixels" : boxes ? " of boxes (AP@0.5 over all scores)" : ""}: held out, at each class's threshold.`),
       h("div", { style: "overflow-x: auto" }, h("table", { class: "list compact" },
         h("tr", {}, ["class", pixels || boxes ? "images" : "examples", "micro-model", "ready", "precision", "recall",
-          ...(pixels ? ["IoU"] : []), ...(boxes ? ["AP@0.5"] : []), "in chain"].map((t) => h("th", {}, t))),
+          ...(pixels ? ["IoU"] : []), ...(boxes ? ["AP@0.5"] : []), "in chain", ...(manage ? [""] : [])].map((t) => h("th", {}, t))),
         state.classes.map((c) => h("tr", {}, h("td", { class: "name", title: c.class }, c.class), h("td", {}, String(c.examples)),
           h("td", { title: c.not_used || "" }, c.model ? `${c.model}${c.base && c.base !== "classifier" ? ` (${c.base})` : ""}` : "–"),
           h("td", { class: c.ready ? "" : "muted" }, c.ready ? "ready" : `no: ${c.why_not}`),
@@ -250,7 +293,10 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
           ...(pixels ? [h("td", {}, c.held_out_iou === null || c.held_out_iou === undefined ? "–" : c.held_out_iou.toFixed(3))] : []),
           ...(boxes ? [h("td", {}, c.held_out_average_precision === null || c.held_out_average_precision === undefined
             ? "–" : c.held_out_average_precision.toFixed(3))] : []),
-          h("td", {}, c.in_chain ? "yes" : ""))))));
+          h("td", {}, c.in_chain ? "yes" : ""),
+          manage ? h("td", {}, h("button", { class: "link", "data-testid": `micro-train-${c.class}`,
+            title: `train micro:${c.class} alone, with the options above`, onclick: () => void train(c.class)() },
+            c.model ? "Retrain" : "Train")) : null)))));
   }
 
   function modelCard(m: Record<string, any>): HTMLElement {
