@@ -115,6 +115,21 @@ def test_the_neighbour_cache_searches_once_per_content_and_hands_each_reader_the
     assert cache.neighbours(X + 1, 5)[0].shape == (300, 5) and builds == [10, 12, 10]  # other vectors
 
 
+def test_semantic_pairs_are_judged_on_the_full_vectors_not_the_compacted_ones():
+    from labelloop.ml.duplicates import semantic_pairs
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 64)).astype(np.float32)
+    X[1] = X[0] + 0.05 * rng.normal(size=64)  # a near copy of row 0: full cosine ~0.999
+    # neighbours as the compacted search reports them: every pair looks like a copy
+    index = np.array([[1], [0], [3], [2], [5], [4]])
+    lifted = np.full((6, 1), 0.97, np.float32)
+    pairs = semantic_pairs(X, 0.95, found=(index, lifted))
+    assert [p[:3] for p in pairs] == [(0, 1, "semantic")]  # rows 2-5 are unrelated in full
+    full = float(X[0] @ X[1] / np.linalg.norm(X[0]) / np.linalg.norm(X[1]))
+    assert pairs[0][3] == pytest.approx(full, abs=1e-5)  # the similarity reported is the full one
+
+
 def test_hamming_pairs_searching_chunks_within_a_radius_match_brute_force():
     from labelloop.ml.duplicates import _chunk_plan, hamming_pairs
 

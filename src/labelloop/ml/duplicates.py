@@ -154,18 +154,24 @@ def perceptual_pairs(hashes: np.ndarray, max_hamming: int = MAX_HAMMING) -> list
 def semantic_pairs(embeddings: np.ndarray, min_cosine: float = MIN_COSINE, k: int = NEIGHBOURS, *,
                    found: tuple | None = None) -> list[Pair]:
     """Pairs among each row's k nearest neighbours whose cosine similarity reaches `min_cosine` (`found`:
-    neighbours computed already)."""
-    from labelloop.ml.neighbours import neighbours
+    neighbours computed already). The neighbour search nominates; each pair's cosine is then taken on the full
+    vectors: above EXACT_LIMIT items the search reads vectors compacted to COMPACT_DIM dimensions, whose cosines run
+    higher (100,000 synthetic items: ~2,500 pairs at 0.9 compacted were 0.27-0.39 in full)."""
+    from labelloop.ml.neighbours import neighbours, unit_rows
 
     if len(embeddings) < 2:
         return []
     index, similarity = found if found is not None else neighbours(embeddings, k)
     rows, cols = np.nonzero(similarity >= min_cosine)
-    found = {}
-    for i, j, s in zip(rows.tolist(), index[rows, cols].tolist(), similarity[rows, cols].tolist()):
-        if i != j:
-            found[(min(i, j), max(i, j))] = max(float(s), found.get((min(i, j), max(i, j)), 0.0))
-    return [(i, j, "semantic", s) for (i, j), s in sorted(found.items())]
+    candidates = sorted({(min(i, j), max(i, j)) for i, j in zip(rows.tolist(), index[rows, cols].tolist()) if i != j})
+    if not candidates:
+        return []
+    first, second = (np.fromiter((p[n] for p in candidates), np.int64, len(candidates)) for n in (0, 1))
+    full = np.empty(len(candidates), np.float32)
+    for start in range(0, len(candidates), 10_000):  # in blocks: two 10,000 × D slices at a time
+        a, b = unit_rows(embeddings[first[start:start + 10_000]]), unit_rows(embeddings[second[start:start + 10_000]])
+        full[start:start + 10_000] = np.einsum("ij,ij->i", a, b)
+    return [(i, j, "semantic", float(s)) for (i, j), s in zip(candidates, full.tolist()) if s >= min_cosine]
 
 
 def group_pairs(pairs: Sequence[Pair], n: int, splits: Sequence[str] | None = None) -> list[DuplicateGroup]:
