@@ -13,6 +13,7 @@ to the first variant, with the machine and its thread count.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import json
 import platform
@@ -105,8 +106,6 @@ def at_once(args) -> None:
     """`BoxDetector.predict` as the product runs it (current defaults, ImageNet backbone, heads untrained: the
     proposals go through the box head whatever they score), its images one at a time on `threads` torch threads
     (before) and `threads` at a time on one thread each (now), interleaved rounds."""
-    import resource
-
     import torch
 
     from labelloop.ml.detection import BoxDetector
@@ -126,18 +125,32 @@ def at_once(args) -> None:
             return [detector.network_([_tensor(image)])[0] for image in images]
 
     variants = {f"one at a time, {threads} threads": before, f"{threads} at once, 1 thread each": lambda: detector.predict(images)}
+    outputs, wall, cpu = _interleaved(variants, args.rounds)
+    old, new = outputs.values()
+    largest = max(float(np.abs(a["boxes"].numpy() - b["boxes"]).max(initial=0)) for a, b in zip(old, new))
+    _report(threads, images, old, new, largest, wall, cpu)
+
+
+def _interleaved(variants: dict, rounds: int) -> tuple[dict, dict, dict]:
+    """Each variant once (warm-up; its output kept), then `rounds` interleaved rounds: (outputs, wall s, CPU s)."""
+    import resource
+
+    outputs = {name: run() for name, run in variants.items()}
     wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
-    outputs = {name: run() for name, run in variants.items()}  # warm-up, and the boxes compared below
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, run in variants.items():
             started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             run()
             after = resource.getrusage(resource.RUSAGE_SELF)
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
-    old, new = outputs.values()
-    largest = max(float(np.abs(a["boxes"].numpy() - b["boxes"]).max(initial=0)) for a, b in zip(old, new))
+    return outputs, wall, cpu
+
+
+def _report(threads: int, images, old, new, largest: float, wall: dict, cpu: dict, **extra) -> None:
+    """One JSON object: the machine, whether the first and last variants' boxes agree, each variant's medians and
+    ratios to the first."""
     first_wall, first_cpu = statistics.median(next(iter(wall.values()))), statistics.median(next(iter(cpu.values())))
     print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": threads, "images": len(images),
                       "load_average_1min": round(os.getloadavg()[0], 1),
@@ -148,7 +161,7 @@ def at_once(args) -> None:
                                           "wall_ratio": round(statistics.median(wall[name]) / first_wall, 3),
                                           "cpu_median_s": round(statistics.median(cpu[name]), 3),
                                           "cpu_ratio": round(statistics.median(cpu[name]) / first_cpu, 3)}
-                                   for name in variants}}, indent=1))
+                                   for name in wall}, **extra}, indent=1))
 
 
 def _glibc(keep: bool) -> None:
@@ -168,8 +181,6 @@ def folded(args) -> None:
     """`BoxDetector.predict` (T images at once, one thread each) with the backbone's batch norms folded into its
     convolutions and glibc keeping freed memory (now), against neither (the product until 2026-12-07) and each
     alone; the allocator is switched before each variant runs. Heads untrained, as in `at_once`."""
-    import resource
-
     from labelloop.ml import inference
     from labelloop.ml.detection import BoxDetector
     from labelloop.ml.detection import detector as detector_module
@@ -184,38 +195,20 @@ def folded(args) -> None:
     folded_ = BoxDetector(1, threads=threads)
     folded_.network_ = plain.network_
     print(f"batch norms folded: {inference.fold_batch_norms(plain.network_.backbone.body)[1]}", file=sys.stderr)
-    variants = {"unfolded, glibc defaults (before)": (plain, False), "unfolded, freed memory kept": (plain, True),
-                "folded, glibc defaults": (folded_, False), "folded, freed memory kept (now)": (folded_, True)}
-    wall: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    outputs = {}
-    for name, (detector, keep) in variants.items():  # warm-up, and the boxes compared below
+    pairs = {"unfolded, glibc defaults (before)": (plain, False), "unfolded, freed memory kept": (plain, True),
+             "folded, glibc defaults": (folded_, False), "folded, freed memory kept (now)": (folded_, True)}
+
+    def run(detector, keep: bool):  # the allocator switched first, then the prediction timed with it
         _glibc(keep)
-        outputs[name] = detector.predict(images)
-    for _ in range(args.rounds):
-        for name, (detector, keep) in variants.items():
-            _glibc(keep)
-            started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-            detector.predict(images)
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            wall[name].append(time.perf_counter() - started)
-            cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+        return detector.predict(images)
+
+    variants = {name: functools.partial(run, *pair) for name, pair in pairs.items()}
+    outputs, wall, cpu = _interleaved(variants, args.rounds)
     training = _training_allocator(images, args.train_steps, args.rounds, threads) if args.train_steps else None
     old, new = outputs[next(iter(variants))], outputs[list(variants)[-1]]
     largest = max(float(np.abs(a["boxes"] - b["boxes"]).max(initial=0)) for a, b in zip(old, new)
                   if len(a["boxes"]) == len(b["boxes"]))
-    first_wall, first_cpu = statistics.median(next(iter(wall.values()))), statistics.median(next(iter(cpu.values())))
-    print(json.dumps({"cpu": platform.processor() or platform.machine(), "threads": threads, "images": len(images),
-                      "load_average_1min": round(os.getloadavg()[0], 1),
-                      "same_box_counts": all(len(a["boxes"]) == len(b["boxes"]) for a, b in zip(old, new)),
-                      "largest_box_difference_px": round(largest, 4),
-                      "variants": {name: {"wall_median_s": round(statistics.median(wall[name]), 3),
-                                          "wall_max_s": round(max(wall[name]), 3),
-                                          "wall_ratio": round(statistics.median(wall[name]) / first_wall, 3),
-                                          "cpu_median_s": round(statistics.median(cpu[name]), 3),
-                                          "cpu_ratio": round(statistics.median(cpu[name]) / first_cpu, 3)}
-                                   for name in variants},
-                      "training_step_s": training}, indent=1))
+    _report(threads, images, old, new, largest, wall, cpu, training_step_s=training)
 
 
 def _training_allocator(images, steps: int, rounds: int, threads: int) -> dict[str, float]:
