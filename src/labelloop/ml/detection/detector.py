@@ -345,8 +345,8 @@ class BoxDetector:
     def _inference_network(self) -> torch.nn.Module:
         """The network to predict with: a copy with the backbone's batch norms folded into its convolutions (0.8-0.9x
         the time on the benchmark CPU, boxes within 1e-4 px), made again whenever a weight has changed since
-        (training steps and loading weights bump each tensor's version counter). Freed memory is kept for reuse
-        from the first prediction on (`keep_freed_memory`)."""
+        (training steps and loading weights bump each tensor's version counter). The first prediction also lets the
+        process keep freed memory for reuse (`keep_freed_memory`)."""
         keep_freed_memory()
         network = self.network_
         key = (id(network), sum(t._version for t in (*network.parameters(), *network.buffers())))
