@@ -319,3 +319,17 @@ def test_auto_intensity_scales_per_image_only_when_the_images_differ_in_brightne
     feats = compute_features(image)  # a pixel table holds no images: auto reads as the features' default, dtype
     table = PixelClassifier(n_estimators=5, random_state=0).fit_features(feats[labels[0] > 0], labels[0][labels[0] > 0])
     assert table.intensity_ == "dtype"
+
+
+def test_the_forest_threads_give_scikit_learns_probabilities():
+    from sklearn.ensemble import RandomForestClassifier
+
+    from labelloop.ml.pixel_classifier import _forest_proba
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * rng.normal(size=3000) > 0).astype(int) + (X[:, 1] > 1)  # 3 classes
+    forest = RandomForestClassifier(n_estimators=7, n_jobs=2, random_state=0).fit(X, y)
+    assert np.allclose(_forest_proba(forest, X), forest.predict_proba(X), atol=1e-12)
+    forest.set_params(n_jobs=1)
+    assert np.array_equal(_forest_proba(forest, X), forest.predict_proba(X))

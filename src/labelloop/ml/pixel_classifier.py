@@ -18,11 +18,14 @@ pixels it memorised, and stage 2 would learn to trust them blindly.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.validation import check_is_fitted
@@ -312,7 +315,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         step = max(1, int(self.chunk_pixels))
         out = np.empty((table.shape[0], len(self.classes_)), np.float32)
         for s in range(0, table.shape[0], step):
-            out[s : s + step] = forest.predict_proba(np.ascontiguousarray(table[s : s + step], dtype=np.float32))
+            out[s : s + step] = _forest_proba(forest, np.ascontiguousarray(table[s : s + step], dtype=np.float32))
         return out
 
     # ---------------------------------------------------------------- plumbing
@@ -348,6 +351,32 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
                                                  settings.downsample, settings.intensity):
             if skip is None or not skip(r, c):
                 yield (r, c), feats
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
+    """`forest.predict_proba(X)` (the mean of its trees' probabilities) with the trees shared among `forest.n_jobs`
+    threads of a pool kept for the process: scikit-learn starts a joblib pool per call and its main thread polls for
+    results in 10 ms sleeps. On the 2-core AMD: 0.58x the time on a coarse grid of 88k pixels, 0.86x on 236k (the
+    same probabilities up to the order of the sums)."""
+    trees = forest.estimators_
+    workers = max(1, min(len(trees), effective_n_jobs(forest.n_jobs)))
+    if workers == 1:
+        return forest.predict_proba(X)
+    with _pools_lock:
+        pool = _pools.get(workers) or _pools.setdefault(
+            workers, ThreadPoolExecutor(workers, thread_name_prefix="labelloop-forest"))
+
+    def part(k: int) -> np.ndarray:  # the trees' predictions release the GIL
+        total = np.zeros((len(X), forest.n_classes_), np.float64)
+        for tree in trees[k::workers]:
+            total += tree.predict_proba(X, check_input=False)
+        return total
+
+    return sum(pool.map(part, range(workers))) / len(trees)
 
 
 def _smoothed(proba: np.ndarray, sigma: float) -> np.ndarray:
