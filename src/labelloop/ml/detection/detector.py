@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelloop.ml.allocator import keep_freed_memory
 from labelloop.ml.detection.evaluation import BoxThreshold, Detections, choose_threshold, coco_map, scored_boxes
 from labelloop.ml.detection.network import build_detector, prediction_size
-from labelloop.ml.allocator import keep_freed_memory
 from labelloop.ml.inference import fold_batch_norms
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.ml.unet.network import scale_image
