@@ -125,11 +125,14 @@ def test_prediction_reuses_a_recent_decision_and_measures_again_without_waiting(
     now[0] += training.REUSE_S - 1
     assert training.default_threads(lambda: now[0]) == 2 and len(measured) == 1
     now[0] += 2
-    assert training.default_threads(lambda: now[0]) == 2  # stale: the last decision now, measured in the background
-    assert training.default_threads(lambda: now[0]) == 2 and len(measured) == 1  # one measurement at a time
+    # a served prediction: the last decision at once, measured again in the background, one measurement at a time
+    assert training.default_threads(lambda: now[0], wait=False) == 2
+    assert training.default_threads(lambda: now[0], wait=False) == 2 and len(measured) == 1
     release.set()
     training._refresher.join(10)
-    assert len(measured) == 2 and training.default_threads(lambda: now[0]) == 1
+    assert len(measured) == 2 and training.default_threads(lambda: now[0], wait=False) == 1
+    now[0] += training.REUSE_S + 1  # a training run waits for a fresh count
+    assert training.default_threads(lambda: now[0]) == 1 and len(measured) == 3
 
 
 def test_an_explicit_thread_count_wins_and_cuda_is_left_alone(monkeypatch):

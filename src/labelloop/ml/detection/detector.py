@@ -324,7 +324,7 @@ class BoxDetector:
         boxes (a 416 px Faster R-CNN is too small a job to split well across threads;
         benchmarks/detector_inference.py)."""
         network = self._inference_network()
-        threads = max(1, self.threads or default_threads())
+        threads = max(1, self.threads or default_threads(wait=False))  # never waits for a fresh count
         workers = min(threads, len(images))
 
         def one(image: np.ndarray) -> Detections:

@@ -108,14 +108,15 @@ _refresher: threading.Thread | None = None
 _refresher_lock = threading.Lock()
 
 
-def default_threads(clock: Callable[[], float] = time.monotonic) -> int:
-    """`cpu_load.free_cores()`: measured on the first call (a wait of `cpu_load.WINDOW_S`), then again in the
-    background whenever the decision is older than REUSE_S, the call returning the last decision at once. Waiting
-    there instead added half a second to one served prediction every REUSE_S: most of the Label Studio backend's
-    p99 (benchmarks/ls_backend_latency.py)."""
+def default_threads(clock: Callable[[], float] = time.monotonic, *, wait: bool = True) -> int:
+    """`cpu_load.free_cores()`, measured again (a wait of `cpu_load.WINDOW_S`) when the last decision is older than
+    REUSE_S: what a training run should start from. With `wait=False` (a served prediction) only the first call
+    waits; a stale decision is returned at once and measured again in the background. Waiting there added half a
+    second to one served prediction every REUSE_S: most of the Label Studio backend's p99
+    (benchmarks/ls_backend_latency.py)."""
     global _decided, _refresher
     now = clock()
-    if _decided is None:
+    if _decided is None or (wait and now - _decided[0] > REUSE_S):
         _decided = (now, cpu_load.free_cores())
     elif now - _decided[0] > REUSE_S:
         with _refresher_lock:

@@ -80,7 +80,7 @@ class Predictor:
                 if loaded is not None and loaded.model.kind == "detector":
                     from labelloop.ml.unet.training import default_threads
 
-                    default_threads()
+                    default_threads()  # a fresh count, in this background thread
             except Exception as exc:  # reported again, to the caller, by the /predict that needs the model
                 log.warning("could not load the model of %s: %s", project.name, exc)
 
