@@ -22,10 +22,10 @@ def keep_freed_memory() -> bool:
     """Let glibc keep freed memory in the process for the next allocation (once per process; True when set).
 
     By default every block above 128 KiB (a layer's activations) is mapped afresh and handed back when freed, so each
-    forward pass pays a page fault per 4 KiB it writes: on the 2-core benchmark VM that was about a fifth of a
-    detector backbone's time (benchmarks/detector_inference.py --folded), 0.80x that of a
-    detector training step and 0.88x that of a live pixel-classifier retrain. Afterwards the process keeps up to KEEP_FREED of
-    freed memory for reuse. Not glibc (macOS, Windows, musl): nothing is changed."""
+    forward pass pays a page fault per 4 KiB it writes. Keeping it, on the 2-core benchmark VM: a detector
+    prediction in 0.65x the time (benchmarks/detector_inference.py --folded), a training step in 0.80-0.92x, a live
+    pixel-classifier retrain in 0.88x. Afterwards the process keeps up to KEEP_FREED of freed memory for reuse. Not
+    glibc (macOS, Windows, musl): nothing is changed."""
     if not sys.platform.startswith("linux"):
         return False
     try:
