@@ -90,9 +90,8 @@ class Embedder:
         if self._model is None:
             import torch
 
-            from labelloop.ml.pretrained import create_timm_model, normalisation
-
             from labelloop.ml.inference import fold_batch_norms
+            from labelloop.ml.pretrained import create_timm_model, normalisation
 
             model = create_timm_model(self.model_name, self.weights, num_classes=0)
             # batch norms folded into the convolutions: the same embeddings (within 1e-4 of their scale) sooner

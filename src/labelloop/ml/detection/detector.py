@@ -353,9 +353,10 @@ class BoxDetector:
         cached = getattr(self, "_inference", None)
         if cached is None or cached[0] != key:
             network.eval()
-            copy_ = copy.deepcopy(network)
-            copy_.backbone.body, folded = fold_batch_norms(network.backbone.body)
-            cached = self._inference = (key, copy_.eval() if folded else network)
+            body, folded = fold_batch_norms(network.backbone.body)  # a folded copy of the body, or the body itself
+            # the rest copied around the folded body (deepcopy's memo stands it in for the original)
+            copied = copy.deepcopy(network, memo={id(network.backbone.body): body}) if folded else network
+            cached = self._inference = (key, copied)
         return cached[1]
 
     # --- checkpoints ---

@@ -8,9 +8,8 @@ import numpy as np
 
 from labelloop import media
 from labelloop.errors import InvalidInput
-from labelloop.ml.duplicates import MAX_HAMMING, MIN_COSINE
-from labelloop.ml.duplicates import NEIGHBOURS as SEMANTIC_NEIGHBOURS
-from labelloop.ml.duplicates import exact_pairs, group_pairs, perceptual_pairs, pixel_confirmed, semantic_pairs
+from labelloop.ml.duplicates import (MAX_HAMMING, MIN_COSINE, NEIGHBOURS as SEMANTIC_NEIGHBOURS, exact_pairs,
+                                     group_pairs, perceptual_pairs, pixel_confirmed, semantic_pairs)
 from labelloop.ml.neighbours import NeighbourCache
 from labelloop.ml.same_picture import MIN_AGREEMENT
 from labelloop.services.data.project_data import item_pages
