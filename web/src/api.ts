@@ -1,4 +1,5 @@
 /** The REST API (docs/api.md): session cookie + X-CSRF-Token on unsafe methods, JSON errors with `detail`. */
+import type { SimilarPage } from "./lib/grid";
 import type { Prediction } from "./lib/prelabels";
 import type { ProjectKind, Shape } from "./lib/shapes";
 
@@ -89,8 +90,8 @@ export const api = {
   item: (id: number) => request<ItemDetail>("GET", `/api/items/${id}`),
   exportPreview: (id: number, query: string) =>
     request<{ items: number; left_out: Record<string, number> }>("GET", `/api/projects/${id}/export/preview?${query}`),
-  similar: (projectId: number, size: number) =>
-    request<{ similar: boolean; item_ids: number[]; reason: string }>("GET", `/api/projects/${projectId}/similar?size=${size}`),
+  similar: (projectId: number, size: number, suggest = false) =>
+    request<SimilarPage>("GET", `/api/projects/${projectId}/similar?size=${size}${suggest ? "&suggest=true" : ""}`),
   next: (projectId: number) => request<NextOut>("GET", `/api/projects/${projectId}/next`),
   skip: (itemId: number) => request<unknown>("POST", `/api/items/${itemId}/skip`),
   save: (itemId: number, shapes: Shape[], baseVersion: number, state: "draft" | "submitted") =>

@@ -18,6 +18,7 @@ const SECTIONS: [string, [string, string][]][] = [
   ["Grid", [
     ["arrows", "move between images"],
     ["1 … 9, 0", "classification: tag the focused image and move to the next; multi-label: add or remove the class"],
+    ["Enter", "classification: accept the page (untagged images take the model's suggestion), then the next images"],
     ["Page Down", "the next images"],
   ]],
   ["Review", [
