@@ -97,30 +97,59 @@ def agreement(request: Request, access: Access = Depends(project_access("review"
     return project_agreement(workspace_of(request), access.project)
 
 
+class SuggestionOut(BaseModel):
+    label: str
+    score: float
+
+
 class SimilarOut(BaseModel):
     similar: bool
     item_ids: list[int]
     cluster: int | None = None
     remaining_unlabelled: int | None = None
     reason: str = ""
+    suggestions: dict[str, SuggestionOut] = {}  # item id -> the classifier's most likely class (suggest=true)
+    page_class: str | None = None  # the class the model gives every item of a page built from its suggestions
+    model: str | None = None
 
 
 @router.get("/api/projects/{project_id}/similar", response_model=SimilarOut,
             summary="The next grid (4, 6 or 9) of similar unlabelled items, from cached embeddings")
-def similar(request: Request, size: int = Query(9), access: Access = Depends(project_access("annotate"))):
+def similar(request: Request, size: int = Query(9), suggest: bool = Query(False),
+            access: Access = Depends(project_access("annotate"))):
     """Clusters come from `labelloop embed` / `clusters`; without embeddings the answer says so (similar=false)
-    and the client falls back to the labelling order."""
+    and the client falls back to the labelling order. With `suggest=true` and a trained classifier, the page is
+    the queue's next item and the open items the classifier gives the same class, most similar first, each with
+    its suggested class, leased to the caller like `next` (services/assist/grid_pages.py); without one, the
+    similar-images page, and `reason` says why nothing is suggested."""
     from labelloop.services.assist.clusters import PAGE_SIZES, next_similar_page
 
     if size not in PAGE_SIZES:
         raise InvalidInput(f"size {size}: choose one of {', '.join(map(str, PAGE_SIZES))}")
+    workspace = workspace_of(request)
+    no_suggestion = ""
+    if suggest:
+        from labelloop.services.assist.grid_pages import suggested_page
+
+        try:
+            page = suggested_page(workspace, access.project, access.user.id, size)
+        except InvalidInput as exc:
+            no_suggestion = str(exc)
+        else:
+            if page is None:
+                return SimilarOut(similar=True, item_ids=[], remaining_unlabelled=0,
+                                  reason="nothing left in the queue for you")
+            data = page.to_dict()
+            return SimilarOut(similar=True, item_ids=page.item_ids, remaining_unlabelled=page.remaining_unlabelled,
+                              suggestions=data["suggestions"], page_class=page.page_class or None, model=page.model,
+                              reason="" if page.suggestions else "the queue's next item has no embedding yet")
     try:
-        found = next_similar_page(workspace_of(request), access.project, size)
+        found = next_similar_page(workspace, access.project, size)
     except InvalidInput as exc:
         if "embedding" not in str(exc):
             raise
-        return SimilarOut(similar=False, item_ids=[], reason=str(exc))
+        return SimilarOut(similar=False, item_ids=[], reason="; ".join(filter(None, [no_suggestion, str(exc)])))
     if found is None:
         return SimilarOut(similar=True, item_ids=[], remaining_unlabelled=0, reason="every item is labelled")
     return SimilarOut(similar=True, item_ids=found.item_ids, cluster=found.cluster,
-                      remaining_unlabelled=found.remaining_unlabelled)
+                      remaining_unlabelled=found.remaining_unlabelled, reason=no_suggestion)

@@ -35,6 +35,8 @@ class SimulateIn(BaseModel):
     seeds: list[int] = Field([0], min_length=1, max_length=10)
     cost_model: dict[str, float] | None = Field(None, description="seconds per action (every action of the default "
                                                                   "model); the default model when absent")
+    grid: int | None = Field(None, ge=4, le=9, description="label on grid pages of this many (4, 6 or 9) of the "
+                                                           "classifier's suggestions (classification)")
     model_params: dict[str, str | int | float | bool] | None = Field(
         None, max_length=32, description="the model kind's own options for every round's training, as `labelloop "
                                          "simulate --set key=value` (e.g. {\"calibration_folds\": 0})")

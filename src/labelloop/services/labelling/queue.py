@@ -166,6 +166,27 @@ def claim_next(session: Session, project: ProjectInfo, user_id: int) -> Lease | 
     return None
 
 
+def upcoming(session: Session, project: ProjectInfo, user_id: int, limit: int) -> list[int]:
+    """Up to `limit` items the queue would hand this user after the current claim, in its order (nothing leased):
+    where a grid page looks for items to show beside the one `claim_next` gave."""
+    mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == user_id)
+    return list(session.scalars(select(Q.c.item_id).where(Q.c.project_id == project.id, ~mine)
+                                .order_by(*_order(project)).limit(limit)))
+
+
+def claim_items(session: Session, project: ProjectInfo, user_id: int, item_ids: Iterable[int]) -> list[int]:
+    """Lease these open items to the user as well (a grid page: several items claimed at once), each in a free
+    slot; returns those leased (an item taken meanwhile, or closed, is left out). Inside the caller's write
+    transaction, after `claim_next`."""
+    connection = session.connection()
+    now = utcnow()
+    expires = now + lease_time(project)
+    item_ids = list(item_ids)
+    open_ids = set(connection.execute(select(Q.c.item_id).where(Q.c.project_id == project.id, Q.c.item_id.in_(item_ids))
+                                      .with_for_update(skip_locked=True)).scalars())
+    return [i for i in item_ids if i in open_ids and _take_slot(connection, project, i, user_id, now, expires)]
+
+
 def _commit_without_flush(connection: Connection) -> None:
     """Let this transaction's COMMIT return before its WAL reaches the disk (PostgreSQL; SQLite's WAL mode with
     synchronous=NORMAL already skips the sync at commit)."""

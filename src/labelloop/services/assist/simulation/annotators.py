@@ -97,6 +97,7 @@ class Task:
     quality_goal: ClassVar[float] = 0.98
     budget_param: ClassVar[str | None] = "time_budget"  # the model kind's training-time option, if it has one
     chains: ClassVar[bool] = False  # `--model micro` runs the chain of every class's micro-model each round
+    grids: ClassVar[bool] = False  # `--grid N` labels grid pages of the model's suggestions (annotate_page)
 
     def check_params(self, project, model: str, params: dict[str, Any]) -> None:
         """Refuse (InvalidInput) model parameters (`--set`) the model kind would refuse, before anything runs."""
@@ -110,6 +111,11 @@ class Task:
 
     def annotate(self, shown: list[dict[str, Any]], truth: list[Shape]) -> Outcome:
         """Turn the shown pre-labels (shape dicts) into the truth with the cheapest actions."""
+        raise NotImplementedError
+
+    def annotate_page(self, suggested: list[str | None], truths: list[list[Shape]]) -> list[Outcome]:
+        """Label a grid page whose items show these suggestions (None: nothing shown): one look over the page,
+        then a fix of each item whose suggestion is not its truth (tasks with `grids`)."""
         raise NotImplementedError
 
     def train(self, workspace, project, model: str, params: dict[str, Any], ctx: JobContext):
@@ -181,6 +187,7 @@ class ClassificationTask(Task):
     quality = "accuracy"
     budget_param = None  # logistic regression has no time option: the runner checks the budget instead
     chains = True
+    grids = True
 
     def prepare(self, workspace, project, model, ctx):
         from labelloop.services.assist.embeddings import embed_items
@@ -217,6 +224,15 @@ class ClassificationTask(Task):
         if offered[0] == wanted:
             return Outcome([ClassLabel(wanted)], [("confirm_class", 1)])
         return Outcome([ClassLabel(wanted)], [("change_class", 1)])
+
+    def annotate_page(self, suggested, truths):
+        outcomes = []
+        for k, (offered, truth) in enumerate(zip(suggested, truths)):
+            actions = [("grid_page", 1)] if k == 0 else []  # the page is looked over once
+            if offered != truth[0].label:
+                actions.append(("grid_fix", 1))
+            outcomes.append(Outcome([ClassLabel(truth[0].label)], actions))
+        return outcomes
 
     def auto_accepted(self, shown):
         offered = [s["label"] for s in prelabels(shown) if s.get("type") == "class"]

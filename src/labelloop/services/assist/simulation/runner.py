@@ -51,6 +51,7 @@ class SimulationPlan:
     out: Path | None = None
     held_out: float = HELD_OUT
     model_params: dict[str, Any] = field(default_factory=dict)  # the model kind's own options (`--set key=value`)
+    grid: int | None = None  # label on grid pages of this many of the classifier's suggestions (4, 6 or 9)
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project.name, "kind": self.project.kind.value, "task": self.task.name,
@@ -58,7 +59,7 @@ class SimulationPlan:
                 "batch": self.batch, "rounds": self.rounds, "until_done": self.rounds is None,
                 "round_budget_seconds": self.round_budget, "target_precision": self.target_precision,
                 "held_out_share": self.held_out, "quality": self.task.quality, "quality_goal": self.task.quality_goal,
-                "model_params": dict(self.model_params)}
+                "model_params": dict(self.model_params), "grid": self.grid}
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -72,7 +73,8 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                     batch: int = 20, until_done: bool = False, rounds: int | None = None,
                     round_budget: str | float | None = None, target_precision: float | None = None,
                     seeds: Sequence[int] | str = (0,), cost_model: str | Path | None = "default",
-                    out: str | Path | None = None, model_params: dict[str, Any] | None = None) -> SimulationPlan:
+                    out: str | Path | None = None, model_params: dict[str, Any] | None = None,
+                    grid: int | None = None) -> SimulationPlan:
     """Check everything a simulation needs; raises InvalidInput (and changes nothing) on the first problem."""
     from labelloop.services.assist.model_kinds import get_model_kind
     from labelloop.services.assist.model_kinds.options import parse_duration
@@ -104,6 +106,15 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
         raise InvalidInput("--seeds: give at least one seed")
     _positive("--start", start, 0)
     _positive("--batch", batch)
+    if grid is not None:
+        from labelloop.services.assist.clusters import PAGE_SIZES
+
+        if grid not in PAGE_SIZES:
+            raise InvalidInput(f"--grid {grid}: a grid page holds {', '.join(map(str, PAGE_SIZES))} images")
+        if not task.grids or model == "micro":
+            raise InvalidInput(f"--grid: grid pages of suggestions serve the classifier on single-label "
+                               f"classification projects; {project.name!r} is a {project.kind.value} project"
+                               + (" and --model micro runs a chain" if task.grids else ""))
     if until_done and rounds is not None:
         raise InvalidInput("give --until-done or --rounds N, not both")
     if rounds is not None:
@@ -121,7 +132,7 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                            "held-out part)")
     return SimulationPlan(project, truth_read, task, model, costs, strategies, list(seeds), start, batch, rounds,
                           budget, None if target_precision is None else float(target_precision),
-                          Path(out) if out else None, model_params=model_params)
+                          Path(out) if out else None, model_params=model_params, grid=grid)
 
 
 def _model_params(params: dict[str, Any] | None, task: Task) -> dict[str, Any]:
@@ -150,6 +161,7 @@ class _Run:
     actions: Counter = field(default_factory=Counter)
     human: dict[int, list] = field(default_factory=dict)  # scratch item id -> the person's shapes
     auto: dict[int, list] = field(default_factory=dict)  # item id -> the pre-label the rule accepts now
+    pages: int = 0  # grid pages labelled (`grid`)
 
     @property
     def labels(self) -> dict[int, list]:
@@ -264,6 +276,7 @@ def _run_one(base, plan: SimulationPlan, truth: dict[int, list], strategy: str, 
             "effort_ratio": round(scratch_seconds / final["human_seconds"], 3) if final["human_seconds"] else None,
             "dataset_quality": final["dataset_quality"], "model_quality": final["model_quality"],
             "human_labelled": run.human_items, "auto_accepted": len(run.auto), "auto_accepted_wrong": wrong_auto,
+            "grid_pages": run.pages,
             "unlabelled": len(_unlabelled(run, pool_truth)), "rounds": rounds_run,
             "actions": dict(sorted(run.actions.items())),
             "seconds_to_goal": _seconds_to(points, task.quality_goal),
@@ -331,6 +344,10 @@ def _label_batch(ws, project, plan: SimulationPlan, truth: dict[int, list], user
     from labelloop.services.assist.predictions import latest_predictions_for_items
     from labelloop.services.labelling.queue import next_item
 
+    if plan.grid:
+        taken = _label_pages(ws, project, plan, truth, user_id, run)
+        if taken is not None:
+            return taken
     taken = 0
     for _ in range(min(plan.batch, len(_unlabelled(run, truth)))):
         lease = next_item(ws, project, user_id)
@@ -342,6 +359,31 @@ def _label_batch(ws, project, plan: SimulationPlan, truth: dict[int, list], user
         _label(ws, project, lease.item_id, plan.task.annotate(shown, truth[lease.item_id]), user_id, run, plan.costs,
                leased=True)
         taken += 1
+    return taken
+
+
+def _label_pages(ws, project, plan: SimulationPlan, truth: dict[int, list], user_id: int, run: _Run) -> int | None:
+    """Take grid pages of the classifier's suggestions (services/assist/grid_pages.py, the code behind the grid's
+    GET /similar?suggest=true) until `batch` items are labelled (the last page is whole, so a round may take up to
+    grid - 1 more); None when no classifier can suggest yet (the round then labels item by item)."""
+    from labelloop.services.assist.grid_pages import suggested_page
+
+    taken = 0
+    while taken < plan.batch and _unlabelled(run, truth):
+        try:
+            page = suggested_page(ws, project, user_id, plan.grid)
+        except InvalidInput:
+            return None if taken == 0 else taken
+        if page is None:
+            break
+        fresh = [i for i in page.item_ids if i not in run.human and i not in run.auto]
+        if len(fresh) < len(page.item_ids):
+            break  # (the queue's safety-net refill can bring back an auto-accepted item once the queue is empty)
+        shown = [page.suggestions.get(i, (None, 0.0))[0] for i in fresh]
+        for item_id, outcome in zip(fresh, plan.task.annotate_page(shown, [truth[i] for i in fresh])):
+            _label(ws, project, item_id, outcome, user_id, run, plan.costs, leased=True)
+        run.pages += 1
+        taken += len(fresh)
     return taken
 
 
