@@ -12,7 +12,7 @@ interface Cell {
 }
 
 const HELP_SINGLE = "Arrows move; a number key tags the focused image and moves to the next one; "
-  + "Enter: accept the page (untagged images take the model's suggestion) and show the next images; "
+  + "Enter accepts the page (the model's suggestions on untagged images); "
   + "Page Down: next images; ? all keys";
 const HELP_MULTI = "Arrows move; a number key adds or removes that class on the focused image; Page Down: next images; "
   + "? all keys";
@@ -51,6 +51,7 @@ export async function gridPage(root: HTMLElement, params: Record<string, string>
       ? (await Promise.all(similar.item_ids.map((itemId) => api.item(itemId)))).map((d) => d.item)
       : (await api.items(id, "", "unlabelled", size)).items;
     hint.textContent = pageSource(similar);
+    hint.title = similar.reason; // e.g. why the model suggests nothing
     const suggestions = similar.suggestions ?? {};
     cells = items.map((item) => {
       const level = Math.max(0, Math.ceil(Math.log2(Math.max(item.width, item.height) / 320)));
