@@ -87,3 +87,17 @@ def test_the_grid_shows_the_models_suggestions_and_enter_accepts_them_keeping_a_
             assert annotation["state"] == "submitted" and annotation["shapes"] == [{"type": "class", "label": "ants"}]
         for item in rest:
             assert _labels(http, item) == []
+
+
+def test_without_a_classifier_the_grid_says_why_and_enter_saves_nothing(page, ui_server):
+    pid, items = ui_server.project("grid-no-model", "classification", ["ants", "bees"], images=4)
+    page.goto(f"/projects/{pid}/grid?n=4")
+    page.locator("[data-testid=grid] figure").nth(3).wait_for(timeout=60_000)
+    assert "no classifier to suggest classes yet" in page.locator("[data-testid=grid-source]").inner_text()
+    assert page.locator("[data-testid^=suggestion-]").count() == 0
+    assert page.locator("[data-testid=grid-accept]").is_disabled()
+    page.keyboard.press("Enter")
+    page.get_by_role("status").filter(has_text="No suggestions on this page").wait_for()
+    assert page.locator("[data-testid=grid] figure").count() == 4
+    with ui_server.api() as http:
+        assert all(_labels(http, item) == [] for item in items)
