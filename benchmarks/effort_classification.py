@@ -134,6 +134,12 @@ def merge(tag: str, out: Path, png_dir: Path) -> None:
           f"{result['timing']['benchmark_seconds']:.0f} s)\n")
 
 
+def _tag(name: str, args) -> str:
+    """The result's file name: the dataset and the options that change what is measured."""
+    return name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "") + \
+        ("" if args.model == "classifier" else f"_{args.model}") + (f"_grid{args.grid}" if args.grid else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
@@ -147,6 +153,9 @@ def main() -> None:
     parser.add_argument("--model", default="classifier",
                         help="classifier (one model), or micro: a chain of one micro-model per class, retrained "
                              "and chained each round (issue 20); files get a _micro suffix")
+    parser.add_argument("--grid", type=int, default=None,
+                        help="label on grid pages of 4, 6 or 9 of the classifier's suggestions (the grid view's "
+                             "GET /similar?suggest=true); files get a _gridN suffix")
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/labelloop-effort"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/labelloop-effort/results"))
     parser.add_argument("--png-dir", type=Path, default=ROOT / "docs")
@@ -167,9 +176,7 @@ def main() -> None:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.merge:
         for name in names:
-            tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "") + \
-                ("" if args.model == "classifier" else f"_{args.model}")
-            merge(tag, args.out, args.png_dir)
+            merge(_tag(name, args), args.out, args.png_dir)
         return
     for name in names:
         folder, batch = DATASETS[name]
@@ -180,9 +187,8 @@ def main() -> None:
         plan = plan_simulation(workspace, name, folder, format="folders", strategy=strategies[0],
                                compare=strategies[1:], start=args.start, batch=args.batch or batch,
                                rounds=args.max_rounds, seeds=args.seeds, target_precision=args.target_precision,
-                               model=args.model)
-        tag = name + (f"_t{round(args.target_precision * 100):03d}" if args.target_precision else "") + \
-                ("" if args.model == "classifier" else f"_{args.model}")
+                               model=args.model, grid=args.grid)
+        tag = _tag(name, args)
         started = time.perf_counter()
         result = run_simulation(workspace, plan, progress=lambda d, t, m: print(f"  {name}: {m}", file=sys.stderr))
         result["timing"]["benchmark_seconds"] = round(time.perf_counter() - started, 1)
@@ -193,7 +199,8 @@ def main() -> None:
         png = args.png_dir / f"effort_{tag}.png"
         png.write_bytes(quality_png(result, title=f"{name}: dataset quality against human time "
                                                   f"(start {plan.start}, batch {plan.batch}, target "
-                                                  f"{args.target_precision or 'default'}, {args.model})"))
+                                                  f"{args.target_precision or 'default'}, {args.model}"
+                                                  f"{f', grid {args.grid}' if args.grid else ''})"))
         print(table(tag, result))
         print(f"\n(json: {args.out / f'{tag}.json'}, png: {png}, {result['timing']['benchmark_seconds']:.0f} s)\n")
         sys.stdout.flush()
