@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/detector_raccoon.py                       # 15 min round 1, 5 min round 2
     .venv/bin/python benchmarks/detector_raccoon.py --budget 5m --second-budget 2m    # quicker
     .venv/bin/python benchmarks/detector_raccoon.py --coco128 5m                      # multi-class smoke figure
+    .venv/bin/python benchmarks/detector_raccoon.py --rounds 1 --epochs 12 --calibration-folds 0 --precision bf16
+                                                    # round 1 for a fixed 12 epochs (120 steps), no folds, bf16
 
 The 200 photos are dealt by a seeded permutation: the first 60 are the fixed test images, the next 50 are labelled
 for round 1, the 50 after them are added as corrected labels for round 2 (`--from`: fine-tune round 1's network on
@@ -122,12 +124,16 @@ def score(detector, images, targets) -> dict:
             "true_boxes": shown["true_boxes"]}
 
 
-def train(images, targets, budget: float, seed: int, start_from=None, target: float = 0.9, frozen_norms: bool = True):
+def train(images, targets, budget: float, seed: int, start_from=None, target: float = 0.9, frozen_norms: bool = True,
+          **settings):
+    """`settings`: more BoxDetector arguments (`epochs` replaces the time budget)."""
     from labelloop.ml.detection import BoxDetector
 
     test = set(held_out(len(images), seed).tolist())
     fit_i = [i for i in range(len(images)) if i not in test]
-    detector = BoxDetector(1, time_budget=budget, target_precision=target, seed=seed, frozen_norms=frozen_norms)
+    budget = None if settings.get("epochs") else budget
+    detector = BoxDetector(1, time_budget=budget, target_precision=target, seed=seed, frozen_norms=frozen_norms,
+                           **settings)
     started = time.perf_counter()
     detector.fit([images[i] for i in fit_i], [targets[i] for i in fit_i], [images[i] for i in sorted(test)],
                  [targets[i] for i in sorted(test)], start_from=start_from,
@@ -153,6 +159,10 @@ def main() -> None:
     parser.add_argument("--trained-norms", action="store_true", help="let the backbone's batch norms train (the "
                         "default keeps them frozen)")
     parser.add_argument("--rounds", type=int, default=2, help="1: round 1 only")
+    parser.add_argument("--epochs", type=int, default=None, help="round 1 trains this many epochs (10 steps each), "
+                        "not for --budget")
+    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    parser.add_argument("--calibration-folds", default="auto", help="auto, 0 (none) or 2 to 10")
     args = parser.parse_args()
     if args.coco128:
         report = coco128_smoke(seconds(args.coco128), args.seed, frozen_norms=not args.trained_norms)
@@ -174,8 +184,13 @@ def main() -> None:
     report = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
               "seed": args.seed, "budget_s": seconds(args.budget), "test_images": len(test_paths)}
     report["frozen_norms"] = not args.trained_norms
-    detector, wall = train(images, targets, seconds(args.budget), args.seed, frozen_norms=not args.trained_norms)
-    report["round1"] = {"labelled": len(first), "wall_s": round(wall, 1), **detector.summary_,
+    folds = args.calibration_folds if args.calibration_folds == "auto" else int(args.calibration_folds)
+    report.update(precision=args.precision, epochs=args.epochs, calibration_folds=folds)
+    detector, wall = train(images, targets, seconds(args.budget), args.seed, frozen_norms=not args.trained_norms,
+                           epochs=args.epochs, precision=args.precision, calibration_folds=folds)
+    summary = detector.summary_
+    report["round1"] = {"seconds_per_step": round(summary["training_seconds"] / summary["steps"], 3)}
+    report["round1"] |= {"labelled": len(first), "wall_s": round(wall, 1), **detector.summary_,
                         "test": score(detector, test_images, test_targets)}
     print(json.dumps(report["round1"], indent=1), flush=True)
     if args.rounds < 2:
@@ -187,7 +202,8 @@ def main() -> None:
     more_images, more_targets = load(second)
     state = detector.network_.state_dict()
     detector2, wall2 = train(images + more_images, targets + more_targets, seconds(args.second_budget), args.seed,
-                             start_from=state, frozen_norms=not args.trained_norms)
+                             start_from=state, frozen_norms=not args.trained_norms, precision=args.precision,
+                             calibration_folds=folds)
     report["round2"] = {"labelled": len(first) + len(second), "wall_s": round(wall2, 1), **detector2.summary_,
                         "test": score(detector2, test_images, test_targets)}
     report["round2"]["gain_map"] = round(report["round2"]["test"]["map"] - report["round1"]["test"]["map"], 4)

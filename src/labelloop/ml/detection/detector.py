@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -20,7 +21,7 @@ from labelloop.ml.detection.network import build_detector, prediction_size
 from labelloop.ml.inference import fold_batch_norms
 from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.ml.unet.network import scale_image
-from labelloop.ml.unet.training import cpu_threads, default_threads
+from labelloop.ml.unet.training import PRECISIONS, autocast_dtype, cpu_threads, default_threads
 
 log = logging.getLogger(__name__)
 PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own (else the one for all classes)
@@ -45,7 +46,9 @@ class BoxDetector:
     whichever ends first; the learning rate warms up over `warmup_steps`, then is multiplied by `gamma` at each of
     `gamma_epochs` (default: at 70 % and 90 % of the run). Every `eval_period` epochs, and at the end, the test
     images are scored (COCO mAP) and `on_checkpoint` is called. Those scores, and every prediction, see the image at
-    a short side of `predict_size` (default: `min_size`, the largest of the sizes it trains on)."""
+    a short side of `predict_size` (default: `min_size`, the largest of the sizes it trains on). `precision`: "auto"
+    trains and predicts under bfloat16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), else in
+    float32; "bf16" or "fp32" to choose (the U-Net's rule and helpers)."""
 
     def __init__(self, n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | None = None,
                  pretrained: bool = True, batch_size: int = 4, epochs: int | None = None,
@@ -55,7 +58,7 @@ class BoxDetector:
                  weight_decay: float = 1e-4, flip: bool = True, colour: float = 0.2, seed: int = 0,
                  threads: int | None = None, target_precision: float = 0.95, frozen_norms: bool = True,
                  calibration_folds: int | str = "auto", fold_share: float = 0.5, proposals: int = 100,
-                 proposals_before_nms: int = 300, predict_size: int | None = None):
+                 proposals_before_nms: int = 300, predict_size: int | None = None, precision: str = "auto"):
         self.n_classes, self.backbone, self.weights, self.pretrained = n_classes, backbone, weights, pretrained
         self.batch_size, self.epochs, self.time_budget, self.lr = batch_size, epochs, time_budget, lr
         self.gamma, self.gamma_epochs, self.rois_per_image = gamma, gamma_epochs, rois_per_image
@@ -67,6 +70,7 @@ class BoxDetector:
         self.calibration_folds, self.fold_share = calibration_folds, fold_share
         self.proposals, self.proposals_before_nms = proposals, proposals_before_nms
         self.predict_size = predict_size
+        self.precision = precision
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
@@ -95,7 +99,18 @@ class BoxDetector:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} (auto: bf16 where "
+                             f"the CPU multiplies bfloat16 natively, else fp32)")
         return self
+
+    def compute_dtype(self) -> torch.dtype | None:
+        """The dtype training and prediction autocast to on this CPU (None: float32), from `precision`."""
+        return autocast_dtype(torch.device("cpu"), getattr(self, "precision", "fp32"))
+
+    def _autocast(self):
+        dtype = self.compute_dtype()
+        return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     # --- training ---
 
@@ -206,6 +221,7 @@ class BoxDetector:
         milestones = self._milestones()
         steps_per_epoch = -(-len(tensors) // self.batch_size)
         device = torch.device("cpu")
+        log.info("detector training in %s", "bf16 autocast" if self.compute_dtype() == torch.bfloat16 else "float32")
         with cpu_threads(device, self.threads):
             while state["epoch"] < total_epochs and not state["stopped"]:
                 self.network_.train()
@@ -220,8 +236,9 @@ class BoxDetector:
                         group["lr"] = rate
                     batch = [self._augment(tensors[i], boxes[i], labels[i], state["rng"])
                              for i in order[start:start + self.batch_size]]
-                    parts = self.network_([b[0] for b in batch], [b[1] for b in batch])
-                    loss = sum(parts.values())
+                    with self._autocast():
+                        parts = self.network_([b[0] for b in batch], [b[1] for b in batch])
+                    loss = sum(part.float() for part in parts.values())
                     self.optimizer_.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.network_.parameters(), 10.0)
@@ -330,10 +347,10 @@ class BoxDetector:
         def one(image: np.ndarray) -> Detections:
             if workers > 1:
                 torch.set_num_threads(1)  # this worker thread's own setting (OpenMP keeps one per thread)
-            with torch.inference_mode():  # thread-local, as is grad mode: entered in the worker
+            with torch.inference_mode(), self._autocast():  # thread-local, as is grad mode: entered in the worker
                 out = network([_tensor(image)])[0]
-            return {"boxes": out["boxes"].numpy().astype(float), "labels": out["labels"].numpy().astype(int),
-                    "scores": out["scores"].numpy().astype(float)}
+            return {"boxes": out["boxes"].float().numpy().astype(float), "labels": out["labels"].numpy().astype(int),
+                    "scores": out["scores"].float().numpy().astype(float)}
 
         with cpu_threads(torch.device("cpu"), 1 if workers > 1 else threads), \
                 prediction_size(network, *self.prediction_sizes):
@@ -396,7 +413,8 @@ class BoxDetector:
     @classmethod
     def from_checkpoint(cls, data: bytes) -> BoxDetector:
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-        detector = cls(**{**saved["params"], "pretrained": False})
+        # a version saved before `precision` existed trained and predicted in float32: it keeps doing so
+        detector = cls(**{"precision": "fp32", **saved["params"], "pretrained": False})
         detector.network_ = detector._network()
         detector.network_.load_state_dict(saved["network"])
         detector.optimizer_ = torch.optim.SGD([p for p in detector.network_.parameters() if p.requires_grad],

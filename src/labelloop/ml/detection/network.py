@@ -55,6 +55,54 @@ class PyramidBackbone(nn.Module):
         return self.fpn(OrderedDict((str(n), f) for n, f in enumerate(self.body(x))))
 
 
+class Float32Conv2d(nn.Conv2d):
+    """A convolution that runs in float32 under autocast. For the layers whose outputs are box deltas and scores:
+    torchvision decodes boxes in the deltas' dtype, so bfloat16 deltas would put every box on a 2-4 px grid."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+class Float32Linear(nn.Linear):
+    """A linear layer that runs in float32 under autocast (the box predictor's scores and deltas, as above)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+class TrainingFloat32Conv2d(nn.Conv2d):
+    """A depthwise convolution that runs in float32 under autocast while gradients are recorded: oneDNN's bfloat16
+    backward of 5×5 depthwise kernels took 1.1-3× the float32 time on the benchmark CPU (AMD EPYC, AVX512-BF16), and
+    keeping them float32 made a bf16 training step 0.70× the float32 one instead of 0.83×
+    (benchmarks/detector_precision.py). Prediction runs them in bfloat16, where their forward pass is faster."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def keep_float32_where_needed(detector: nn.Module) -> nn.Module:
+    """Under autocast: the RPN's and the box predictor's outputs in float32, the backbone's 5×5 depthwise
+    convolutions in float32 when training (classes swapped in place: the same weights, the same state dict; without
+    autocast they compute exactly what they did)."""
+    head = detector.rpn.head
+    for layer in (head.cls_logits, head.bbox_pred):
+        if type(layer) is nn.Conv2d:
+            layer.__class__ = Float32Conv2d
+    predictor = detector.roi_heads.box_predictor
+    for layer in (predictor.cls_score, predictor.bbox_pred):
+        if type(layer) is nn.Linear:
+            layer.__class__ = Float32Linear
+    for layer in detector.backbone.body.modules():
+        if type(layer) is nn.Conv2d and layer.groups == layer.in_channels > 1 and min(layer.kernel_size) >= 5:
+            layer.__class__ = TrainingFloat32Conv2d
+    return detector
+
+
 def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | Path | None = None,
                    pretrained: bool = True, rois_per_image: int = 128, min_size: int | tuple[int, ...] = 416,
                    max_size: int = 704, score_floor: float = 0.05, frozen_norms: bool = True,
@@ -94,6 +142,7 @@ def build_detector(n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: st
         rpn_pre_nms_top_n_test=proposals_before_nms, rpn_post_nms_top_n_test=proposals)
     if whole is not None:
         _load_detector(detector, whole)
+    keep_float32_where_needed(detector)
     # channels-last convolutions: 0.78× the time of a training step and 0.85× of a prediction on the benchmark CPU
     # (benchmarks/detector_inference.py), the same arithmetic
     return detector.to(memory_format=torch.channels_last)

@@ -9,8 +9,9 @@ those at or above the calibrated threshold are marked as pre-labels. When the he
 labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). At
 prediction the box head scores the RPN's best `proposals` boxes per image (`--set proposals=N`, `--set
 proposals_before_nms=N`), on the image scaled to a short side of `predict_size` pixels (`--set predict_size=N` at
-training, stored with the version, or at prediction for that run; default: `--min-size`). Torch is imported only
-inside the methods."""
+training, stored with the version, or at prediction for that run; default: `--min-size`). Training and
+prediction run under bfloat16 autocast where the CPU multiplies bf16 natively (`--set precision=auto|bf16|fp32`,
+stored with the version; versions from before it predict in float32). Torch is imported only inside the methods."""
 
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def settings(params: dict[str, Any], target_precision: float) -> dict[str, Any]:
         out["calibration_folds"] = "auto" if folds == "auto" else _number("calibration_folds", folds, int)
     if params.get("fold_share") is not None:
         out["fold_share"] = _number("fold_share", params["fold_share"], float)
+    if params.get("precision"):
+        out["precision"] = str(params["precision"]).lower()
+        if out["precision"] not in ("auto", "bf16", "fp32"):
+            raise InvalidInput(f"precision {params['precision']!r}: give auto, bf16 or fp32")
     if params.get("frozen_norms") is not None:
         out["frozen_norms"] = str(params["frozen_norms"]).lower() not in ("false", "0", "no")
     if params.get("gamma_epochs") is not None:
@@ -138,6 +143,8 @@ class Detector:
         warnings = self._warnings(project, train_rows + test_rows, detector.min_size, detector.max_size)
         for line in warnings:
             ctx.log(f"warning: {line}")
+        ctx.log(f"training in {'bf16 autocast' if detector.compute_dtype() is not None else 'float32'} "
+                f"(precision={detector.precision})")
         held_boxes = sum(len(t["labels"]) for t in test_targets)
         folds = detector.folds_for(held_boxes, len(train_rows)) if not getattr(detector, "cv_", None) else 0
         if folds:
