@@ -1,6 +1,7 @@
 /** The REST API (docs/api.md): session cookie + X-CSRF-Token on unsafe methods, JSON errors with `detail`. */
 import type { SimilarPage } from "./lib/grid";
 import type { Prediction } from "./lib/prelabels";
+import type { SimulateBody } from "./lib/simulation";
 import type { ProjectKind, Shape } from "./lib/shapes";
 
 export class ApiError extends Error {
@@ -27,6 +28,7 @@ export interface ItemDetail { item: Item; annotation: Annotation | null; base_ve
 export interface NextOut { item: Item | null; annotation: Annotation | null; base_version: number; message: string }
 export interface Job {
   id: number; kind: string; state: string; done: number; total: number | null; message: string; error?: string | null;
+  result?: Record<string, any>;
 }
 export interface Page<T> { items: T[]; next_cursor: string | null }
 
@@ -127,6 +129,8 @@ export const api = {
   runQuality: (projectId: number, kind = "") =>
     request<Job>("POST", `/api/projects/${projectId}/quality/jobs${kind ? `?kind=${kind}` : ""}`),
   job: (id: number) => request<Job>("GET", `/api/jobs/${id}`),
+  projectJobs: (projectId: number, limit = 100) => request<Page<Job>>("GET", `/api/projects/${projectId}/jobs?limit=${limit}`),
+  simulate: (projectId: number, body: SimulateBody) => request<Job>("POST", `/api/projects/${projectId}/simulate`, body),
   cancelJob: (id: number) => request<Job>("POST", `/api/jobs/${id}/cancel`),
   members: (projectId: number) => request<Page<{ user: string; role: string }>>("GET", `/api/projects/${projectId}/members?limit=1000`),
   setMember: (projectId: number, user: string, role: string) =>
@@ -166,4 +170,9 @@ export function imageUrl(itemId: number, level: number, window?: { centre: numbe
   if (window) url += `&window_centre=${window.centre}&window_width=${window.width}`;
   if (tile) url += `&tile_x=${tile[0]}&tile_y=${tile[1]}`;
   return url;
+}
+
+/** A finished simulation's figure (dataset quality against human time); an <img> loads it with the session cookie. */
+export function simulationFigureUrl(projectId: number, jobId: number): string {
+  return `/api/projects/${projectId}/simulations/${jobId}/effort.png`;
 }

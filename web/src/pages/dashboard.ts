@@ -3,6 +3,7 @@ import { barChart, stackedBar } from "./charts";
 import { clear, dialog, formatError, h, toast } from "../dom";
 import { link } from "../router";
 import { canManage, projectNav } from "./nav";
+import { simulationCard } from "./simulation";
 
 const STATE_COLOURS: Record<string, string> = { unlabelled: "#c9ced6", submitted: "#f0b429", accepted: "#2f9e44" };
 const FORMATS: Record<string, string[]> = {
@@ -35,6 +36,11 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   // the micro-model card's training options, kept while the dashboard refreshes
   const microOptions = { base: "", minExamples: "", pseudo: false, open: false };
   let chosenKind = (MODELS[project.kind] ?? [])[0] ?? ""; // the model kind picked in the models card
+  // made once: the dashboard moves the same card into each redraw, so its form and figure survive refreshes
+  const simulation = canManage(project) ? simulationCard(project, async (job) => {
+    running.add(job.id);
+    await refresh();
+  }) : null;
 
   async function refresh(): Promise<void> {
     const [stats, items, listed] = await Promise.all([api.stats(id), api.items(id, "", "", 200), api.models(id)]);
@@ -64,6 +70,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       exportCard(),
       modelsCard(models),
       microCard((listed as Record<string, any>).micro_models ?? null),
+      simulation?.element,
       h("section", { class: "card" }, h("h2", {}, "Jobs"), jobs.length ? h("table", { class: "list", "data-testid": "jobs" },
         jobs.map((j) => h("tr", {}, h("td", { class: "nowrap" }, `#${j.id} ${j.kind}`), h("td", { class: "nowrap" }, j.state),
           h("td", {}, h("progress", { max: j.total ?? 1, value: j.total ? j.done : j.state === "done" ? 1 : 0 })),
@@ -71,6 +78,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
           h("td", {}, ["queued", "running"].includes(j.state) && canManage(project!)
             ? h("button", { onclick: () => api.cancelJob(j.id).then(refresh) }, "Cancel") : "")))) : h("p", {}, "No jobs yet.")),
       itemsCard(items.items));
+    simulation?.update(jobs).catch((e) => toast(`simulation: ${formatError(e)}`, "error"));
     if (jobs.some((j) => j.state === "queued" || j.state === "running")) timer = setTimeout(() => void refresh(), 2000);
   }
 
