@@ -71,6 +71,7 @@ def test_a_simulation_started_from_the_dashboard_shows_its_figures_and_effort_pn
     page.check("[data-testid=simulation-compare-random]")
     page.select_option("[data-testid=simulation-strategy]", "margin")
     page.click("[data-testid=simulation-submit]")
+    card.locator("[data-testid=simulation-status]", has_text="Simulation #").wait_for()  # its progress while it runs
     assert error.is_hidden()
     ratio = card.locator("[data-testid=simulation-row-margin] [data-testid=effort-ratio]")
     ratio.wait_for(timeout=120_000)

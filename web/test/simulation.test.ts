@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
-  formatSeconds, simulationRequest, strategyRows, versusRandomLines, type Simulation, type SimulationForm, type Spread,
+  fieldProblems, formatSeconds, simulationRequest, strategyRows, versusRandomLines, type Simulation, type SimulationForm,
+  type Spread,
 } from "../src/lib/simulation";
 
 const form = (change: Partial<SimulationForm> = {}): SimulationForm => ({
@@ -35,6 +36,13 @@ describe("simulation form", () => {
     const checked = simulationRequest(form(change), true);
     expect(checked.body).toBeNull();
     expect(checked.error).toContain(message);
+  });
+  it("puts a 422's fields in one line, and leaves other errors to the caller", () => {
+    expect(fieldProblems([{ loc: ["body", "seeds", 0], msg: "Input should be greater than or equal to 0" },
+      { loc: ["body", "compare"], msg: "List should have at most 10 items" }]))
+      .toBe("seeds.0: Input should be greater than or equal to 0; compare: List should have at most 10 items");
+    expect(fieldProblems("--start 99: only 24 items are in the pool")).toBeNull();
+    expect(fieldProblems([])).toBeNull();
   });
   it("refuses grid pages outside classification", () => {
     expect(simulationRequest(form({ grid: "4" }), false).error).toContain("only classification projects");

@@ -90,6 +90,13 @@ export function simulationRequest(form: SimulationForm, grids: boolean): Checked
   return { body, error: null };
 }
 
+/** A 422's `detail` (the fields the form did not check, as FastAPI lists them) in one line; null for any other. */
+export function fieldProblems(detail: unknown): string | null {
+  if (!Array.isArray(detail) || !detail.length) return null;
+  return detail.map((d: { loc?: unknown[]; msg?: string }) =>
+    `${(d.loc ?? []).filter((part) => part !== "body").join(".")}: ${d.msg ?? "invalid"}`).join("; ");
+}
+
 /** A figure's spread over seeds, as report.py writes it (null: no seed has the figure). */
 export interface Spread { mean: number; min: number; max: number; std: number; n: number }
 export interface StrategySummary {

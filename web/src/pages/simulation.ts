@@ -3,7 +3,7 @@
 import { api, ApiError, simulationFigureUrl, type Job, type Project } from "../api";
 import { clear, formatError, h } from "../dom";
 import {
-  GRID_PAGES, SIMULATION_STRATEGIES, simulationRequest, strategyRows, versusRandomLines, type Simulation,
+  fieldProblems, GRID_PAGES, SIMULATION_STRATEGIES, simulationRequest, strategyRows, versusRandomLines, type Simulation,
 } from "../lib/simulation";
 
 export interface SimulationCard {
@@ -85,10 +85,8 @@ export function simulationCard(project: Project, started: (job: Job) => Promise<
       const job = await api.simulate(project.id, checked.body);
       await started(job);
     } catch (problem) {
-      // a 422 (a field the form did not check) lists its fields; a 400 is the server's sentence
-      const fields = problem instanceof ApiError && Array.isArray(problem.body?.detail)
-        ? problem.body!.detail as { loc: unknown[]; msg: string }[] : null;
-      fail(fields ? fields.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ") : formatError(problem));
+      // a 400 is the server's sentence; a 422 (a field the form did not check) lists its fields
+      fail((problem instanceof ApiError ? fieldProblems(problem.body?.detail) : null) ?? formatError(problem));
     } finally {
       startButton.disabled = false;
     }
@@ -128,7 +126,7 @@ export function simulationCard(project: Project, started: (job: Job) => Promise<
     let done = mine.find((j) => j.state === "done")?.id;
     if (done === undefined && !searched && !shown) {
       searched = true; // the dashboard lists only the recent jobs; an older simulation is found once, on a larger page
-      const page = await api.projectJobs(project.id, 200);
+      const page = await api.projectJobs(project.id, 100);
       done = page.items.find((j) => j.kind === "simulate" && j.state === "done")?.id;
     }
     if (done !== undefined && done !== shown) await show(done);
