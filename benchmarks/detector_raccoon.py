@@ -163,6 +163,8 @@ def main() -> None:
                         "not for --budget")
     parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     parser.add_argument("--calibration-folds", default="auto", help="auto, 0 (none) or 2 to 10")
+    parser.add_argument("--also-predict-in", default=None, help="round 1's test images scored again with the "
+                        "network predicting in this precision (bf16 or fp32): training and prediction apart")
     args = parser.parse_args()
     if args.coco128:
         report = coco128_smoke(seconds(args.coco128), args.seed, frozen_norms=not args.trained_norms)
@@ -192,6 +194,10 @@ def main() -> None:
     report["round1"] = {"seconds_per_step": round(summary["training_seconds"] / summary["steps"], 3)}
     report["round1"] |= {"labelled": len(first), "wall_s": round(wall, 1), **detector.summary_,
                         "test": score(detector, test_images, test_targets)}
+    if args.also_predict_in:
+        detector.precision = args.also_predict_in
+        report["round1"][f"test_predicted_in_{args.also_predict_in}"] = score(detector, test_images, test_targets)
+        detector.precision = args.precision
     print(json.dumps(report["round1"], indent=1), flush=True)
     if args.rounds < 2:
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

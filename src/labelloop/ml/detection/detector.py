@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own (else the one for all classes)
 AUTO_FOLDS = 3  # calibration_folds="auto": this many cross-validation folds ...
 AUTO_FOLDS_BELOW = 30  # ... when the held-out images have fewer true boxes than this
+# What precision="auto" trains and predicts in. Not the U-Net's rule ("auto": bf16 where the CPU multiplies bf16
+# natively): on the AMD EPYC with AVX512-BF16 a bf16 training step took ~0.75x the float32 time, but 120 steps on
+# raccoon's round 1 gave 0.05 lower test mAP@0.5:0.95 (docs/benchmarks.md, 2026-12-07); "bf16" asks for it.
+AUTO_PRECISION = "fp32"
 
 
 class Stop(Exception):
@@ -46,9 +50,9 @@ class BoxDetector:
     whichever ends first; the learning rate warms up over `warmup_steps`, then is multiplied by `gamma` at each of
     `gamma_epochs` (default: at 70 % and 90 % of the run). Every `eval_period` epochs, and at the end, the test
     images are scored (COCO mAP) and `on_checkpoint` is called. Those scores, and every prediction, see the image at
-    a short side of `predict_size` (default: `min_size`, the largest of the sizes it trains on). `precision`: "auto"
-    trains and predicts under bfloat16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), else in
-    float32; "bf16" or "fp32" to choose (the U-Net's rule and helpers)."""
+    a short side of `predict_size` (default: `min_size`, the largest of the sizes it trains on). `precision`: "bf16"
+    trains and predicts under bfloat16 autocast (faster on CPUs that multiply bf16 natively), "fp32" in float32,
+    "auto" as AUTO_PRECISION says (float32, for now)."""
 
     def __init__(self, n_classes: int, *, backbone: str = DEFAULT_MODEL, weights: str | None = None,
                  pretrained: bool = True, batch_size: int = 4, epochs: int | None = None,
@@ -100,13 +104,14 @@ class BoxDetector:
             if not ok:
                 raise ValueError(message)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} (auto: bf16 where "
-                             f"the CPU multiplies bfloat16 natively, else fp32)")
+            raise ValueError(f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)} (auto: "
+                             f"{AUTO_PRECISION})")
         return self
 
     def compute_dtype(self) -> torch.dtype | None:
         """The dtype training and prediction autocast to on this CPU (None: float32), from `precision`."""
-        return autocast_dtype(torch.device("cpu"), getattr(self, "precision", "fp32"))
+        precision = getattr(self, "precision", "fp32")
+        return autocast_dtype(torch.device("cpu"), AUTO_PRECISION if precision == "auto" else precision)
 
     def _autocast(self):
         dtype = self.compute_dtype()
