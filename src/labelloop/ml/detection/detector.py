@@ -28,8 +28,9 @@ PER_CLASS_BOXES = 30  # held-out boxes a class needs for a threshold of its own 
 AUTO_FOLDS = 3  # calibration_folds="auto": this many cross-validation folds ...
 AUTO_FOLDS_BELOW = 30  # ... when the held-out images have fewer true boxes than this
 # What precision="auto" trains and predicts in. Not the U-Net's rule ("auto": bf16 where the CPU multiplies bf16
-# natively): on the AMD EPYC with AVX512-BF16 a bf16 training step took ~0.75x the float32 time, but 120 steps on
-# raccoon's round 1 gave 0.05 lower test mAP@0.5:0.95 (docs/benchmarks.md, 2026-12-07); "bf16" asks for it.
+# natively): on the AMD EPYC with AVX512-BF16 a bf16 training step took 0.70x the float32 CPU time, but 120 steps
+# on two raccoon splits gave 0.052 and 0.017 lower test mAP@0.5:0.95 (docs/benchmarks.md, 2026-12-07); "bf16" asks
+# for it.
 AUTO_PRECISION = "fp32"
 
 
