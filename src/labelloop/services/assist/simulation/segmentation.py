@@ -4,7 +4,7 @@
   reported beside it as a cost variant).
 - **A queued item**, shown with the model's objects (the U-Net's foreground split by its own seeded watershed, one
   polygon per object; pixel-rf's the same way): the shown objects are matched one to one to the true objects,
-  greedily by mask IoU, a pair counting from IoU >= 0.5 (two objects of one class). A matched object with
+  greedily by mask IoU from the highest, same class, a pair counting from IoU >= 0.5. A matched object with
   IoU >= 0.9 is verified (`verify_box`, the cost model's only yes/no verification of a shown shape); one below 0.9
   is corrected at `mask_correction_per_px` per pixel of the outline of its wrong area (shown XOR true), or
   redrawn (`draw_mask`), whichever the cost model in use prices lower. Every other shown object is deleted
