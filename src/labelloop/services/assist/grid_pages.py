@@ -137,9 +137,9 @@ class _Scorer:
         ids = [i for i in item_ids if i in embedded and i not in self.top]
         if not ids:
             return
-        proba = self.prelabeller.predict_proba(get_model_kind("classifier")._inputs(self.workspace, ids, self.params))
-        vectors = load_embeddings(self.workspace, ids, self.encoder)
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        embeddings = load_embeddings(self.workspace, ids, self.encoder)
+        proba = self.prelabeller.predict_proba(get_model_kind("classifier").features_of(embeddings, self.params))
+        vectors = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         for k, item_id in enumerate(ids):
             self.top[item_id] = int(proba[k].argmax())
             self.probability[item_id] = float(proba[k].max())

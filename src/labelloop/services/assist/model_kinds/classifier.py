@@ -131,11 +131,15 @@ class Classifier:
 
             return np.stack([centre_crop(media.read(workspace.blobs.local_path(r.blob_sha256), r.page, name=r.source))
                              for r in item_rows(workspace, ids)]) if len(ids) else np.zeros((0, 224, 224, 3), np.uint8)
-        X = load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"]))
-        if choice.get("features") == "imagenet" and len(ids):
+        return self.features_of(load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"])),
+                                choice)
+
+    def features_of(self, X: np.ndarray, choice: dict[str, Any]) -> np.ndarray:
+        """What the logistic head reads from cached embeddings X: the network's ImageNet logits, or X itself."""
+        if choice.get("features") == "imagenet" and len(X):
             from labelloop.ml.embeddings import imagenet_logits
 
-            X = imagenet_logits(X, choice["encoder"], choice["weights"])
+            return imagenet_logits(X, choice["encoder"], choice["weights"])
         return X
 
     def _resolve_features(self, workspace, ids: Sequence[int], choice: dict[str, Any]) -> None:
