@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from effort_common import spread, versus_random  # noqa: E402 (benchmarks/ is on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {  # (images folder, default batch): clothing10's pool is 4x hymenoptera's, so larger rounds
@@ -60,14 +62,6 @@ def project_ready(workspace, name: str, folder: Path) -> None:
           f"{time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
 
-def _fmt(spread, pattern="{:.0f}") -> str:
-    if spread is None:
-        return "-"
-    if spread["n"] == 1 or spread["min"] == spread["max"]:
-        return pattern.format(spread["mean"])
-    return f"{pattern.format(spread['mean'])} ({pattern.format(spread['min'])}-{pattern.format(spread['max'])})"
-
-
 def table(name: str, result: dict) -> str:
     summary = result["summary"]
     walls = {}
@@ -84,19 +78,13 @@ def table(name: str, result: dict) -> str:
     for strategy, f in summary["strategies"].items():
         wall = walls[strategy]
         lines.append(
-            f"| {strategy} | {_fmt(f['human_seconds'])} | {_fmt(f['effort_ratio'], '{:.2f}')}x | "
-            f"{_fmt(f['dataset_quality'], '{:.3f}')} | {_fmt(f['seconds_to_goal'])} "
-            f"({f['seeds_reaching_goal']}/{f['seeds']} seeds) | {_fmt(f['effort_ratio_at_goal'], '{:.2f}')} | "
-            f"{_fmt(f['human_labelled'])} | {_fmt(f['auto_accepted'])} ({_fmt(f['auto_accepted_wrong'])}) | "
+            f"| {strategy} | {spread(f['human_seconds'])} | {spread(f['effort_ratio'], '{:.2f}')}x | "
+            f"{spread(f['dataset_quality'], '{:.3f}')} | {spread(f['seconds_to_goal'])} "
+            f"({f['seeds_reaching_goal']}/{f['seeds']} seeds) | {spread(f['effort_ratio_at_goal'], '{:.2f}')} | "
+            f"{spread(f['human_labelled'])} | {spread(f['auto_accepted'])} ({spread(f['auto_accepted_wrong'])}) | "
             f"{sum(wall) / len(wall):.0f} |")
     lines.append("")
-    for strategy, versus in summary["versus_random"].items():
-        if versus["compared"]:
-            lines.append(f"- {strategy} vs random: {versus['seconds_saved_vs_random']:+.0f} s to quality 0.98 "
-                         f"({versus['share_saved_vs_random']:+.1%}), "
-                         f"{'beyond' if versus['beyond_seed_spread'] else 'within'} the spread over seeds")
-        else:
-            lines.append(f"- {strategy} vs random: not compared ({versus['reason']})")
+    lines += versus_random(summary, "quality 0.98")
     return "\n".join(lines)
 
 

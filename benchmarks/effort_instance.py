@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from effort_common import model_params as parse_sets, spread, versus_random  # noqa: E402 (benchmarks/)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "nuclei_dsb2018"
 
@@ -44,14 +46,6 @@ def nuclei_truth(folder: Path, count: int) -> Path:
                 link.symlink_to((DATA / sub / f"{image_id}.png").resolve())
     (folder / "classes.txt").write_text("nucleus\n")
     return folder
-
-
-def _fmt(spread, pattern="{:.0f}") -> str:
-    if spread is None:
-        return "-"
-    if spread["n"] == 1 or spread["min"] == spread["max"]:
-        return pattern.format(spread["mean"])
-    return f"{pattern.format(spread['mean'])} ({pattern.format(spread['min'])}-{pattern.format(spread['max'])})"
 
 
 def table(result: dict) -> str:
@@ -71,20 +65,14 @@ def table(result: dict) -> str:
 
         assisted = sum(r["cost_variants"]["draw_mask_assisted"]["effort_ratio"] or 0 for r in mine) / len(mine)
         wall = sum(r["timing"]["wall_seconds"] for r in mine) / len(mine)
-        lines.append(f"| {strategy} | {_fmt(f['human_seconds'])} | {_fmt(f['effort_ratio'], '{:.2f}')}x | "
-                     f"{_fmt(f['seconds_to_goal'])} ({f['seeds_reaching_goal']}/{f['seeds']} seeds) | "
-                     f"{_fmt(f['effort_ratio_at_goal'], '{:.2f}')} | {assisted:.2f}x | "
-                     f"{_fmt(f['model_quality'], '{:.3f}')} | {mean('verify_box'):.0f} | "
+        lines.append(f"| {strategy} | {spread(f['human_seconds'])} | {spread(f['effort_ratio'], '{:.2f}')}x | "
+                     f"{spread(f['seconds_to_goal'])} ({f['seeds_reaching_goal']}/{f['seeds']} seeds) | "
+                     f"{spread(f['effort_ratio_at_goal'], '{:.2f}')} | {assisted:.2f}x | "
+                     f"{spread(f['model_quality'], '{:.3f}')} | {mean('verify_box'):.0f} | "
                      f"{mean('mask_correction_per_px'):.0f} | {mean('delete_shape'):.0f} | {mean('draw_mask'):.0f} | "
                      f"{wall:.0f} |")
     lines.append("")
-    for strategy, versus in summary["versus_random"].items():
-        if versus["compared"]:
-            lines.append(f"- {strategy} vs random: {versus['seconds_saved_vs_random']:+.0f} s to F1 {goal} "
-                         f"({versus['share_saved_vs_random']:+.1%}), "
-                         f"{'beyond' if versus['beyond_seed_spread'] else 'within'} the spread over seeds")
-        else:
-            lines.append(f"- {strategy} vs random: not compared ({versus['reason']})")
+    lines += versus_random(summary, f"F1 {goal}")
     return "\n".join(lines)
 
 
@@ -103,10 +91,7 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="the model kind's own options for every round, as `labelloop simulate --set`")
     args = parser.parse_args()
-    model_params = {}
-    for pair in args.sets:
-        key, _, value = pair.partition("=")
-        model_params[key.strip()] = value.strip()
+    model_params = parse_sets(args.sets)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from labelloop.errors import Conflict

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from effort_common import model_params as parse_sets, spread, versus_random  # noqa: E402 (benchmarks/)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -76,14 +78,6 @@ def _write(folder: Path, pairs, name: str) -> Path:
 SETS = {"nuclei": (nuclei_truth, "nuclei_items", 4), "lucchi": (lucchi_truth, "lucchi_items", 2)}
 
 
-def _fmt(spread, pattern="{:.0f}") -> str:
-    if spread is None:
-        return "-"
-    if spread["n"] == 1 or spread["min"] == spread["max"]:
-        return pattern.format(spread["mean"])
-    return f"{pattern.format(spread['mean'])} ({pattern.format(spread['min'])}-{pattern.format(spread['max'])})"
-
-
 def table(name: str, result: dict) -> str:
     summary, runs = result["summary"], result["runs"]
     goal = summary["quality_goal"]
@@ -100,18 +94,12 @@ def table(name: str, result: dict) -> str:
         mine = [r for r in runs if r["strategy"] == strategy]
         strokes = sum(r["actions"].get("scribble_stroke", 0) for r in mine) / len(mine)
         drawn = sum(r["actions"].get("draw_mask", 0) for r in mine) / len(mine)
-        lines.append(f"| {strategy} | {_fmt(f['human_seconds'])} | {_fmt(f['effort_ratio'], '{:.2f}')}x | "
-                     f"{_fmt(f['seconds_to_goal'])} ({f['seeds_reaching_goal']}/{f['seeds']} seeds) | "
-                     f"{_fmt(f['effort_ratio_at_goal'], '{:.2f}')} | {_fmt(f['model_quality'], '{:.3f}')} | "
+        lines.append(f"| {strategy} | {spread(f['human_seconds'])} | {spread(f['effort_ratio'], '{:.2f}')}x | "
+                     f"{spread(f['seconds_to_goal'])} ({f['seeds_reaching_goal']}/{f['seeds']} seeds) | "
+                     f"{spread(f['effort_ratio_at_goal'], '{:.2f}')} | {spread(f['model_quality'], '{:.3f}')} | "
                      f"{strokes:.0f} | {drawn:.0f} | {sum(walls[strategy]) / len(walls[strategy]):.0f} |")
     lines.append("")
-    for strategy, versus in summary["versus_random"].items():
-        if versus["compared"]:
-            lines.append(f"- {strategy} vs random: {versus['seconds_saved_vs_random']:+.0f} s to IoU {goal} "
-                         f"({versus['share_saved_vs_random']:+.1%}), "
-                         f"{'beyond' if versus['beyond_seed_spread'] else 'within'} the spread over seeds")
-        else:
-            lines.append(f"- {strategy} vs random: not compared ({versus['reason']})")
+    lines += versus_random(summary, f"IoU {goal}")
     return "\n".join(lines)
 
 
@@ -131,10 +119,7 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="the model kind's own options for every round, as `labelloop simulate --set`")
     args = parser.parse_args()
-    model_params = {}
-    for pair in args.sets:
-        key, _, value = pair.partition("=")
-        model_params[key.strip()] = value.strip()
+    model_params = parse_sets(args.sets)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from labelloop.errors import Conflict
