@@ -169,9 +169,8 @@ def claim_next(session: Session, project: ProjectInfo, user_id: int) -> Lease | 
 def upcoming(session: Session, project: ProjectInfo, user_id: int, limit: int) -> list[int]:
     """Up to `limit` items the queue would hand this user after the current claim, in its order (nothing leased):
     where a grid page looks for items to show beside the one `claim_next` gave."""
-    mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == user_id)
-    return list(session.scalars(select(Q.c.item_id).where(Q.c.project_id == project.id, ~mine)
-                                .order_by(*_order(project)).limit(limit)))
+    return list(session.scalars(select(Q.c.item_id).where(Q.c.project_id == project.id, ~_TRIED)
+                                .order_by(*_order(project)).limit(limit), {"b_user": user_id}))
 
 
 def claim_items(session: Session, project: ProjectInfo, user_id: int, item_ids: Iterable[int]) -> list[int]:
@@ -195,6 +194,7 @@ def _commit_without_flush(connection: Connection) -> None:
 
 
 _HEADS: dict[str, tuple[Any, Any]] = {}
+_TRIED = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == bindparam("b_user"))  # the user had it already
 
 
 def _heads(project: ProjectInfo) -> tuple[Any, Any]:
@@ -202,8 +202,7 @@ def _heads(project: ProjectInfo) -> tuple[Any, Any]:
     locked, waiting for them). Built once per order and reused, so SQLAlchemy need not rebuild its cache key."""
     name = project.settings.get("sampling", "shuffled")
     if name not in _HEADS:
-        mine = exists().where(A.c.item_id == Q.c.item_id, A.c.user_id == bindparam("b_user"))
-        head = (select(Q.c.item_id).where(Q.c.project_id == bindparam("b_project"), ~mine)
+        head = (select(Q.c.item_id).where(Q.c.project_id == bindparam("b_project"), ~_TRIED)
                 .order_by(*_order(project)).limit(1))
         _HEADS[name] = (head.with_for_update(skip_locked=True), head.with_for_update())
     return _HEADS[name]
