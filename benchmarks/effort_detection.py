@@ -62,9 +62,11 @@ def table(result: dict) -> str:
     traditional = {**costs, "draw_box": costs["draw_box_traditional"]}
     first = result["runs"][0]
     plan = result["plan"]
+    growth = "fine-tuning the round before" if plan.get("from_previous") else "trained anew"
     lines = [f"**raccoon**: pool {first['pool']} images, {first['held_out']} held out, all by hand "
              f"{first['scratch_seconds']:.0f} s (boxes at 7 s); start {plan['start']}, batch {plan['batch']}, "
-             f"rounds {plan['rounds']}, round budget {plan['round_budget_seconds']:.0f} s, target precision "
+             f"rounds {plan['rounds'] or 'until done'}, {growth} each round, round budget "
+             f"{plan['round_budget_seconds']:.0f} s, target precision "
              f"{plan['target_precision'] or 'project default'}, seeds {', '.join(map(str, plan['seeds']))}, "
              f"--set {plan.get('model_params') or '-'}",
              "",
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=20)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--until-done", action="store_true", help="rounds until the pool is labelled (not --rounds)")
+    parser.add_argument("--from-previous", action="store_true",
+                        help="each round fine-tunes the round before's detector (simulate --from-previous)")
     parser.add_argument("--round-budget", default="2m")
     parser.add_argument("--target-precision", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the detector (per part)")
@@ -136,9 +141,10 @@ def main() -> None:
         return
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     plan = plan_simulation(workspace, NAME, RACCOON, format="voc", model="detector", strategy=strategies[0],
-                           compare=strategies[1:], start=args.start, batch=args.batch, rounds=args.rounds,
+                           compare=strategies[1:], start=args.start, batch=args.batch,
+                           rounds=None if args.until_done else args.rounds, until_done=args.until_done,
                            round_budget=args.round_budget, target_precision=args.target_precision, seeds=args.seeds,
-                           model_params={"threads": args.threads})
+                           model_params={"threads": args.threads}, from_previous=args.from_previous)
     started = time.perf_counter()
     result = run_simulation(workspace, plan, progress=lambda d, t, m: print(f"  {NAME}: {m}", file=sys.stderr,
                                                                             flush=True))

@@ -144,8 +144,9 @@ def test_bad_detector_params_are_refused_before_anything_runs(ws, shared_data, t
 
 @pytest.mark.slow
 def test_simulate_detection_end_to_end_on_a_raccoon_slice(ws, shared_data, tmp_path, monkeypatch):
-    """12 raccoon photos with their VOC boxes, a detector trained 20 s a round: every second is an action of the
-    cost model, the pool is labelled by hand (no auto-accept), and the real project is unchanged."""
+    """12 raccoon photos with their VOC boxes, a detector trained 20 s a round, each round fine-tuning the last
+    (--from-previous): every second is an action of the cost model, the pool is labelled by hand (no auto-accept),
+    and the real project is unchanged."""
     from test_simulate import _snapshot
     from typer.testing import CliRunner
 
@@ -163,7 +164,7 @@ def test_simulate_detection_end_to_end_on_a_raccoon_slice(ws, shared_data, tmp_p
         "simulate", "raccoons", "--truth", str(tmp_path / "slice"), "--format", "voc",
         "--model", "detector", "--strategy", "least-confidence", "--start", "6", "--batch", "3", "--until-done",
         "--round-budget", "20s", "--seeds", "0", "--set", "min_size=256", "--set", "max_size=416",
-        "--set", "eval_period=100", "--set", "calibration_folds=0", "--json"])
+        "--set", "eval_period=100", "--set", "calibration_folds=0", "--from-previous", "--json"])
     assert answer.exit_code == 0, answer.output
     result = json.loads(answer.stdout)
     (tmp_path / "simulation.json").write_text(answer.stdout)
@@ -188,6 +189,9 @@ def test_simulate_detection_end_to_end_on_a_raccoon_slice(ws, shared_data, tmp_p
     assert variant["human_seconds"] == pytest.approx(run["human_seconds"] + 28.0 * actions.get("draw_box", 0))
     trained = run["timing"]["rounds"][:-1]  # the last round finds nothing open: no training
     assert len(trained) == 2 and all(t["train_seconds"] > 0 for t in trained)
+    assert "from" not in trained[0] and trained[1]["from"] == run["curve"][0]["model"], \
+        "round 1 fine-tunes round 0's detector"
+    assert run["curve"][1]["model"] != run["curve"][0]["model"] and result["plan"]["from_previous"] is True
 
 
 def test_uncertainty_strategies_read_the_detectors_image_score(ws, tmp_path):
@@ -348,3 +352,47 @@ def test_model_quality_is_the_map_of_the_shown_boxes_on_the_held_out_images(ws, 
     assert run["held_out"] == 12 and run["pool"] == 48
     qualities = {p["model_quality"] for p in run["curve"]}
     assert len(qualities) == 1 and 0.3 < qualities.pop() < 1, "the same stand-in each round: one mAP, neither 0 nor 1"
+
+
+def test_from_previous_is_refused_for_kinds_that_train_anew_and_as_a_set_key(ws, shared_data, tmp_path):
+    from labelloop.services.assist.simulation import plan_simulation
+    from labelloop.services.data.importing import import_path
+    from labelloop.services.projects import create_project
+
+    _raccoon_slice(shared_data, tmp_path / "slice", 3)
+    with ws.session() as session:
+        create_project(session, "raccoons", "detection", ["raccoon"])
+        create_project(session, "photos", "classification", ["raccoon", "other"])
+    import_path(ws, "raccoons", tmp_path / "slice" / "images", format="images")
+    import_path(ws, "photos", tmp_path / "slice" / "images", format="images")
+    with pytest.raises(InvalidInput, match="--from-previous"):
+        plan_simulation(ws, "raccoons", tmp_path / "slice", format="voc", start=1, model_params={"from": 1})
+    truth = tmp_path / "classes.csv"
+    truth.write_text("file,label\n" + "".join(f"raccoon-{n}.jpg,raccoon\n" for n in range(1, 4)))
+    with pytest.raises(InvalidInput, match="the classifier kind trains anew"):
+        plan_simulation(ws, "photos", truth, format="csv", start=1, from_previous=True)
+    plan = plan_simulation(ws, "raccoons", tmp_path / "slice", format="voc", start=1, from_previous=True)
+    assert plan.from_previous and plan.to_dict()["from_previous"] is True
+
+
+def test_fine_tuning_keeps_the_base_versions_split(ws, tmp_path):
+    """`train --from V` with a test share: V's test images stay test images and V's training images stay training
+    images (the threshold is never chosen on images the network learnt); the share comes from the new images."""
+    from types import SimpleNamespace
+
+    from labelloop.services.assist.model_kinds.detector import Detector
+    from labelloop.services.assist.models import start_model, update_model
+    from labelloop.services.projects import create_project
+
+    with ws.session() as session:
+        project = create_project(session, "boxes", "detection", ["cat"])
+    base = start_model(ws, project, "detector", params={"test_item_ids": [3, 7]}, item_ids=list(range(1, 11)))
+    update_model(ws, base, status="ready")
+    rows = [(SimpleNamespace(id=i), []) for i in range(1, 31)]  # 10 the base saw, 20 new
+    params = {"from": base.ref, "test_fraction": 0.2, "seed": 0}
+    test = Detector()._test_items(ws, project, rows, params)
+    assert {3, 7} <= test, "the base version's test images stay held out"
+    assert not test & (set(range(1, 11)) - {3, 7}), "the base version's training images are never test images"
+    assert len(test - {3, 7}) == 4 and test - {3, 7} <= set(range(11, 31)), "20 % of the 20 new images"
+    assert Detector()._test_items(ws, project, rows, params) == test, "seeded"
+    assert len(Detector()._test_items(ws, project, rows, {"test_fraction": 0.2, "seed": 0})) == 6, "anew: 6 of 30"

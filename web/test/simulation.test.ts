@@ -44,6 +44,10 @@ describe("simulation form", () => {
     expect(fieldProblems("--start 99: only 24 items are in the pool")).toBeNull();
     expect(fieldProblems([])).toBeNull();
   });
+  it("asks for fine-tuning the last round's model only when ticked", () => {
+    expect(simulationRequest(form({ fromPrevious: true }), false).body?.from_previous).toBe(true);
+    expect(simulationRequest(form({ fromPrevious: false }), false).body).not.toHaveProperty("from_previous");
+  });
   it("refuses grid pages outside classification", () => {
     expect(simulationRequest(form({ grid: "4" }), false).error).toContain("only classification projects");
   });

@@ -35,6 +35,10 @@ def simulate(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write simulation.json and simulation.png here."),
     grid: Optional[int] = typer.Option(None, "--grid", help="Label on grid pages of 4, 6 or 9 images that the "
                                        "classifier gives one class (its suggestions shown; classification only)."),
+    from_previous: bool = typer.Option(False, "--from-previous",
+                                       help="Each round fine-tunes the round before's model (as train --from) "
+                                            "instead of training anew: the training adds up over the rounds "
+                                            "(detector)."),
     extra: list[str] = typer.Option([], "--set", help="A model parameter for every round's training as key=value, "
                                                       "e.g. min_size=320 (repeatable)."),
     data_dir: Optional[Path] = DataDir,
@@ -49,7 +53,8 @@ def simulate(
     plan = plan_simulation(workspace, name, truth, format=format, model=model, strategy=strategy, compare=compare,
                            start=start, batch=batch, until_done=until_done, rounds=rounds, round_budget=round_budget,
                            target_precision=target_precision, seeds=seeds, cost_model=cost_model, out=out_dir,
-                           model_params=parse_pairs(extra), grid=grid)
+                           model_params=parse_pairs(extra), grid=grid,
+                           from_previous=from_previous)
     with DelayedProgress(err, enabled=not as_json) as bar:
         result = run_simulation(workspace, plan, progress=bar)
     if as_json:

@@ -18,6 +18,8 @@ export interface SimulationForm {
   targetPrecision: string;
   seeds: string;
   grid: string;
+  /** Each round fine-tunes the round before's model (detection projects: the detector has `--from`). */
+  fromPrevious?: boolean;
 }
 
 /** The body of `POST /api/projects/{id}/simulate` (the server's `SimulateIn`). */
@@ -31,6 +33,7 @@ export interface SimulateBody {
   target_precision?: number;
   seeds: number[];
   grid?: number;
+  from_previous?: boolean;
 }
 
 export type Checked = { body: SimulateBody; error: null } | { body: null; error: string };
@@ -87,6 +90,7 @@ export function simulationRequest(form: SimulationForm, grids: boolean): Checked
     if (!GRID_PAGES.includes(grid)) return fail(`grid pages: ${GRID_PAGES.join(", ")} images, or none`);
     body.grid = grid;
   }
+  if (form.fromPrevious) body.from_previous = true;
   return { body, error: null };
 }
 

@@ -18,6 +18,7 @@ const ENDED = ["done", "failed", "cancelled"];
 /** Made once per dashboard: its form keeps what the user typed while the dashboard redraws around it. */
 export function simulationCard(project: Project, started: (job: Job) => Promise<void>): SimulationCard {
   const grids = project.kind === "classification";
+  const fineTunes = project.kind === "detection"; // the detector trains --from its previous version
   const sampling = String(project.settings?.["sampling"] ?? "");
   const strategy = h("select", { "data-testid": "simulation-strategy" }, SIMULATION_STRATEGIES.map((s) =>
     h("option", { value: s, selected: s === (SIMULATION_STRATEGIES.includes(sampling) ? sampling : "random") }, s)));
@@ -37,6 +38,7 @@ export function simulationCard(project: Project, started: (job: Job) => Promise<
   const seeds = number("seeds", "0", "seeds separated by commas (0,1,2): each strategy runs once per seed");
   const grid = h("select", { "data-testid": "simulation-grid" }, h("option", { value: "" }, "none (item by item)"),
     GRID_PAGES.map((n) => h("option", { value: String(n) }, `${n} per page`)));
+  const fromPrevious = h("input", { type: "checkbox", "data-testid": "simulation-from-previous" });
   const error = h("p", { class: "banner error", role: "alert", "data-testid": "simulation-error", hidden: true });
   const startButton = h("button", { class: "primary", "data-testid": "simulation-submit", onclick: () => void go() },
     "Start");
@@ -58,6 +60,9 @@ export function simulationCard(project: Project, started: (job: Job) => Promise<
         h("label", {}, "Rounds", rounds), h("label", { class: "check" }, untilDone, " until done"),
         h("label", {}, "Target precision", precision), h("label", {}, "Seeds", seeds),
         grids ? h("label", { title: "label on grid pages of the classifier's suggestions" }, "Grid pages", grid)
+          : null,
+        fineTunes ? h("label", { class: "check", title: "each round fine-tunes the round before's detector instead "
+          + "of training anew, so the training adds up over the rounds" }, fromPrevious, " improve the last round's model")
           : null),
       h("div", { class: "row compare" }, h("span", {}, "Compare with:"), compare.map((box) =>
         h("label", { class: "check" }, box, ` ${box.value}`))),
@@ -76,7 +81,7 @@ export function simulationCard(project: Project, started: (job: Job) => Promise<
     const checked = simulationRequest({
       strategy: strategy.value, compare: compare.filter((b) => b.checked).map((b) => b.value), start: start.value,
       batch: batch.value, untilDone: untilDone.checked, rounds: rounds.value, targetPrecision: precision.value,
-      seeds: seeds.value, grid: grids ? grid.value : "",
+      seeds: seeds.value, grid: grids ? grid.value : "", fromPrevious: fineTunes && fromPrevious.checked,
     }, grids);
     if (checked.error !== null) return fail(checked.error);
     error.hidden = true;

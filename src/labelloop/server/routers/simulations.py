@@ -37,6 +37,8 @@ class SimulateIn(BaseModel):
                                                                   "model); the default model when absent")
     grid: int | None = Field(None, ge=4, le=9, description="label on grid pages of this many (4, 6 or 9) of the "
                                                            "classifier's suggestions (classification)")
+    from_previous: bool = Field(False, description="each round fine-tunes the round before's model instead of "
+                                                    "training anew (the detector)")
     model_params: dict[str, str | int | float | bool] | None = Field(
         None, max_length=32, description="the model kind's own options for every round's training, as `labelloop "
                                          "simulate --set key=value` (e.g. {\"calibration_folds\": 0})")

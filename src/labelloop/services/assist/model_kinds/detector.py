@@ -103,6 +103,7 @@ class Detector:
     description = ("Faster R-CNN with a feature pyramid over an ImageNet-pretrained backbone (EfficientNet-Lite0), "
                    "fine-tuned on the project's boxes; pre-labels above a threshold calibrated on held-out images")
     project_kinds = (ProjectKind.detection,)
+    fine_tunes = True  # `--from VERSION` starts from that version's network (simulate --from-previous uses it)
     figures = (("map50", "mAP@0.5 (test images)", "number"), ("map", "mAP@0.5:0.95", "number"),
                ("threshold", "pre-label threshold", "number"), ("precision", "precision above it", "share"),
                ("recall", "recall above it", "share"), ("test_items", "test images", "count"),
@@ -128,7 +129,7 @@ class Detector:
                 detector = BoxDetector(len(project.classes), **settings(params, target)).validate_params()
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(str(exc)) from None
-            test_ids = self._test_items(project, rows, params)
+            test_ids = self._test_items(workspace, project, rows, params)
         if len(rows) < 2:
             raise InvalidInput(f"project {project.name!r} has {len(rows)} image(s) with boxes; a detector needs at "
                                f"least 2 (one to train on, one to test on): draw more boxes first")
@@ -179,8 +180,11 @@ class Detector:
         return run_keeping_checkpoints(run, lambda stopped, status: self._keep(workspace, model, stopped, status),
                                        lambda: detector.summary_["stopped"], "evaluation")
 
-    def _test_items(self, project, rows, params) -> set[int]:
-        """The held-out images: chosen ids, a split, or a seeded share (at least one, never all)."""
+    def _test_items(self, workspace, project, rows, params) -> set[int]:
+        """The held-out images: chosen ids, a split, or a seeded share (at least one, never all). Fine-tuning
+        (`--from V`) with a share keeps V's split: V's test images stay test images (V never trained on them) and V's
+        training images stay training images (it did), and the share is drawn from the images V never saw, so the
+        threshold is still chosen on images the network has not learnt."""
         labelled = {item.id for item, _ in rows}
         if params.get("test_items"):
             chosen = set(_ids(params["test_items"], "--test-items"))
@@ -197,15 +201,26 @@ class Detector:
         fraction = float(params.get("test_fraction", 0.2))
         if not 0 < fraction < 1:
             raise InvalidInput(f"--test-fraction {fraction}: give a share between 0 and 1, e.g. 0.2")
-        ids = sorted(labelled)
         rng = np.random.default_rng(int(params.get("seed", 0)))
+        if params.get("from"):
+            base = get_model(workspace, project, self._ref(params["from"]))
+            kept = set(base.params.get("test_item_ids") or []) & labelled
+            new = sorted(labelled - set(base.item_ids) - kept)
+            count = min(len(new), round(fraction * len(new)))
+            chosen = kept | (set(rng.choice(new, size=count, replace=False).tolist()) if count > 0 else set())
+            if chosen and len(chosen) < len(labelled):
+                return chosen
+        ids = sorted(labelled)
         count = min(len(ids) - 1, max(1, round(fraction * len(ids))))
         return set(rng.choice(ids, size=count, replace=False).tolist()) if count > 0 else set()
+
+    def _ref(self, version) -> str:
+        return f"{self.name}:{version}" if str(version).isdigit() else str(version)
 
     def _start_from(self, workspace, project, version) -> dict:
         from labelloop.ml.detection.detector import BoxDetector
 
-        ref = f"{self.name}:{version}" if str(version).isdigit() else str(version)
+        ref = self._ref(version)
         base = get_model(workspace, project, ref)
         if base.params.get("class_names") != project.class_names():
             raise InvalidInput(f"--from {ref}: it was trained on classes {', '.join(base.params['class_names'])}, the "

@@ -17,7 +17,7 @@ from labelloop.jobs.registry import JobContext, job_kind
 # The format a project kind's own labels are exported in to serve as the truth (one that reads back losslessly).
 LABEL_FORMATS = {"classification": "folders", "detection": "coco", "semantic": "masks", "instance": "instances"}
 PLAN_OPTIONS = ("format", "model", "strategy", "compare", "start", "batch", "until_done", "rounds", "round_budget",
-                "target_precision", "seeds", "cost_model", "model_params", "grid")
+                "target_precision", "seeds", "cost_model", "model_params", "grid", "from_previous")
 
 
 def simulations_folder(workspace) -> Path:

@@ -52,6 +52,7 @@ class SimulationPlan:
     held_out: float = HELD_OUT
     model_params: dict[str, Any] = field(default_factory=dict)  # the model kind's own options (`--set key=value`)
     grid: int | None = None  # label on grid pages of this many of the classifier's suggestions (4, 6 or 9)
+    from_previous: bool = False  # each round fine-tunes the round before's model (kinds with `from`: the detector)
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project.name, "kind": self.project.kind.value, "task": self.task.name,
@@ -59,7 +60,7 @@ class SimulationPlan:
                 "batch": self.batch, "rounds": self.rounds, "until_done": self.rounds is None,
                 "round_budget_seconds": self.round_budget, "target_precision": self.target_precision,
                 "held_out_share": self.held_out, "quality": self.task.quality, "quality_goal": self.task.quality_goal,
-                "model_params": dict(self.model_params), "grid": self.grid}
+                "model_params": dict(self.model_params), "grid": self.grid, "from_previous": self.from_previous}
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -74,7 +75,7 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                     round_budget: str | float | None = None, target_precision: float | None = None,
                     seeds: Sequence[int] | str = (0,), cost_model: str | Path | None = "default",
                     out: str | Path | None = None, model_params: dict[str, Any] | None = None,
-                    grid: int | None = None) -> SimulationPlan:
+                    grid: int | None = None, from_previous: bool = False) -> SimulationPlan:
     """Check everything a simulation needs; raises InvalidInput (and changes nothing) on the first problem."""
     from labelloop.services.assist.model_kinds import get_model_kind
     from labelloop.services.assist.model_kinds.options import parse_duration
@@ -115,6 +116,9 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
             raise InvalidInput(f"--grid: grid pages of suggestions serve the classifier on single-label "
                                f"classification projects; {project.name!r} is a {project.kind.value} project"
                                + (" and --model micro runs a chain" if task.grids else ""))
+    if from_previous and not getattr(kind, "fine_tunes", False):
+        raise InvalidInput(f"--from-previous: the {model} kind trains anew each time (it has no --from); the "
+                           f"detector fine-tunes its previous version")
     if until_done and rounds is not None:
         raise InvalidInput("give --until-done or --rounds N, not both")
     if rounds is not None:
@@ -132,18 +136,20 @@ def plan_simulation(workspace, name: str, truth: str | Path, *, format: str = "a
                            "held-out part)")
     return SimulationPlan(project, truth_read, task, model, costs, strategies, list(seeds), start, batch, rounds,
                           budget, None if target_precision is None else float(target_precision),
-                          Path(out) if out else None, model_params=model_params, grid=grid)
+                          Path(out) if out else None, model_params=model_params, grid=grid,
+                          from_previous=bool(from_previous))
 
 
 def _model_params(params: dict[str, Any] | None, task: Task) -> dict[str, Any]:
     """The model kind's own options for every round's training; the ones the simulation sets itself are refused."""
     params = dict(params or {})
-    own = {"seed": "--seeds", "target_precision": "--target-precision", "resume": None, "from": None}
+    own = {"seed": "--seeds", "target_precision": "--target-precision", "resume": None, "from": "--from-previous"}
     if task.budget_param:
         own[task.budget_param] = "--round-budget"
     taken = [k for k in params if k in own]
     if taken:
-        hints = ", ".join(f"{k} ({'give ' + own[k] if own[k] else 'each round trains anew'})" for k in taken)
+        hints = ", ".join(f"{k} ({'give ' + own[k] if own[k] else 'each round trains anew or from the last'})"
+                          for k in taken)
         raise InvalidInput(f"--set {hints}: the simulation sets these itself")
     return params
 
@@ -247,7 +253,7 @@ def _run_one(base, plan: SimulationPlan, truth: dict[int, list], strategy: str, 
             open_items = [i for i in sorted(pool_truth) if i not in run.human]  # auto-accepted ones are asked again
             round_timing: dict[str, Any] = {}
             if open_items:
-                model, note = _retrain(ws, project, plan, seed, open_items, run, round_timing)
+                model, note = _retrain(ws, project, plan, seed, open_items, run, round_timing, previous=model)
                 if note:
                     say(note)
             quality = task.dataset_quality(run.labels, pool_truth)
@@ -388,8 +394,9 @@ def _label_pages(ws, project, plan: SimulationPlan, truth: dict[int, list], user
 
 
 def _retrain(ws, project, plan: SimulationPlan, seed: int, open_items: list[int], run: _Run,
-             timing: dict[str, Any]):
-    """Train the model kind on the labels so far (within the round budget where the kind has a time option),
+             timing: dict[str, Any], previous=None):
+    """Train the model kind on the labels so far (within the round budget where the kind has a time option;
+    with `from_previous`, fine-tuning `previous`, the round before's model, as `train --from` does),
     pre-label the open items (thresholds recalibrated on held-out labels at the target), auto-accept what the rule
     allows and rank the queue by the strategy. Returns (model or None, a note when no model could be trained)."""
     from labelloop.services.assist.predictions import latest_predictions_for_items
@@ -404,6 +411,9 @@ def _retrain(ws, project, plan: SimulationPlan, seed: int, open_items: list[int]
         params["target_precision"] = plan.target_precision
     if task.budget_param:
         params[task.budget_param] = plan.round_budget
+    if plan.from_previous and previous is not None:
+        params["from"] = previous.ref
+        timing["from"] = previous.ref
     started = time.perf_counter()
     try:
         model = task.train(ws, project, plan.model, params, ctx)
