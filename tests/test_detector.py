@@ -195,6 +195,36 @@ def test_cross_validated_calibration_predicts_every_training_image_out_of_fold_a
 
 
 @pytest.mark.slow
+def test_fine_tuning_calibrates_on_one_fold_fine_tuned_without_the_images_the_base_never_saw(monkeypatch):
+    """`fit(start_from=base, unseen=...)`: the fold that backs a threshold on few held-out boxes starts from the
+    base network too (not ImageNet) and predicts only the images the base never trained on."""
+    from labelloop.ml.detection import BoxDetector
+
+    (images, targets), (test_images, test_targets) = drawn_shapes(12, 3), drawn_shapes(3, 4)
+    base = BoxDetector(2, epochs=2, **FAST, calibration_folds=0).fit(images[:8], targets[:8])
+    starts, fit = [], BoxDetector.fit
+
+    def spy(self, *args, **kwargs):
+        starts.append(kwargs.get("start_from"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(BoxDetector, "fit", spy)
+    state = base.network_.state_dict()
+    detector = BoxDetector(2, epochs=2, **FAST, calibration_folds=2, fold_share=0.5, target_precision=0.9)
+    detector.fit(images, targets, test_images, test_targets, start_from=state, unseen=[11, 8, 9, 10])
+    assert len(starts) == 2 and starts[1] is state, "the one fold model fine-tunes the base network"
+    preds, truths, info = detector.cv_
+    assert info["folds"] == 1 and info["from_base"] and info["order"] == [8, 9, 10, 11] and len(preds) == 4
+    assert all(np.array_equal(t["boxes"], targets[i]["boxes"]) for t, i in zip(truths, info["order"]))
+    assert detector.summary_["calibrated_on"] == \
+        "3 held-out images + 4 new since the base version (a fold fine-tuned without them)"
+    starts.clear()
+    BoxDetector(2, epochs=1, **FAST, calibration_folds=2).fit(images, targets, test_images, test_targets,
+                                                             start_from=state, unseen=list(range(12)))
+    assert starts[1:] == [None, None], "every image unseen: the usual folds, started from ImageNet"
+
+
+@pytest.mark.slow
 def test_a_stop_during_the_calibration_folds_keeps_the_held_out_threshold():
     from labelloop.ml.detection import BoxDetector
     from labelloop.ml.detection.detector import Stop

@@ -6,7 +6,8 @@ replaces the version's checkpoint, so stopping keeps the last evaluated network.
 on today's labels; `--resume V` continues a run. Predictions keep every box the network finds (score ≥ 0.05);
 those at or above the calibrated threshold are marked as pre-labels. When the held-out images hold few boxes (under
 30), K cross-validation fold models (3, each for half the training's steps) add out-of-fold predictions of every
-labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`). At
+labelled image to choose the threshold on (`--set calibration_folds=0|2..10|auto`, `--set fold_share=0.5`); with
+`--from V` one fold instead, fine-tuned from V like the version itself, predicts the training images V never saw. At
 prediction the box head scores the RPN's best `proposals` boxes per image (`--set proposals=N`, `--set
 proposals_before_nms=N`), on the image scaled to a short side of `predict_size` pixels (`--set predict_size=N` at
 training, stored with the version, or at prediction for that run; default: `--min-size`). `--set precision=bf16`
@@ -133,7 +134,8 @@ class Detector:
         if len(rows) < 2:
             raise InvalidInput(f"project {project.name!r} has {len(rows)} image(s) with boxes; a detector needs at "
                                f"least 2 (one to train on, one to test on): draw more boxes first")
-        start_from = self._start_from(workspace, project, params["from"]) if params.get("from") else None
+        start_from, seen = (self._start_from(workspace, project, params["from"]) if params.get("from")
+                            else (None, set()))
         if not resumed and not start_from:
             from labelloop.ml.detection.network import build_detector
 
@@ -149,7 +151,13 @@ class Detector:
                 f"(precision={detector.precision})")
         held_boxes = sum(len(t["labels"]) for t in test_targets)
         folds = detector.folds_for(held_boxes, len(train_rows)) if not getattr(detector, "cv_", None) else 0
-        if folds:
+        unseen = [n for n, (item, _) in enumerate(train_rows) if item.id not in seen] if start_from else []
+        if folds and 0 < len(unseen) < len(train_rows):
+            ctx.log(f"{len(test_rows)} held-out image(s) hold {held_boxes} box(es): too few to choose the pre-label "
+                    f"threshold on alone; after training, a fold model fine-tuned from {self._ref(params['from'])} "
+                    f"without the {len(unseen)} training image(s) it never saw ({detector.fold_share:g}× the "
+                    f"training's steps) adds its predictions of them (--set calibration_folds=0 skips it)")
+        elif folds:
             ctx.log(f"{len(test_rows)} held-out image(s) hold {held_boxes} box(es): too few to choose the pre-label "
                     f"threshold on alone; after training, {folds} cross-validation fold models (each "
                     f"{detector.fold_share:g}× the training's steps) add out-of-fold predictions "
@@ -174,7 +182,7 @@ class Detector:
                                 time_budget=wanted.get("time_budget"), on_progress=ctx.progress,
                                 on_checkpoint=checkpoint)
             else:
-                detector.fit(images, targets, test_images, test_targets, start_from=start_from,
+                detector.fit(images, targets, test_images, test_targets, start_from=start_from, unseen=unseen,
                              on_progress=ctx.progress, on_checkpoint=checkpoint)
 
         return run_keeping_checkpoints(run, lambda stopped, status: self._keep(workspace, model, stopped, status),
@@ -217,7 +225,8 @@ class Detector:
     def _ref(self, version) -> str:
         return f"{self.name}:{version}" if str(version).isdigit() else str(version)
 
-    def _start_from(self, workspace, project, version) -> dict:
+    def _start_from(self, workspace, project, version) -> tuple[dict, set[int]]:
+        """The network state of version `version` and the items it trained on."""
         from labelloop.ml.detection.detector import BoxDetector
 
         ref = self._ref(version)
@@ -225,7 +234,8 @@ class Detector:
         if base.params.get("class_names") != project.class_names():
             raise InvalidInput(f"--from {ref}: it was trained on classes {', '.join(base.params['class_names'])}, the "
                                f"project now has {', '.join(project.class_names())}; train a new detector")
-        return BoxDetector.from_checkpoint(read_checkpoint(workspace, base)).network_.state_dict()
+        trained_on = set(base.item_ids) - set(base.params.get("test_item_ids") or [])
+        return BoxDetector.from_checkpoint(read_checkpoint(workspace, base)).network_.state_dict(), trained_on
 
     def _read(self, workspace, project, rows, ctx, what: str) -> tuple[list, list]:
         images, targets = [], []
