@@ -91,3 +91,30 @@ def test_a_simulation_started_from_the_dashboard_shows_its_figures_and_effort_pn
     page.reload()  # the last finished simulation, found again through the project's jobs
     page.locator("[data-testid=simulation-row-margin] [data-testid=effort-ratio]").wait_for()
     assert page.locator("[data-testid=simulation-card] h3").inner_text() == f"Simulation #{job['id']}"
+
+
+def test_a_detection_projects_card_offers_rounds_that_improve_the_last_model(page, ui_server):
+    """The detector fine-tunes its previous version: the card offers it there (and sends `from_previous`), and
+    not on a classification project, whose classifier trains anew each round."""
+    pid, items = ui_server.project("simulate-boxes-ui", "detection", ["raccoon"], images=3)
+    with ui_server.api() as http:
+        for n, item in enumerate(items):
+            http.post(f"/api/items/{item}/annotations", json={"base_version": 0, "state": "submitted", "shapes": [
+                {"type": "box", "label": "raccoon", "x0": 2 + n, "y0": 2, "x1": 12 + n, "y1": 14}]}).raise_for_status()
+    page.goto(f"/projects/{pid}")
+    card = page.locator("[data-testid=simulation-card]")
+    card.locator("summary", has_text="Simulate labelling with labelloop").click()
+    assert "improve the last round's model" in card.inner_text()
+    assert card.locator("[data-testid=simulation-grid]").count() == 0
+    page.check("[data-testid=simulation-from-previous]")
+    _fill(page, start="99", seeds="0")  # a refusal: nothing runs, but the request shows what the box sends
+    with page.expect_request(lambda r: r.url.endswith(f"/api/projects/{pid}/simulate")) as sent:
+        page.click("[data-testid=simulation-submit]")
+    assert sent.value.post_data_json["from_previous"] is True
+    page.locator("[data-testid=simulation-error]").wait_for()
+    assert _simulations(ui_server, pid) == []
+
+    classification = _labelled_project(ui_server, "simulate-classes-ui", images=6)
+    page.goto(f"/projects/{classification}")
+    page.locator("[data-testid=simulation-card] summary", has_text="Simulate labelling").click()
+    assert page.locator("[data-testid=simulation-from-previous]").count() == 0
