@@ -381,7 +381,7 @@ def test_fine_tuning_keeps_the_base_versions_split(ws, tmp_path):
     from types import SimpleNamespace
 
     from labelloop.services.assist.model_kinds.detector import Detector
-    from labelloop.services.assist.models import start_model, update_model
+    from labelloop.services.assist.models import get_model, start_model, update_model
     from labelloop.services.projects import create_project
 
     with ws.session() as session:
@@ -390,9 +390,10 @@ def test_fine_tuning_keeps_the_base_versions_split(ws, tmp_path):
     update_model(ws, base, status="ready")
     rows = [(SimpleNamespace(id=i), []) for i in range(1, 31)]  # 10 the base saw, 20 new
     params = {"from": base.ref, "test_fraction": 0.2, "seed": 0}
-    test = Detector()._test_items(ws, project, rows, params)
+    base = get_model(ws, project, base.ref)
+    test = Detector()._test_items(project, rows, params, base)
     assert {3, 7} <= test, "the base version's test images stay held out"
     assert not test & (set(range(1, 11)) - {3, 7}), "the base version's training images are never test images"
     assert len(test - {3, 7}) == 4 and test - {3, 7} <= set(range(11, 31)), "20 % of the 20 new images"
-    assert Detector()._test_items(ws, project, rows, params) == test, "seeded"
-    assert len(Detector()._test_items(ws, project, rows, {"test_fraction": 0.2, "seed": 0})) == 6, "anew: 6 of 30"
+    assert Detector()._test_items(project, rows, params, base) == test, "seeded"
+    assert len(Detector()._test_items(project, rows, {"test_fraction": 0.2, "seed": 0})) == 6, "anew: 6 of 30"

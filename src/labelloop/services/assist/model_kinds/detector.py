@@ -120,6 +120,7 @@ class Detector:
         target = float(params.get("target_precision") or project.settings.get("target_precision", 0.95))
         rows = [(item, shapes) for item, shapes in labelled_items(workspace, project, ("box",))]
         resumed = self._resumable(workspace, project, params["resume"]) if params.get("resume") else None
+        base = get_model(workspace, project, self._ref(params["from"])) if params.get("from") else None
         if resumed:
             detector = BoxDetector.from_checkpoint(read_checkpoint(workspace, resumed))
             order = {item_id: n for n, item_id in enumerate(resumed.item_ids)}
@@ -130,12 +131,11 @@ class Detector:
                 detector = BoxDetector(len(project.classes), **settings(params, target)).validate_params()
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(str(exc)) from None
-            test_ids = self._test_items(workspace, project, rows, params)
+            test_ids = self._test_items(project, rows, params, base)
         if len(rows) < 2:
             raise InvalidInput(f"project {project.name!r} has {len(rows)} image(s) with boxes; a detector needs at "
                                f"least 2 (one to train on, one to test on): draw more boxes first")
-        start_from, seen = (self._start_from(workspace, project, params["from"]) if params.get("from")
-                            else (None, set()))
+        start_from, seen = self._start_from(workspace, project, base) if base else (None, set())
         if not resumed and not start_from:
             from labelloop.ml.detection.network import build_detector
 
@@ -154,7 +154,7 @@ class Detector:
         unseen = [n for n, (item, _) in enumerate(train_rows) if item.id not in seen] if start_from else []
         if folds and 0 < len(unseen) < len(train_rows):
             ctx.log(f"{len(test_rows)} held-out image(s) hold {held_boxes} box(es): too few to choose the pre-label "
-                    f"threshold on alone; after training, a fold model fine-tuned from {self._ref(params['from'])} "
+                    f"threshold on alone; after training, a fold model fine-tuned from {base.ref} "
                     f"without the {len(unseen)} training image(s) it never saw ({detector.fold_share:g}× the "
                     f"training's steps) adds its predictions of them (--set calibration_folds=0 skips it)")
         elif folds:
@@ -188,7 +188,7 @@ class Detector:
         return run_keeping_checkpoints(run, lambda stopped, status: self._keep(workspace, model, stopped, status),
                                        lambda: detector.summary_["stopped"], "evaluation")
 
-    def _test_items(self, workspace, project, rows, params) -> set[int]:
+    def _test_items(self, project, rows, params, base=None) -> set[int]:
         """The held-out images: chosen ids, a split, or a seeded share (at least one, never all). Fine-tuning
         (`--from V`) with a share keeps V's split: V's test images stay test images (V never trained on them) and V's
         training images stay training images (it did), and the share is drawn from the images V never saw, so the
@@ -210,8 +210,7 @@ class Detector:
         if not 0 < fraction < 1:
             raise InvalidInput(f"--test-fraction {fraction}: give a share between 0 and 1, e.g. 0.2")
         rng = np.random.default_rng(int(params.get("seed", 0)))
-        if params.get("from"):
-            base = get_model(workspace, project, self._ref(params["from"]))
+        if base is not None:
             kept = set(base.params.get("test_item_ids") or []) & labelled
             new = sorted(labelled - set(base.item_ids) - kept)
             count = min(len(new), round(fraction * len(new)))
@@ -225,14 +224,13 @@ class Detector:
     def _ref(self, version) -> str:
         return f"{self.name}:{version}" if str(version).isdigit() else str(version)
 
-    def _start_from(self, workspace, project, version) -> tuple[dict, set[int]]:
-        """The network state of version `version` and the items it trained on."""
+    def _start_from(self, workspace, project, base) -> tuple[dict, set[int]]:
+        """The network state of version `base` (`--from`) and the items it trained on."""
         from labelloop.ml.detection.detector import BoxDetector
 
-        ref = self._ref(version)
-        base = get_model(workspace, project, ref)
         if base.params.get("class_names") != project.class_names():
-            raise InvalidInput(f"--from {ref}: it was trained on classes {', '.join(base.params['class_names'])}, the "
+            raise InvalidInput(f"--from {base.ref}: it was trained on classes "
+                               f"{', '.join(base.params['class_names'])}, the "
                                f"project now has {', '.join(project.class_names())}; train a new detector")
         trained_on = set(base.item_ids) - set(base.params.get("test_item_ids") or [])
         return BoxDetector.from_checkpoint(read_checkpoint(workspace, base)).network_.state_dict(), trained_on
