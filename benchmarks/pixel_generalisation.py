@@ -54,6 +54,12 @@ VARIANTS: dict[str, dict] = {
     "pct-smooth3": {"intensity": "percentile", "smoothing": 3.0},
     "pct-ac": {"intensity": "percentile", "autocontext": True, "smoothing": 0.0},
     "pct-ac-smooth2": {"intensity": "percentile", "autocontext": True, "smoothing": 2.0},
+    # coarse to fine: which pixels the forest predicts again exactly (default margin 0.4); "exact" predicts all
+    "exact": {"cascade": 1},
+    "margin0.2": {"cascade_margin": 0.2},
+    "margin0.1": {"cascade_margin": 0.1},
+    "margin0": {"cascade_margin": 0.0},
+    "norefine": {"refine": False},  # the coarse grid interpolated, nothing predicted again
 }
 
 

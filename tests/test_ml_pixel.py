@@ -280,8 +280,10 @@ def test_smoothing_reaches_predictions_of_both_stages():
     image, truth = _blobs(seed=3)
     labels = [_scribbles(truth, 150, 1)]
     for autocontext in (False, True):
-        plain = PixelClassifier(smoothing=0.0, autocontext=autocontext, random_state=0).fit([image], labels)
-        smooth = PixelClassifier(smoothing=3.0, autocontext=autocontext, random_state=0).fit([image], labels)
+        # refine fixed: "auto" would refine the unsmoothed map only
+        fixed = {"autocontext": autocontext, "refine": True, "random_state": 0}
+        plain = PixelClassifier(smoothing=0.0, **fixed).fit([image], labels)
+        smooth = PixelClassifier(smoothing=3.0, **fixed).fit([image], labels)
         # the same forests underneath (same seed): only the final map is smoothed, after the last stage
         assert np.allclose(smooth.predict_proba(image), _smoothed(plain.predict_proba(image), 3.0), atol=1e-6)
         assert not np.allclose(smooth.predict_proba(image), plain.predict_proba(image), atol=1e-3)
@@ -333,3 +335,37 @@ def test_the_forest_threads_give_scikit_learns_probabilities():
     assert np.allclose(_forest_proba(forest, X), forest.predict_proba(X), atol=1e-12)
     forest.set_params(n_jobs=1)
     assert np.array_equal(_forest_proba(forest, X), forest.predict_proba(X))
+
+
+def test_refine_off_predicts_only_the_coarse_grid_and_keeps_the_segmentation():
+    image, truth = _blobs(seed=4, size=120)
+    labels = [_scribbles(truth, 150, 2)]
+    refined = PixelClassifier(refine=True, random_state=0).fit([image], labels)
+    coarse = PixelClassifier(refine=False, random_state=0).fit([image], labels)
+    counted = {}
+    for name, clf in (("refined", refined), ("coarse", coarse)):
+        rows = clf._predict_rows
+        clf._predict_rows = lambda forest, table, rows=rows, name=name: (
+            counted.__setitem__(name, counted.get(name, 0) + len(table)) or rows(forest, table))
+    fine, rough = refined.predict(image), coarse.predict(image)
+    assert counted["coarse"] == 40 * 40  # every 3rd pixel of 120×120, nothing predicted again
+    assert counted["refined"] > counted["coarse"] * 1.2
+    assert np.mean(fine == rough) > 0.97
+    assert abs(_iou(fine == 2, truth) - _iou(rough == 2, truth)) < 0.03
+    del coarse.refine  # a model pickled before `refine` existed refines, as it did (the same forest: same seed)
+    counted.clear()
+    assert np.array_equal(coarse.predict(image), fine) and counted["coarse"] > 40 * 40 * 1.2
+
+
+def test_refine_auto_refines_only_when_the_smoothing_is_narrower_than_the_coarse_grid():
+    image, truth = _blobs(seed=5)
+    labels = [_scribbles(truth, 150, 3)]
+    for smoothing, refines in ((3.0, False), (2.0, True), (0.0, True)):
+        clf = PixelClassifier(smoothing=smoothing, random_state=0).fit([image], labels)  # refine="auto"
+        rows = []
+        predict_rows = clf._predict_rows
+        clf._predict_rows = lambda forest, table: rows.append(len(table)) or predict_rows(forest, table)
+        clf.predict(image)
+        assert (sum(rows) > 32 * 32) is refines, (smoothing, sum(rows))
+    with pytest.raises(InvalidTrainingData, match="refine must be"):
+        PixelClassifier(refine="sometimes").fit([image], labels)
