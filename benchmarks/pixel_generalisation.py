@@ -60,6 +60,8 @@ VARIANTS: dict[str, dict] = {
     "margin0.1": {"cascade_margin": 0.1},
     "margin0": {"cascade_margin": 0.0},
     "norefine": {"refine": False},  # the coarse grid interpolated, nothing predicted again
+    "refine": {"refine": True},  # the second pass forced (the default before refine="auto")
+    "train-default-refine": {"autocontext": True, "refine": True},
 }
 
 

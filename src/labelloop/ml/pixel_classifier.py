@@ -319,7 +319,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         """Whether the coarse map is predicted again near doubtful points. "auto": only when the smoothing is
         narrower than the coarse grid's step; a wider blur averages away what refining recovers (Lucchi train,
         where it was chosen: IoU 0.467 without vs 0.465 with, σ 3; confirmed on Lucchi's test volume and nuclei,
-        docs/benchmarks.md) at ~0.4× of the forest's work. Models saved before `refine` existed refine."""
+        docs/benchmarks.md) for ~0.3× of the forest's work. Models saved before `refine` existed refine."""
         refine = getattr(self, "refine", True)
         if refine == "auto":
             return float(getattr(self, "smoothing", 0.0) or 0.0) < int(self.cascade or 1)
