@@ -115,8 +115,16 @@ def test_the_projects_images_choose_the_intensity_scaling_a_model_keeps(workspac
     with workspace.session() as session:
         (model,) = list_models(workspace, get_project(session, "p"))
     assert model.params["intensity"] == ("percentile" if dim_share else "dtype")
-    forced = _job(workspace, "train", project="p", model="pixel-rf", trees=5, seed=0, intensity="dtype")
+    assert model.params["refine"] == "auto"
+    forced = _job(workspace, "train", project="p", model="pixel-rf", trees=5, seed=0, intensity="dtype", refine=True)
     assert forced.state == "done" and forced.result["ref"] == "pixel-rf:2"
+    with workspace.session() as session:
+        assert {m.version: m.params["refine"] for m in list_models(workspace, get_project(session, "p"))} == \
+            {1: "auto", 2: True}
+    wrong = _job(workspace, "train", project="p", model="pixel-rf", trees=5, refine="sometimes")
+    assert wrong.state == "failed" and "refine must be" in wrong.error
+    with workspace.session() as session:
+        assert len(list_models(workspace, get_project(session, "p"))) == 2  # nothing stored
 
 
 def test_one_class_of_scribbles_is_refused_and_no_model_is_stored(workspace, make_project, tmp_path):

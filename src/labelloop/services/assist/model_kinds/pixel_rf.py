@@ -77,7 +77,8 @@ class PixelRF:
         kwargs: dict[str, Any] = {"n_estimators": int(params.get("trees", 20)), "random_state": int(params.get("seed", 0)),
                                   "autocontext": bool(params.get("autocontext", TRAIN_AUTOCONTEXT)),
                                   "smoothing": float(params.get("smoothing", DEFAULT_SMOOTHING)),
-                                  "intensity": str(params.get("intensity") or DEFAULT_INTENSITY)}
+                                  "intensity": str(params.get("intensity") or DEFAULT_INTENSITY),
+                                  "refine": params.get("refine", "auto")}  # true/false/auto: checked by fit
         if params.get("scales"):
             kwargs["scales"] = tuple(float(s) for s in params["scales"])
         return PixelClassifier(**kwargs)
@@ -110,7 +111,7 @@ class PixelRF:
                    "features": len(classifier.feature_names_)}
         stored = {"scales": list(classifier.scales), "trees": classifier.n_estimators,
                   "autocontext": classifier.autocontext, "smoothing": classifier.smoothing,
-                  "intensity": classifier.intensity,
+                  "intensity": classifier.intensity, "refine": classifier.refine,
                   "seed": classifier.random_state,
                   "feature_names": list(classifier.feature_names_)}
         return save_model(workspace, project, self.name, classifier, params=stored, metrics=metrics,
