@@ -337,24 +337,28 @@ def test_the_forest_threads_give_scikit_learns_probabilities():
     assert np.array_equal(_forest_proba(forest, X), forest.predict_proba(X))
 
 
+def _forest_rows(clf: PixelClassifier) -> list[int]:
+    """Watches clf's forest: the list it returns gets the pixel count of every call that follows."""
+    rows: list[int] = []
+    predict_rows = clf._predict_rows
+    clf._predict_rows = lambda forest, table: rows.append(len(table)) or predict_rows(forest, table)
+    return rows
+
+
 def test_refine_off_predicts_only_the_coarse_grid_and_keeps_the_segmentation():
     image, truth = _blobs(seed=4, size=120)
     labels = [_scribbles(truth, 150, 2)]
     refined = PixelClassifier(refine=True, random_state=0).fit([image], labels)
     coarse = PixelClassifier(refine=False, random_state=0).fit([image], labels)
-    counted = {}
-    for name, clf in (("refined", refined), ("coarse", coarse)):
-        rows = clf._predict_rows
-        clf._predict_rows = lambda forest, table, rows=rows, name=name: (
-            counted.__setitem__(name, counted.get(name, 0) + len(table)) or rows(forest, table))
+    refined_rows, coarse_rows = _forest_rows(refined), _forest_rows(coarse)
     fine, rough = refined.predict(image), coarse.predict(image)
-    assert counted["coarse"] == 40 * 40  # every 3rd pixel of 120×120, nothing predicted again
-    assert counted["refined"] > counted["coarse"] * 1.2
+    assert sum(coarse_rows) == 40 * 40  # every 3rd pixel of 120×120, nothing predicted again
+    assert sum(refined_rows) > sum(coarse_rows) * 1.2
     assert np.mean(fine == rough) > 0.97
     assert abs(_iou(fine == 2, truth) - _iou(rough == 2, truth)) < 0.03
     del coarse.refine  # a model pickled before `refine` existed refines, as it did (the same forest: same seed)
-    counted.clear()
-    assert np.array_equal(coarse.predict(image), fine) and counted["coarse"] > 40 * 40 * 1.2
+    coarse_rows.clear()
+    assert np.array_equal(coarse.predict(image), fine) and sum(coarse_rows) > 40 * 40 * 1.2
 
 
 def test_refine_auto_refines_only_when_the_smoothing_is_narrower_than_the_coarse_grid():
@@ -362,9 +366,7 @@ def test_refine_auto_refines_only_when_the_smoothing_is_narrower_than_the_coarse
     labels = [_scribbles(truth, 150, 3)]
     for smoothing, refines in ((3.0, False), (2.0, True), (0.0, True)):
         clf = PixelClassifier(smoothing=smoothing, random_state=0).fit([image], labels)  # refine="auto"
-        rows = []
-        predict_rows = clf._predict_rows
-        clf._predict_rows = lambda forest, table: rows.append(len(table)) or predict_rows(forest, table)
+        rows = _forest_rows(clf)
         clf.predict(image)
         assert (sum(rows) > 32 * 32) is refines, (smoothing, sum(rows))
     with pytest.raises(InvalidTrainingData, match="refine must be"):
