@@ -72,6 +72,29 @@ def embeddings(name: str, files: list[Path], encoder: str, cache: Path) -> tuple
     return np.concatenate(parts), seconds
 
 
+def trunk_maps(name: str, files: list[Path], cache: Path) -> tuple[np.ndarray, float | None]:
+    """N×2×C×h×w float16 trunk maps (`ml.finetune.TrunkMaps`), from the cache or computed now."""
+    path = cache / f"{name}-lite2-trunk.npy"
+    names = np.array([f.as_posix() for f in files])
+    if path.is_file() and np.array_equal(np.load(path.with_suffix(".files.npy")), names):
+        return np.load(path), None
+    from labelloop import media
+    from labelloop.ml.embeddings import centre_crop
+    from labelloop.ml.finetune import TrunkMaps
+
+    trunk = TrunkMaps()
+    started = time.perf_counter()
+    parts = []
+    for start in range(0, len(files), 16):
+        parts.append(trunk.maps([centre_crop(media.read(str(f), 0, name=f.name), trunk.image_size)
+                                 for f in files[start:start + 16]]))
+    seconds = time.perf_counter() - started
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.concatenate(parts))
+    np.save(path.with_suffix(".files.npy"), names)
+    return np.concatenate(parts), seconds
+
+
 def labelled_subset(y: np.ndarray, poolable: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A seeded, class-stratified share of the items that may be labelled."""
     rng = np.random.default_rng(seed)
@@ -100,12 +123,15 @@ def run_setting(X: np.ndarray, y: np.ndarray, poolable: np.ndarray, classes: lis
     """One run per seed: precision and coverage of the pre-labels on the unlabelled items."""
     from labelloop.ml.classifier import EmbeddingClassifier, PreLabeller
     from labelloop.ml.embeddings import imagenet_logits
+    from labelloop.ml.finetune import LastStageClassifier
 
     Z = imagenet_logits(X, setting["encoder"]) if setting["features"] == "imagenet" else X
     runs = []
     for seed in seeds:
         labelled = labelled_subset(y, poolable, share, seed)
-        model = PreLabeller(EmbeddingClassifier(random_state=seed), class_names=tuple(classes),
+        head = (LastStageClassifier(random_state=seed) if setting["features"] == "trunk"
+                else EmbeddingClassifier(random_state=seed))
+        model = PreLabeller(head, class_names=tuple(classes),
                             target_precision=target, method=setting["method"], random_state=seed)
         model.fit(Z[labelled], y[labelled], Z[~labelled])
         proba = model.pool_proba_
@@ -138,6 +164,9 @@ def main() -> list[dict]:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 20], metavar=("FIRST", "STOP"),
                         help="seeds range(FIRST, STOP) (default 0 20)")
+    parser.add_argument("--settings", nargs="+", default=["baseline", "default"],
+                        choices=["baseline", "default", "laststage"],
+                        help="columns: laststage = the last stage fine-tuned on cached trunk maps (--head laststage)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/labelloop-embeddings"))
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
@@ -147,13 +176,16 @@ def main() -> list[dict]:
     from labelloop.services.assist.model_kinds.classifier import DEFAULT_ENCODER, DEFAULT_FEATURES
 
     settings = {"baseline": BASELINE, "default": {"encoder": DEFAULT_ENCODER, "features": DEFAULT_FEATURES,
-                                                  "method": "auto"}}
+                                                  "method": "auto"},
+                "laststage": {"encoder": "tf_efficientnet_lite2", "features": "trunk", "method": "auto"}}
+    settings = {k: v for k, v in settings.items() if k in args.settings}
     seeds = list(range(*args.seeds))
     results = []
     for name in args.dataset:
         files, y, poolable, classes = dataset(name)
         for column, setting in settings.items():
-            X, seconds = embeddings(name, files, setting["encoder"], args.cache)
+            X, seconds = (trunk_maps(name, files, args.cache) if setting["features"] == "trunk"
+                          else embeddings(name, files, setting["encoder"], args.cache))
             started = time.perf_counter()
             runs = run_setting(X, y, poolable, classes, setting, seeds, args.labelled, args.target)
             row = {"dataset": name, "setting": column, **setting, "images": len(files),

@@ -20,7 +20,7 @@ from labelloop.ml.pretrained import DEFAULT_MODEL
 from labelloop.services.data.importing import import_path
 from labelloop.services.jobs import create_job, run_job
 from labelloop.services.assist.model_kinds.classifier import DEFAULT_ENCODER
-from labelloop.store.tables import EmbeddingRow, ItemRow
+from labelloop.store.tables import EmbeddingRow, ItemRow, PredictionRow
 
 from conftest import snapshot
 
@@ -127,15 +127,19 @@ def test_calibration_method_and_features_are_choices_recorded_with_the_model(wor
         assert job.state == "failed" and "choose one of" in job.error
 
 
-def test_the_logistic_regression_reads_lite2_embeddings_and_a_fine_tuned_head_lite0():
+def test_both_heads_read_lite2_the_fine_tuned_one_its_trunk_maps():
     from types import SimpleNamespace
 
     from labelloop.services.assist.model_kinds.classifier import Classifier
 
     project = SimpleNamespace(settings={})
     assert Classifier().settings(project, {})["encoder"] == "tf_efficientnet_lite2" == ENCODER
-    assert Classifier().settings(project, {"head": "finetune"})["encoder"] == "tf_efficientnet_lite0"
+    finetune = Classifier().settings(project, {"head": "finetune"})
+    assert finetune["encoder"] == "tf_efficientnet_lite2" and finetune["trunk"] and finetune["epochs"] == 30
+    assert not Classifier().settings(project, {})["trunk"]
     assert Classifier().settings(project, {"encoder": "resnet18"})["encoder"] == "resnet18"
+    with pytest.raises(InvalidInput, match="epochs -1 must be at least 1"):
+        Classifier().settings(project, {"head": "finetune", "epochs": -1})
 
 
 def test_calibration_settings_are_checked_and_read_by_training(workspace, make_project, tmp_path):
@@ -394,10 +398,36 @@ def test_finetune_head_trains_the_network_and_predicts(tmp_path):
     with workspace.session() as session:
         create_project(session, "tone", "classification", ["dark", "light"])
     import_path(workspace, "tone", _write_csv(folder, rows), format="csv")
-    model = _done(workspace, "train", project="tone", model="classifier", head="finetune", epochs=1)
-    assert model["metrics"]["head"] == "finetune" and model["metrics"]["held_out_items"] == 2  # one 20% split
+    model = _done(workspace, "train", project="tone", model="classifier", head="finetune")
+    metrics = model["metrics"]
+    # cross-fitted: every labelled item held out once, and the estimate saw the 2 unlabelled items' scores
+    assert metrics["head"] == "finetune" and metrics["held_out_items"] == 10 and metrics["held_out_accuracy"] >= 0.9
+    assert metrics["coverage"] is not None
     summary = _done(workspace, "predict", project="tone", model="classifier")
     assert summary["predictions"] == 2
     with workspace.session() as session:
+        names = {r.id: r.source for r in session.scalars(select(ItemRow))}
+        shapes = {names[p.item_id]: p.shapes for p in session.scalars(select(PredictionRow))}
+    for name, labels in shapes.items():  # 10.png is dark, 11.png light: any pre-label given is right
+        assert all(s["label"] == ("light" if name == "11.png" else "dark") for s in labels), (name, labels)
+    with workspace.session() as session:
         assert session.scalar(select(func.count()).select_from(EmbeddingRow)) == 0  # no embeddings needed
     workspace.close()
+
+
+def test_the_last_stage_learns_from_trunk_maps_and_averages_the_two_views():
+    from labelloop.ml.finetune import LastStageClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 12)
+    X = rng.normal(0, 1, (36, 2, 208, 3, 3))
+    X[:, :, :16] += 3 * (y[:, None, None, None, None] == 1)  # classes 1 and 2 shift different channels
+    X[:, :, 16:32] += 3 * (y[:, None, None, None, None] == 2)
+    X = X.astype(np.float16)
+    model = LastStageClassifier(epochs=15, lr=3e-3, batch_size=12).fit(X[::2], y[::2])
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+    assert (model.predict(X[1::2]) == y[1::2]).mean() >= 0.9  # items it never saw
+    one_view = [LastStageClassifier.predict_proba(model, X[1::2, [v, v]]) for v in (0, 1)]
+    np.testing.assert_allclose(model.predict_proba(X[1::2]), (one_view[0] + one_view[1]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="trunk maps"):
+        LastStageClassifier().fit(X[:, 0], y)

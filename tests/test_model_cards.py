@@ -21,12 +21,12 @@ def test_a_classifier_card_names_its_figures_and_why_a_class_has_no_threshold():
     card = model_card(_info("classifier", {
         "target_precision": 0.95, "coverage": 0.8125, "held_out_accuracy": 0.9412, "labelled_items": 49,
         "held_out_items": 49, "calibration_method": "auto", "training_seconds": 1.2, "features": "imagenet",
-        "classes": {"ants": {"threshold": 0.91, "precision": 0.97, "recall": 0.8, "coverage": 0.5, "prelabelled": 96,
+        "head": "finetune", "classes": {"ants": {"threshold": 0.91, "precision": 0.97, "recall": 0.8, "coverage": 0.5, "prelabelled": 96,
                              "held_out": 25, "method": "estimate", "reason": "auto: estimate"},
                     "bees": {"threshold": None, "precision": None, "recall": None, "coverage": 0.0, "prelabelled": 0,
                              "held_out": 4, "method": "estimate", "reason": "too few held-out examples"}}}))
     figures = {f["name"]: f["value"] for f in card["figures"]}
-    assert figures["target precision"] == "0.95"
+    assert figures["target precision"] == "0.95" and figures["trained head"] == "finetune"
     assert figures["unlabelled items pre-labelled"] == "81.2 %"
     assert figures["held-out accuracy"] == "94.1 %"
     assert figures["labelled items"] == "49" and figures["training time"] == "1 s"

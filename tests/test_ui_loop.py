@@ -142,6 +142,16 @@ def test_classification_prelabelling_says_what_it_did_and_follows_the_target_set
         models = http.get(f"/api/projects/{pid}/models").json()["items"]
     assert len(models) == 1 and models[0]["metrics"]["target_precision"] == 0.8  # the card's figures follow
 
+    page.select_option("[data-testid=classifier-head]", "finetune")  # the network's last stage, cross-fitted too
+    page.get_by_role("button", name="Train", exact=True).click()
+    _job_message(page, "classifier:2 ready")
+    card = page.locator("[data-testid=model-classifier-2]")
+    card.wait_for()
+    assert "trained head" in card.inner_text() and "finetune" in card.inner_text()
+    with ui_server.api() as http:
+        models = {m["version"]: m for m in http.get(f"/api/projects/{pid}/models").json()["items"]}
+    assert models[2]["params"]["head"] == "finetune" and models[2]["metrics"]["held_out_items"] == 8
+
 
 def test_live_prediction_turns_scribbles_on_and_shortcuts_work_after_clicking_a_checkbox(page, ui_server):
     pid, (item,) = ui_server.project("scribble-trap", "semantic", ["background", "cell"])

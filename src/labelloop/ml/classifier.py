@@ -8,6 +8,7 @@ chooses per-class thresholds on the held-out scores (ml.calibration), then fits 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,20 +105,24 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         full[:, np.asarray(model.classes_, int)] = proba
         return full
 
-    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None) -> PreLabeller:
-        """Cross-fit, fit on every labelled item, and score `unlabelled` (the items to pre-label) if given."""
+    def fit(self, X: Any, y: np.ndarray, unlabelled: Any = None,
+            progress: Callable[[int, int], None] | None = None) -> PreLabeller:
+        """Cross-fit, fit on every labelled item, and score `unlabelled` (the items to pre-label) if given.
+        `progress(fits done, fits in all)` is called after each fit."""
         y = np.asarray(y)
         started = time.perf_counter()
         self.folds_ = held_out_folds(y, self.held_out, self.random_state)
         rounds = sorted(set(self.folds_.tolist())) if self.cross_fit else [0]
         held = np.isin(self.folds_, rounds)
         proba = np.zeros((len(y), len(self.class_names)))
-        for fold in rounds:
+        for done, fold in enumerate(rounds):
             test, train = np.flatnonzero(self.folds_ == fold), np.flatnonzero(self.folds_ != fold)
             if len(test) == 0:
                 continue
             model = self._base().fit(take(X, train), y[train])
             proba[test] = self._full_proba(model, take(X, test), y)
+            if progress:
+                progress(done + 1, len(rounds) + 1)
         self.held_out_index_ = np.flatnonzero(held)
         self.held_out_proba_ = proba[held]
         self.held_out_y_ = y[held]
@@ -125,6 +130,8 @@ class PreLabeller(ClassifierMixin, BaseEstimator):
         started = time.perf_counter()
         self.estimator_ = self._base().fit(X, y)
         self.training_seconds_ = time.perf_counter() - started
+        if progress:
+            progress(len(rounds) + 1, len(rounds) + 1)
         # The score distribution of the items to pre-label: what `estimate` turns into expected precision.
         has_pool = unlabelled is not None and len(unlabelled) > 0
         self.pool_proba_ = self._full_proba(self.estimator_, unlabelled, y).astype(np.float32) if has_pool else None

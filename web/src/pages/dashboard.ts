@@ -36,6 +36,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   // the micro-model card's training options, kept while the dashboard refreshes
   const microOptions = { base: "", minExamples: "", pseudo: false, open: false };
   let chosenKind = (MODELS[project.kind] ?? [])[0] ?? ""; // the model kind picked in the models card
+  let classifierHead = "logreg"; // what the classifier trains: a logistic regression, or the network's last stage
   // made once: the dashboard moves the same card into each redraw, so its form and figure survive refreshes
   const simulation = canManage(project) ? simulationCard(project, async (job) => {
     running.add(job.id);
@@ -159,7 +160,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       try {
         const micro = pick.value === MICRO;
         const job = what === "train"
-          ? (micro ? await api.trainMicro(id, { all_classes: true }) : await api.train(id, pick.value))
+          ? (micro ? await api.trainMicro(id, { all_classes: true })
+            : await api.train(id, pick.value, pick.value === "classifier" ? { head: classifierHead } : {}))
           : (micro ? await api.predictChain(id, {}) : await api.predict(id, pick.value));
         running.add(job.id);
         toast(`${what} job #${job.id} started`);
@@ -170,10 +172,15 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     };
     const target = project!.settings?.["target_precision"];
     const classifier = kinds.includes("classifier");
+    const head = classifier ? h("select", { "data-testid": "classifier-head", title: "what the classifier trains "
+      + "(fine-tuning runs the network on every image and trains 6 times for its calibration: minutes, not seconds)",
+      onchange: (e: Event) => { classifierHead = (e.target as HTMLSelectElement).value; } },
+      [["logreg", "logistic regression (seconds)"], ["finetune", "fine-tuned last stage (minutes)"]].map(([value, label]) =>
+        h("option", { value, selected: value === classifierHead }, label))) : null;
     return h("section", { class: "card models-card" }, h("h2", {}, "Models"),
       models.length ? h("div", { class: "models" }, [...models].reverse().map(modelCard)) : h("p", {}, "No models yet."),
       kinds.includes("detector") && canManage(project!) ? detectorForm(models) : null,
-      kinds.length && canManage(project!) ? h("div", { class: "row" }, pick,
+      kinds.length && canManage(project!) ? h("div", { class: "row" }, pick, head,
         kinds.includes("detector") ? null : h("button", { onclick: start("train") }, "Train"),
         h("button", { onclick: start("predict") }, "Pre-label")) : null,
       classifier ? h("p", { class: "muted" }, `Pre-label uses the target precision in Settings (now ${target ?? 0.95}); `

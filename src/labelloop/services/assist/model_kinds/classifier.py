@@ -29,6 +29,11 @@ DEFAULT_FEATURES = "imagenet"
 # at the same target over lite0's on both clothing10 and hymenoptera (issue 17, docs/benchmarks.md).
 DEFAULT_ENCODER = "tf_efficientnet_lite2"
 CHUNK = 512  # items scored per step when pre-labelling
+FINETUNE_EPOCHS = 30  # of the fine-tuned head's last stage (issue 17, docs/benchmarks.md)
+TRUNK_BATCH = 32  # images run through the trunk at once
+# The fine-tuned head's `estimate` reads the scores of at most this many unlabelled items (a seeded sample): their
+# trunk maps are held in memory (67 KB an image with lite2), and the score distribution needs no more.
+FINETUNE_POOL_SAMPLE = 5000
 DEFAULT_CONFIDENCE = 0.8  # that pre-labels reach the target (project setting calibration_confidence)
 
 
@@ -74,7 +79,7 @@ class Classifier:
     description = ("logistic regression on pretrained embeddings (or a fine-tuned network), with pre-labels above "
                    "thresholds calibrated on held-out items for a target precision")
     project_kinds = (ProjectKind.classification, ProjectKind.multilabel)
-    figures = (("target_precision", "target precision", "number"), ("coverage", "unlabelled items pre-labelled", "share"),
+    figures = (("head", "trained head", "text"), ("target_precision", "target precision", "number"), ("coverage", "unlabelled items pre-labelled", "share"),
                ("classes_with_prelabels", "classes with a threshold", "count"),
                ("held_out_accuracy", "held-out accuracy", "share"), ("labelled_items", "labelled items", "count"),
                ("held_out_items", "held-out items", "count"), ("calibration_method", "calibration rule", "text"),
@@ -104,33 +109,53 @@ class Classifier:
             raise InvalidInput(f"calibration confidence {confidence} must lie in [0, 1)")
         if not 0.05 <= held_out <= 0.5:
             raise InvalidInput(f"held-out fraction {held_out} must lie in [0.05, 0.5]")
-        # The logistic regression reads lite2's embeddings (measured, issue 17); a fine-tuned head keeps lite0,
-        # whose last stage trains in the CPU time it was sized for.
-        encoder = params.get("encoder") or (DEFAULT_ENCODER if head == "logreg" else DEFAULT_MODEL)
+        # Both heads read lite2 (measured, issue 17): its embeddings (logreg) or its trunk maps (finetune).
+        encoder = params.get("encoder") or DEFAULT_ENCODER
+        epochs = int(params.get("epochs") or FINETUNE_EPOCHS)
+        if epochs < 1:
+            raise InvalidInput(f"epochs {epochs} must be at least 1")
         return {"head": head, "encoder": encoder, "weights": params.get("weights"),
                 "target_precision": target, "confidence": confidence, "held_out": held_out,
                 "calibration_method": method, "features": features,
                 "C": float(params.get("C", 1.0)), "seed": int(params.get("seed", 0)),
-                "epochs": int(params.get("epochs") or 5)}
+                "epochs": epochs, "trunk": head == "finetune"}
 
     def _estimator(self, choice: dict[str, Any], multilabel: bool):
         if choice["head"] == "finetune":
-            from labelloop.ml.finetune import FineTunedClassifier
+            from labelloop.ml.finetune import LastStageClassifier
 
-            return FineTunedClassifier(choice["encoder"], choice["weights"], multilabel=multilabel,
+            return LastStageClassifier(choice["encoder"], choice["weights"], multilabel=multilabel,
                                        epochs=choice["epochs"], random_state=choice["seed"])
         from labelloop.ml.classifier import EmbeddingClassifier
 
         return EmbeddingClassifier(C=choice["C"], multilabel=multilabel, random_state=choice["seed"])
 
     def _inputs(self, workspace, ids: Sequence[int], choice: dict[str, Any]):
-        """What the estimator reads: cached embeddings (logreg), or centre crops (finetune)."""
+        """What the estimator reads: cached embeddings (logreg), the network's trunk maps of each image and its
+        mirror (finetune), or centre crops (a fine-tuned head saved before 2026-12-07)."""
         if choice["head"] == "finetune":
-            from labelloop.ml.embeddings import centre_crop
             from labelloop import media
+            from labelloop.ml.embeddings import centre_crop
 
-            return np.stack([centre_crop(media.read(workspace.blobs.local_path(r.blob_sha256), r.page, name=r.source))
-                             for r in item_rows(workspace, ids)]) if len(ids) else np.zeros((0, 224, 224, 3), np.uint8)
+            def crops(size: int) -> Iterator[np.ndarray]:
+                for r in item_rows(workspace, ids):
+                    yield centre_crop(media.read(workspace.blobs.local_path(r.blob_sha256), r.page, name=r.source),
+                                      size)
+
+            if not choice.get("trunk"):
+                return np.stack(list(crops(224))) if len(ids) else np.zeros((0, 224, 224, 3), np.uint8)
+            from labelloop.ml.finetune import TrunkMaps
+
+            trunk = TrunkMaps(choice["encoder"], choice["weights"])
+            batch, maps = [], []
+            for crop in crops(trunk.image_size):
+                batch.append(crop)
+                if len(batch) == TRUNK_BATCH:
+                    maps.append(trunk.maps(batch))
+                    batch = []
+            if batch or not maps:
+                maps.append(trunk.maps(batch) if batch else np.zeros((0, 0, 0, 0, 0), np.float16))
+            return np.concatenate(maps)
         return self.features_of(load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"])),
                                 choice)
 
@@ -181,15 +206,19 @@ class Classifier:
             embedding = embed_on_executor(workspace, ids + pool, ctx, model_name=choice["encoder"],
                                           weights=choice["weights"])
             self._resolve_features(workspace, ids, choice)
-        ctx.progress(0, None, "training and calibrating")
         prelabeller = PreLabeller(self._estimator(choice, multilabel), tuple(project.class_names()), multilabel,
                                   choice["target_precision"], choice["confidence"], choice["held_out"],
-                                  cross_fit=choice["head"] == "logreg", method=choice["calibration_method"],
-                                  random_state=choice["seed"])
-        # The estimate reads the scores of the items to pre-label; a fine-tuned head would have to decode and
-        # run every one of them, so it falls back to the held-out items' scores.
-        unlabelled = self._inputs(workspace, pool, choice) if choice["head"] == "logreg" and pool else None
-        prelabeller.fit(self._inputs(workspace, ids, choice), y, unlabelled)
+                                  method=choice["calibration_method"], random_state=choice["seed"])
+        if choice["head"] == "finetune":  # the estimate reads a seeded sample of the items to pre-label
+            rng = np.random.default_rng(choice["seed"])
+            pool = sorted(rng.choice(pool, FINETUNE_POOL_SAMPLE, replace=False).tolist()) \
+                if len(pool) > FINETUNE_POOL_SAMPLE else pool
+            ctx.progress(0, None, f"running the network's trunk on {len(ids) + len(pool)} images")
+        unlabelled = self._inputs(workspace, pool, choice) if pool else None
+        X = self._inputs(workspace, ids, choice)
+        ctx.progress(0, None, "training and calibrating")
+        prelabeller.fit(X, y, unlabelled, progress=lambda done, total: ctx.progress(
+            done, total, "training and calibrating (cross-fitted folds, then all labels)"))
         coverage, prelabels = self._coverage(prelabeller, pool)
         held_proba, held_y = prelabeller.held_out_proba_, prelabeller.held_out_y_
         if multilabel:  # each class decision is its own probability, right when the label is present
