@@ -79,7 +79,8 @@ class Classifier:
     description = ("logistic regression on pretrained embeddings (or a fine-tuned network), with pre-labels above "
                    "thresholds calibrated on held-out items for a target precision")
     project_kinds = (ProjectKind.classification, ProjectKind.multilabel)
-    figures = (("head", "trained head", "text"), ("target_precision", "target precision", "number"), ("coverage", "unlabelled items pre-labelled", "share"),
+    figures = (("head", "trained head", "text"), ("target_precision", "target precision", "number"),
+               ("coverage", "unlabelled items pre-labelled", "share"),
                ("classes_with_prelabels", "classes with a threshold", "count"),
                ("held_out_accuracy", "held-out accuracy", "share"), ("labelled_items", "labelled items", "count"),
                ("held_out_items", "held-out items", "count"), ("calibration_method", "calibration rule", "text"),
