@@ -129,7 +129,8 @@ def run_setting(X: np.ndarray, y: np.ndarray, poolable: np.ndarray, classes: lis
     runs = []
     for seed in seeds:
         labelled = labelled_subset(y, poolable, share, seed)
-        head = (LastStageClassifier(random_state=seed) if setting["features"] == "trunk"
+        head = (LastStageClassifier(random_state=seed, label_smoothing=setting.get("label_smoothing", 0.0))
+                if setting["features"] == "trunk"
                 else EmbeddingClassifier(random_state=seed))
         model = PreLabeller(head, class_names=tuple(classes),
                             target_precision=target, method=setting["method"], random_state=seed)
@@ -165,7 +166,7 @@ def main() -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 20], metavar=("FIRST", "STOP"),
                         help="seeds range(FIRST, STOP) (default 0 20)")
     parser.add_argument("--settings", nargs="+", default=["baseline", "default"],
-                        choices=["baseline", "default", "laststage"],
+                        choices=["baseline", "default", "laststage", "laststage-ls"],
                         help="columns: laststage = the last stage fine-tuned on cached trunk maps (--head laststage)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/labelloop-embeddings"))
     parser.add_argument("--json", type=Path, help="write every run's figures here")
@@ -177,7 +178,9 @@ def main() -> list[dict]:
 
     settings = {"baseline": BASELINE, "default": {"encoder": DEFAULT_ENCODER, "features": DEFAULT_FEATURES,
                                                   "method": "auto"},
-                "laststage": {"encoder": "tf_efficientnet_lite2", "features": "trunk", "method": "auto"}}
+                "laststage": {"encoder": "tf_efficientnet_lite2", "features": "trunk", "method": "auto"},
+                "laststage-ls": {"encoder": "tf_efficientnet_lite2", "features": "trunk", "method": "auto",
+                                 "label_smoothing": 0.1}}
     settings = {k: v for k, v in settings.items() if k in args.settings}
     seeds = list(range(*args.seeds))
     results = []

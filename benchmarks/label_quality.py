@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ import classifier_clothing10 as datasets  # noqa: E402
 from labelloop.ml.duplicates import MAX_HAMMING, MIN_COSINE  # noqa: E402
 
 ENCODER = "tf_efficientnet_lite2"
-CACHE = Path("/tmp/labelloop-embeddings")
+CACHE = Path(os.environ.get("LABELLOOP_BENCH_CACHE", "/tmp/labelloop-embeddings"))
 # The same photograph twice in a clean set (paths under the set's folder), each checked by eye (docs/quality.md).
 SAME_PHOTO = {
     # one photo of black denim shorts, re-encoded: pHash distance 0, cosine 0.996, pixel correlation 1.000
@@ -93,7 +94,14 @@ def labels(args) -> dict:
         for seed in args.seeds:
             noisy, truth = flipped_labels(y, k, 0.1, seed)
             started = time.perf_counter()
-            proba = cross_fitted_proba(X, noisy, k, seed=seed)
+            if args.head == "laststage":  # Lite2's last stage fine-tuned on trunk maps (classifier --head finetune)
+                from labelloop.ml.finetune import LastStageClassifier
+
+                maps, _ = datasets.trunk_maps(name, files, CACHE)
+                proba = cross_fitted_proba(maps, noisy, k, estimator=LastStageClassifier(random_state=seed), seed=seed,
+                                           threads=args.threads)
+            else:
+                proba = cross_fitted_proba(X, noisy, k, seed=seed)
             flagged, score = label_issues(proba, noisy)
             against = disagreement(neighbour_votes(X, noisy, k), noisy)
             seconds = time.perf_counter() - started
@@ -400,6 +408,10 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["hymenoptera", "clothing10"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--png", default=None, help="write the precision-recall curves here")
+    p.add_argument("--head", choices=["logreg", "laststage"], default="logreg",
+                   help="the cross-fitted classifier: logistic regression on embeddings (the product's), or Lite2's "
+                        "last stage fine-tuned on trunk maps")
+    p.add_argument("--threads", type=int, default=1, help="folds fitted at once (laststage)")
     p = sub.add_parser("duplicates")
     p.add_argument("--datasets", nargs="+", default=["hymenoptera", "clothing10"])
     p.add_argument("--per-kind", type=int, default=25)

@@ -431,3 +431,22 @@ def test_the_last_stage_learns_from_trunk_maps_and_averages_the_two_views():
     np.testing.assert_allclose(model.predict_proba(X[1::2]), (one_view[0] + one_view[1]) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="trunk maps"):
         LastStageClassifier().fit(X[:, 0], y)
+
+
+def test_label_smoothing_is_undone_so_the_calibration_is_not_left_with_capped_probabilities():
+    from labelloop.ml.finetune import LastStageClassifier
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 12)
+    X = rng.normal(0, 1, (24, 2, 208, 3, 3))
+    X[:, :, :32] += 4 * (y[:, None, None, None, None] == 1)
+    X = X.astype(np.float16)
+    model = LastStageClassifier(epochs=20, lr=3e-3, batch_size=12, label_smoothing=0.2).fit(X, y)
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # trained towards 0.9 / 0.1: the raw softmax stays near 0.9, the mapped probability near 1
+    assert proba.max(axis=1).mean() > 0.97 and (proba.argmax(axis=1) == y).all()
+    model.label_smoothing = 0.0
+    raw = model.predict_proba(X)
+    assert raw.max(axis=1).mean() < 0.93
+    assert (np.diff(proba[np.argsort(raw[:, 1]), 1]) >= -1e-12).all()  # the same order within a class
