@@ -39,7 +39,8 @@ def train(
     patch: Optional[int] = typer.Option(None, "--patch", help="unet: training patch size in pixels."),
     loss: Optional[str] = typer.Option(None, "--loss", help="unet: loss, e.g. focal+dice."),
     resume: Optional[str] = typer.Option(None, "--resume", help="unet: continue training from this model version."),
-    head: Optional[str] = typer.Option(None, "--head", help="classifier: logreg (default) or finetune."),
+    head: Optional[str] = typer.Option(None, "--head", help="classifier: logreg (default, seconds) or finetune "
+                                        "(Lite2's last stage trained 6 times for its calibration: minutes)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="detector: timm backbone (default tf_efficientnet_lite0)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="detector: learning-rate factor at each gamma epoch (0.1)."),
     gamma_epochs: Optional[str] = typer.Option(None, "--gamma-epochs", help="detector: epochs where the rate drops, e.g. 20,27 (default 70%/90% of the run)."),
