@@ -131,7 +131,7 @@ class Classifier:
 
         return EmbeddingClassifier(C=choice["C"], multilabel=multilabel, random_state=choice["seed"])
 
-    def _inputs(self, workspace, ids: Sequence[int], choice: dict[str, Any]):
+    def _inputs(self, workspace, ids: Sequence[int], choice: dict[str, Any], progress=None):
         """What the estimator reads: cached embeddings (logreg), the network's trunk maps of each image and its
         mirror (finetune), or centre crops (a fine-tuned head saved before 2026-12-07)."""
         if choice["head"] == "finetune":
@@ -154,6 +154,8 @@ class Classifier:
                 if len(batch) == TRUNK_BATCH:
                     maps.append(trunk.maps(batch))
                     batch = []
+                    if progress:
+                        progress(sum(len(m) for m in maps))
             if batch or not maps:
                 maps.append(trunk.maps(batch) if batch else np.zeros((0, 0, 0, 0, 0), np.float16))
             return np.concatenate(maps)
@@ -214,12 +216,17 @@ class Classifier:
             rng = np.random.default_rng(choice["seed"])
             pool = sorted(rng.choice(pool, FINETUNE_POOL_SAMPLE, replace=False).tolist()) \
                 if len(pool) > FINETUNE_POOL_SAMPLE else pool
-            ctx.progress(0, None, f"running the network's trunk on {len(ids) + len(pool)} images")
-        unlabelled = self._inputs(workspace, pool, choice) if pool else None
-        X = self._inputs(workspace, ids, choice)
+            ctx.progress(0, len(ids) + len(pool), "running the network's trunk on the images")
+
+        def trunk_progress(offset: int):  # only the fine-tuned head runs the network here
+            return lambda done: ctx.progress(offset + done, len(ids) + len(pool), "running the network's trunk on "
+                                             "the images")
+
+        unlabelled = self._inputs(workspace, pool, choice, trunk_progress(0)) if pool else None
+        X = self._inputs(workspace, ids, choice, trunk_progress(len(pool)))
         ctx.progress(0, None, "training and calibrating")
-        prelabeller.fit(X, y, unlabelled, progress=lambda done, total: ctx.progress(
-            done, total, "training and calibrating (cross-fitted folds, then all labels)"))
+        prelabeller.fit(X, y, unlabelled, progress=lambda done, fits: ctx.progress(
+            done, fits, "training and calibrating (cross-fitted folds, then all labels)"))
         coverage, prelabels = self._coverage(prelabeller, pool)
         held_proba, held_y = prelabeller.held_out_proba_, prelabeller.held_out_y_
         if multilabel:  # each class decision is its own probability, right when the label is present
