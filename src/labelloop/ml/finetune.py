@@ -18,6 +18,17 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from labelloop.ml.pretrained import DEFAULT_MODEL
 
 
+def _targets(y: np.ndarray, multilabel: bool, label_smoothing: float = 0.0):
+    """(classes, training targets, loss) from class indices, or from an N×K 0/1 matrix (multi-label)."""
+    import torch
+
+    if multilabel:
+        return np.arange(y.shape[1]), torch.as_tensor(y, dtype=torch.float32), torch.nn.BCEWithLogitsLoss()
+    classes = np.unique(y)
+    return (classes, torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long),
+            torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing))
+
+
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, model_name: str = DEFAULT_MODEL, weights: str | Path | None = None, multilabel: bool = False,
                  epochs: int = 5, lr: float = 1e-3, batch_size: int = 16, random_state: int = 0):
@@ -52,14 +63,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         X, y = np.asarray(X), np.asarray(y)
-        if self.multilabel:
-            self.classes_ = np.arange(y.shape[1])
-            targets = torch.as_tensor(y, dtype=torch.float32)
-            loss_function = torch.nn.BCEWithLogitsLoss()
-        else:
-            self.classes_ = np.unique(y)
-            targets = torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long)
-            loss_function = torch.nn.CrossEntropyLoss()
+        self.classes_, targets, loss_function = _targets(y, self.multilabel)
         network = self._network(len(self.classes_))
         optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=self.lr,
                                       weight_decay=1e-4)
@@ -194,14 +198,7 @@ class LastStageClassifier(ClassifierMixin, BaseEstimator):
         X, y = np.asarray(X), np.asarray(y)
         if X.ndim != 5:
             raise ValueError(f"expected N×views×C×h×w trunk maps, got an array of shape {X.shape}")
-        if self.multilabel:
-            self.classes_ = np.arange(y.shape[1])
-            targets = torch.as_tensor(y, dtype=torch.float32)
-            loss_function = torch.nn.BCEWithLogitsLoss()
-        else:
-            self.classes_ = np.unique(y)
-            targets = torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long)
-            loss_function = torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        self.classes_, targets, loss_function = _targets(y, self.multilabel, self.label_smoothing)
         network = self._network(len(self.classes_))
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.lr, weight_decay=1e-4)
         steps = max(1, -(-len(X) // self.batch_size)) * self.epochs

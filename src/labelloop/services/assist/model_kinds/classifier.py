@@ -3,6 +3,7 @@ only above per-class thresholds calibrated on held-out labelled items for the pr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -148,17 +149,13 @@ class Classifier:
             from labelloop.ml.finetune import TrunkMaps
 
             trunk = TrunkMaps(choice["encoder"], choice["weights"])
-            batch, maps = [], []
-            for crop in crops(trunk.image_size):
-                batch.append(crop)
-                if len(batch) == TRUNK_BATCH:
-                    maps.append(trunk.maps(batch))
-                    batch = []
-                    if progress:
-                        progress(sum(len(m) for m in maps))
-            if batch or not maps:
-                maps.append(trunk.maps(batch) if batch else np.zeros((0, 0, 0, 0, 0), np.float16))
-            return np.concatenate(maps)
+            images, maps, done = crops(trunk.image_size), [], 0
+            while batch := list(itertools.islice(images, TRUNK_BATCH)):
+                maps.append(trunk.maps(batch))
+                done += len(batch)
+                if progress:
+                    progress(done)
+            return np.concatenate(maps) if maps else np.zeros((0, 0, 0, 0, 0), np.float16)
         return self.features_of(load_embeddings(workspace, ids, encoder_key(choice["encoder"], choice["weights"])),
                                 choice)
 
