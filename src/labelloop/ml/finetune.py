@@ -107,8 +107,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
 
 TRUNK_MODEL = "tf_efficientnet_lite2"
-TRUNK_STAGES = 6  # stages 0-5 run once per image (cached); stage 6 and the head convolution are trained
-VIEWS = 2  # the centre crop and its mirror
+TRUNK_STAGES = 6  # stages 0-5 run once per image; stage 6 and the head convolution are trained
 
 
 def _trunk(model_name: str, weights: str | Path | None):
@@ -116,23 +115,26 @@ def _trunk(model_name: str, weights: str | Path | None):
 
     from labelloop.ml.pretrained import create_timm_model
 
+    from labelloop.ml.inference import fold_batch_norms
+
     network = create_timm_model(model_name, weights, num_classes=0).eval()
-    return torch.nn.Sequential(network.conv_stem, network.bn1, *network.blocks[:TRUNK_STAGES])
+    trunk = torch.nn.Sequential(network.conv_stem, network.bn1, *network.blocks[:TRUNK_STAGES])
+    # as the Embedder runs its network: batch norms folded into the convolutions, channels-last memory
+    return fold_batch_norms(trunk)[0].to(memory_format=torch.channels_last)
 
 
 class TrunkMaps:
     """`maps(crops)` -> float16 N×2×C×h×w: the output of the network's stages 0-5 for each crop and its mirror.
 
-    What `LastStageClassifier` trains on: computed once per image and cached, so each of the calibration's fits
-    only runs the last stage (lite2 at 260 px: 208×9×9 per view, 67 KB an image)."""
+    What `LastStageClassifier` trains on: computed once per image for a whole train job, so each of the
+    calibration's fits only runs the last stage (lite2 at 260 px: 208×9×9 per view, 67 KB an image)."""
 
     def __init__(self, model_name: str = TRUNK_MODEL, weights: str | Path | None = None):
-        from labelloop.ml.pretrained import LITE_WHEELS
+        from labelloop.ml.embeddings import Embedder
 
         self.model_name = model_name
         self.weights = weights
-        wheel = LITE_WHEELS.get(model_name)
-        self.image_size = wheel.image_size if wheel else 224
+        self.image_size = Embedder(model_name, weights).image_size  # the size the network was trained at
         self._network = None
 
     def maps(self, crops) -> np.ndarray:
@@ -143,7 +145,7 @@ class TrunkMaps:
 
         if self._network is None:
             self._network = _trunk(self.model_name, self.weights)
-        batch = to_batch(list(crops), *normalisation(self.model_name))
+        batch = to_batch(list(crops), *normalisation(self.model_name)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             views = [self._network(batch), self._network(torch.flip(batch, dims=[3]))]
         return torch.stack(views, dim=1).to(torch.float16).numpy()
