@@ -157,8 +157,9 @@ def test_fit_features_on_a_pixel_table():
     labels = _scribbles(truth, 60, seed=0)
     feats = compute_features(image)
     clf = PixelClassifier(n_estimators=20, random_state=0).fit_features(feats[labels > 0], labels[labels > 0])
-    via_images = PixelClassifier(n_estimators=20, random_state=0).fit([image], [labels])
-    np.testing.assert_allclose(clf.predict_proba(features=feats), via_images.predict_proba(image), atol=1e-6)
+    assert clf.autocontext and not clf.autocontext_  # a table holds no images: one stage, said so
+    one_stage = PixelClassifier(n_estimators=20, random_state=0, autocontext=False).fit([image], [labels])
+    np.testing.assert_allclose(clf.predict_proba(features=feats), one_stage.predict_proba(image), atol=1e-6)
 
 
 def test_autocontext_trains_and_predicts():
@@ -169,8 +170,46 @@ def test_autocontext_trains_and_predicts():
     proba = clf.predict_proba(image)
     assert proba.shape == (96, 96, 2)
     assert _iou(clf.predict(image) == 2, truth) > 0.8
-    with pytest.raises(ValueError, match="autocontext needs whole images"):
-        clone(clf).fit_features(np.zeros((4, 48), np.float32), np.array([1, 2, 1, 2]))
+    # the cached stacks of the live view stand in for the images: the same model
+    stack = compute_features(image, intensity=clf.intensity_)
+    from_stacks = clone(clf).set_params(intensity=clf.intensity_).fit([None], [labels], features=[stack])
+    np.testing.assert_allclose(from_stacks.predict_proba(image), proba, atol=1e-6)
+    with pytest.raises(ValueError, match="image 0 is missing"):
+        clone(clf).set_params(intensity="dtype").fit([None], [labels])
+
+
+def test_autocontext_learns_its_second_stage_from_context_that_never_saw_the_pixels(monkeypatch):
+    """Stage 2 is trained on stage-1 probabilities at the labelled pixels; if the trees that made them had seen
+    those pixels, stage 2 would learn to trust stage 1 blindly. Labels here are random patches that nothing in
+    the image predicts: honest context knows nothing about them, memorised context (the whole stage 1) does."""
+    from labelloop.ml.pixel_classifier import _context_features
+
+    rng = np.random.default_rng(0)
+    image = cv2_blur(rng.random((192, 192)).astype(np.float32))
+    patches = rng.integers(1, 3, (12, 12)).repeat(16, 0).repeat(16, 1)
+    labels = np.where(rng.random((192, 192)) < 0.3, patches, 0).astype(np.uint8)
+    seen = {}
+    original = PixelClassifier._fit_stage1_with_context
+
+    def spy(self, images, features, X, y, positions, *rest):
+        seen.update(context=original(self, images, features, X, y, positions, *rest), y=y, positions=positions)
+        return seen["context"]
+
+    monkeypatch.setattr(PixelClassifier, "_fit_stage1_with_context", spy)
+    clf = PixelClassifier(n_estimators=12, autocontext=True, intensity="dtype", random_state=0).fit([image], [labels])
+    rows, cols = seen["positions"][:, 1], seen["positions"][:, 2]
+    honest = seen["context"][:, :2].argmax(1) + 1  # the raw (unsmoothed) planes come first
+    whole_stage1 = _context_features(clf._stage_proba(clf.forest_, image, None, refine=False))
+    memorised = whole_stage1[rows, cols, :2].argmax(1) + 1
+    assert len(clf.forest_.estimators_) == 12
+    assert np.mean(memorised == seen["y"]) > 0.85  # what a leak would look like: the check can fail
+    assert abs(np.mean(honest == seen["y"]) - 0.5) < 0.1
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), 2.0)
 
 
 def test_deterministic_with_random_state():
@@ -348,8 +387,8 @@ def _forest_rows(clf: PixelClassifier) -> list[int]:
 def test_refine_off_predicts_only_the_coarse_grid_and_keeps_the_segmentation():
     image, truth = _blobs(seed=4, size=120)
     labels = [_scribbles(truth, 150, 2)]
-    refined = PixelClassifier(refine=True, random_state=0).fit([image], labels)
-    coarse = PixelClassifier(refine=False, random_state=0).fit([image], labels)
+    refined = PixelClassifier(refine=True, autocontext=False, random_state=0).fit([image], labels)
+    coarse = PixelClassifier(refine=False, autocontext=False, random_state=0).fit([image], labels)
     refined_rows, coarse_rows = _forest_rows(refined), _forest_rows(coarse)
     fine, rough = refined.predict(image), coarse.predict(image)
     assert sum(coarse_rows) == 40 * 40  # every 3rd pixel of 120×120, nothing predicted again
@@ -365,7 +404,7 @@ def test_refine_auto_refines_only_when_the_smoothing_is_narrower_than_the_coarse
     image, truth = _blobs(seed=5)
     labels = [_scribbles(truth, 150, 3)]
     for smoothing, refines in ((3.0, False), (2.0, True), (0.0, True)):
-        clf = PixelClassifier(smoothing=smoothing, random_state=0).fit([image], labels)  # refine="auto"
+        clf = PixelClassifier(smoothing=smoothing, autocontext=False, random_state=0).fit([image], labels)  # "auto"
         rows = _forest_rows(clf)
         clf.predict(image)
         assert (sum(rows) > 32 * 32) is refines, (smoothing, sum(rows))

@@ -87,7 +87,8 @@ def reduced(image: np.ndarray, mask: np.ndarray, max_pixels: int = MAX_PIXELS) -
 def _classifier(seed: int, intensity: str, **params):
     from labelloop.ml.pixel_classifier import PixelClassifier
 
-    return PixelClassifier(random_state=seed, intensity=intensity, n_jobs=1, **params)
+    # one stage: the cut and the region weighting were chosen on it (a pixel table trains one stage anyway)
+    return PixelClassifier(random_state=seed, intensity=intensity, n_jobs=1, **{"autocontext": False, **params})
 
 
 def cross_fitted_maps(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_classes: int, *,

@@ -15,7 +15,7 @@ from labelloop import media
 from labelloop.domain import Scribble
 from labelloop.geometry import rle
 from labelloop.ml.features import FeatureCache, FeatureSettings
-from labelloop.ml.pixel_classifier import DEFAULT_INTENSITY, DEFAULT_SMOOTHING, PixelClassifier
+from labelloop.ml.pixel_classifier import DEFAULT_AUTOCONTEXT, DEFAULT_INTENSITY, DEFAULT_SMOOTHING, PixelClassifier
 from labelloop.services.assist.model_kinds.pixel_rf import project_intensity
 from labelloop.services.data.project_data import item_rows, labelled_items
 from labelloop.services.projects import get_project
@@ -25,7 +25,8 @@ LIVE_TREES = 20  # measured: same IoU as 100 trees on Lucchi, 4× faster to pred
 
 class LiveSegmenter:
     def __init__(self, workspace, project_name: str, *, cache: FeatureCache | None = None,
-                 trees: int = LIVE_TREES, settings: FeatureSettings | None = None):
+                 trees: int = LIVE_TREES, settings: FeatureSettings | None = None,
+                 autocontext: bool = DEFAULT_AUTOCONTEXT):
         self.workspace = workspace
         with workspace.session() as session:
             self.project = get_project(session, project_name)
@@ -34,6 +35,7 @@ class LiveSegmenter:
             settings = FeatureSettings(intensity=project_intensity(workspace, self.project, DEFAULT_INTENSITY))
         self.settings = settings
         self.trees = trees
+        self.autocontext = autocontext
         self._lock = threading.Lock()
 
     def features(self, item_id: int) -> np.ndarray:
@@ -48,7 +50,7 @@ class LiveSegmenter:
         """Retrain on the project's stored scribbles, with `strokes` replacing those of `item_id`, and
         re-predict that item: returns (class values H×W, probabilities H×W×K in class order)."""
         index = {c.name: c.index for c in self.project.classes}
-        tables, targets = [], []
+        stacks, label_maps = [], []
         stored = {row.id: shapes for row, shapes in labelled_items(self.workspace, self.project, ("scribble",))}
         stored[item_id] = list(strokes)
         for other, shapes in stored.items():
@@ -56,15 +58,15 @@ class LiveSegmenter:
             labels = np.zeros(feats.shape[:2], np.uint16)
             for shape in shapes:
                 labels[rle.decode(shape)] = index[shape.label]
-            chosen = labels > 0
-            tables.append(feats[chosen])
-            targets.append(labels[chosen])
+            stacks.append(feats)
+            label_maps.append(labels)
         with self._lock:  # one fit at a time per project view; scikit-learn uses both cores already
             classifier = PixelClassifier(scales=self.settings.scales, feature_kinds=self.settings.kinds,
                                          colour=self.settings.colour, intensity=self.settings.intensity,
-                                         n_estimators=self.trees,
+                                         n_estimators=self.trees, autocontext=self.autocontext,
                                          smoothing=DEFAULT_SMOOTHING, random_state=0)
-            classifier.fit_features(np.concatenate(tables), np.concatenate(targets))
+            # the cached stacks stand in for the images: autocontext reads whole maps around the scribbles
+            classifier.fit([None] * len(stacks), label_maps, features=stacks)
             proba = classifier.predict_proba(features=self.features(item_id))
         values = np.asarray(classifier.classes_)[proba.argmax(axis=2)]
         return values, proba

@@ -19,10 +19,6 @@ from labelloop.services.assist.predictions import save_predictions
 from labelloop.store.tables import ItemRow, PredictionRow
 
 log = logging.getLogger(__name__)
-# Auto-context (`--autocontext`) adds +0.06 IoU on both Lucchi volumes and nothing on DSB2018 nuclei, but predicts at
-# ~1.9x the scikit-image reference's speed instead of >= 3x (benchmarks/pixel_generalisation.py and
-# pixel_classifier.py, docs/benchmarks.md): an option for who can wait, not the default.
-TRAIN_AUTOCONTEXT = False
 MASK_PIXELS_PER_CLASS = 2000  # full masks train on a seeded sample per class and image, like scribbles
 INTENSITY_SAMPLE = 16  # images read, spread over the project, to choose intensity="auto"
 
@@ -72,10 +68,15 @@ class PixelRF:
                  "U-Net on full masks for an IoU")
 
     def estimator(self, params: dict[str, Any]):
-        from labelloop.ml.pixel_classifier import DEFAULT_INTENSITY, DEFAULT_SMOOTHING, PixelClassifier
+        from labelloop.ml.pixel_classifier import (
+            DEFAULT_AUTOCONTEXT,
+            DEFAULT_INTENSITY,
+            DEFAULT_SMOOTHING,
+            PixelClassifier,
+        )
 
         kwargs: dict[str, Any] = {"n_estimators": int(params.get("trees", 20)), "random_state": int(params.get("seed", 0)),
-                                  "autocontext": bool(params.get("autocontext", TRAIN_AUTOCONTEXT)),
+                                  "autocontext": bool(params.get("autocontext", DEFAULT_AUTOCONTEXT)),
                                   "smoothing": float(params.get("smoothing", DEFAULT_SMOOTHING)),
                                   "intensity": str(params.get("intensity") or DEFAULT_INTENSITY),
                                   "refine": params.get("refine", "auto")}  # true/false/auto: checked by fit
