@@ -39,7 +39,8 @@ NUCLEI = DATA / "nuclei_dsb2018"
 
 VARIANTS: dict[str, dict] = {
     "default": {},  # PixelClassifier's defaults: what `labelloop train --model pixel-rf` and the live view use
-    "train-default": {"autocontext": True},  # the defaults + `--autocontext`
+    "train-default": {"autocontext": True},  # the defaults + `--autocontext` (the same as "default" since 2026-12-07)
+    "no-autocontext": {"autocontext": False},  # the defaults of 2026-12-06/07: one forest
     "plain": {"smoothing": 0.0, "autocontext": False, "intensity": "dtype"},  # the defaults before issue 17
     "dtype": {"intensity": "dtype"},  # the defaults of 2026-12-05 (smoothing 3, dtype scaling)
     "smooth1": {"smoothing": 1.0},

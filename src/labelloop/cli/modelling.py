@@ -27,7 +27,7 @@ def train(
     model: str = typer.Option(..., "--model", help="Model kind: pixel-rf, unet, classifier, detector or micro."),
     scales: Optional[str] = typer.Option(None, "--scales", help="pixel-rf: Gaussian scales, e.g. 0.7,1,1.6,3.5,5,10"),
     trees: Optional[int] = typer.Option(None, "--trees", help="pixel-rf: number of trees (default 20: on Lucchi 10, 20 and 100 scored the same IoU)."),
-    autocontext: Optional[bool] = typer.Option(None, "--autocontext/--no-autocontext", help="pixel-rf: a second, auto-context stage (the default: +0.04 IoU on Lucchi, about 1.6x slower prediction); --no-autocontext for one forest."),
+    autocontext: Optional[bool] = typer.Option(None, "--autocontext/--no-autocontext", help="pixel-rf: a second, auto-context stage (the default: +0.04 IoU on Lucchi, training about 2x slower); --no-autocontext for one forest."),
     intensity: Optional[str] = typer.Option(None, "--intensity", help="pixel-rf: auto (default: percentile when the project's images differ in brightness, else dtype), dtype (the dtype's range to [0, 1]) or percentile (each image's 1st-99.8th percentile; for images whose exposure differs, e.g. fluorescence)."),
     smoothing: Optional[float] = typer.Option(None, "--smoothing", help="pixel-rf: Gaussian sigma (px) over the probability map before the argmax; 0 turns it off."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="unet: encoder name (default tu-tf_efficientnet_lite0)."),

@@ -6,13 +6,14 @@
 
 Scribbles are int label maps: 0 = unlabelled, k >= 1 = class k. Only labelled pixels train.
 
-Autocontext (``autocontext=True``) adds a second forest whose features are the image features plus the first
-forest's class probabilities, raw and Gaussian-smoothed. The first-stage probabilities it trains on are
+Autocontext (``autocontext=True``, the default) adds a second forest whose features are the image features plus
+the first forest's class probabilities, raw and Gaussian-smoothed. The first-stage probabilities it trains on are
 out-of-fold: labelled pixels are split into spatial blocks (``_CONTEXT_BLOCK`` px squares, dealt into
-``_CONTEXT_FOLDS`` folds), and each fold's probabilities come from a forest trained without that fold. Holding
-out whole blocks (not single pixels) means the smoothing window around a held-out pixel also covers mostly
-unseen scribbles, so little of its own label leaks back through its neighbours. Without that, stage 1 would hand stage 2 near-perfect probabilities on exactly the
-pixels it memorised, and stage 2 would learn to trust them blindly.
+``_CONTEXT_FOLDS`` folds), and each fold's probabilities come from a forest trained without that fold; the fold
+forests' trees together are the first stage. Holding out whole blocks (not single pixels) means the smoothing
+window around a held-out pixel also covers mostly unseen scribbles, so little of its own label leaks back through
+its neighbours. Without that, stage 1 would hand stage 2 near-perfect probabilities on exactly the pixels it
+memorised, and stage 2 would learn to trust them blindly.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ DEFAULT_SMOOTHING = 3.0
 DEFAULT_INTENSITY = "auto"
 _CONTEXT_SCALES = (2.0, 6.0)
 # Autocontext by default since 2026-12-07: +0.04 IoU on both Lucchi volumes, -0.005 on nuclei (within the seeds'
-# spread), better after corrective rounds on all three; 5.3x the reference's speed, live retrain 0.88 s
-# (docs/benchmarks.md, "Auto-context by default").
+# spread), better after corrective rounds on all three; 4.9x the reference's speed interleaved, live retrain 0.80 s
+# on the 2-core Xeon (docs/benchmarks.md, "Auto-context by default").
 DEFAULT_AUTOCONTEXT = True
 _CONTEXT_FOLDS = 3
 _CONTEXT_BLOCK = 64
