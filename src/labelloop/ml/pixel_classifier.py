@@ -263,8 +263,8 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
                 continue
             for i in np.unique(positions[held, 0]):
                 sel = held & (positions[:, 0] == i)
-                ctx = self._context_map(forest, images[i], features[i])
-                context[sel] = ctx[positions[sel, 1], positions[sel, 2]]
+                context[sel] = self._context_map(forest, images[i], features[i], at=(positions[sel, 1],
+                                                                                      positions[sel, 2]))
         return context
 
     # ---------------------------------------------------------------- prediction
@@ -301,28 +301,38 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
             out[r, c] = self._tile_proba(forest, tile, refine)
         return out
 
-    def _context_map(self, forest, image, features) -> np.ndarray:
-        """H×W×C context for stage 2 (`_context_features` of stage 1's probabilities). Stage 1 is read only
-        smoothed, so it predicts every ``context_step_``-th pixel and the smoothing runs on that grid before the
-        interpolation: 0.25× the forest's work and 0.3× the blurring of the full-resolution map."""
+    def _context_map(self, forest, image, features, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """H×W×C context for stage 2 (`_context_features` of stage 1's probabilities), or N×C at the pixels
+        ``at`` = (rows, cols). Stage 1 is read only smoothed, so it predicts every ``context_step_``-th pixel and the
+        smoothing runs on that grid before the interpolation: 0.25× the forest's work and 0.3× the blurring of the
+        full-resolution map; training reads the grid at its labelled pixels only."""
         step = getattr(self, "context_step_", None)
         if step is None:  # models saved before 2026-12-07: stage 1 on the cascade's grid, smoothed at full size
-            return _context_features(self._stage_proba(forest, image, features, refine=False))
+            whole = _context_features(self._stage_proba(forest, image, features, refine=False))
+            return whole if at is None else whole[at]
         if features is not None:  # the grid is gathered from the whole stack: no bands, no seams between them
-            return self._tile_proba(forest, _checked_features(features, image), refine=False, step=step,
-                                    on_grid=_context_features)
-        shape = _image_shape(image)
-        out = np.empty((*shape, len(self.classes_) * (1 + len(_CONTEXT_SCALES))), np.float32)
-        for (r, c), tile in self._feature_tiles(image, None):
-            out[r, c] = self._tile_proba(forest, tile, refine=False, step=step, on_grid=_context_features)
+            tiles = [((slice(0, features.shape[0]), slice(0, features.shape[1])), _checked_features(features, image))]
+        else:
+            tiles = self._feature_tiles(image, None)
+        shape = features.shape[:2] if features is not None else _image_shape(image)
+        channels = len(self.classes_) * (1 + len(_CONTEXT_SCALES))
+        out = np.empty((*shape, channels) if at is None else (len(at[0]), channels), np.float32)
+        for (r, c), tile in tiles:
+            h, w = tile.shape[:2]
+            grid_step = step if min(h, w) >= 4 * step else 1  # a tiny image: every pixel
+            grid = self._predict_rows(forest, as_table(np.ascontiguousarray(tile[::grid_step, ::grid_step])))
+            grid = grid.reshape(-(-h // grid_step), -(-w // grid_step), -1)
+            context = np.ascontiguousarray(_context_features(grid, grid_step))
+            if at is None:
+                out[r, c] = _interpolate(context, grid_step, np.arange(h), np.arange(w), mesh=True)
+            else:
+                inside = (at[0] >= r.start) & (at[0] < r.stop) & (at[1] >= c.start) & (at[1] < c.stop)
+                out[inside] = _interpolate(context, grid_step, at[0][inside] - r.start, at[1][inside] - c.start)
         return out
 
-    def _tile_proba(self, forest, tile: np.ndarray, refine: bool = True, extra: np.ndarray | None = None,
-                    step: int | None = None, on_grid=None) -> np.ndarray:
+    def _tile_proba(self, forest, tile: np.ndarray, refine: bool = True, extra: np.ndarray | None = None) -> np.ndarray:
         """h×w×K probabilities of an h×w×F feature tile, coarse to fine when ``cascade`` > 1. ``extra``: h×w×C
-        more features (stage 2's context) after the tile's, joined only for the pixels the forest reads; ``step``:
-        a coarse grid other than ``cascade``'s; ``on_grid(proba, step)``: what to interpolate instead of the
-        probabilities, computed from them on the grid (then nothing is refined).
+        more features (stage 2's context) after the tile's, joined only for the pixels the forest reads.
 
         Coarse to fine: the forest predicts every ``cascade``-th pixel in each direction, the result is
         interpolated bilinearly, and the forest predicts again, exactly, every pixel near a coarse point whose
@@ -331,18 +341,15 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         IoU unchanged (+0.001), for ~2.3× less forest time.
         """
         h, w = tile.shape[:2]
-        step = int(step or self.cascade or 1)
+        step = int(self.cascade or 1)
         if step <= 1 or min(h, w) < 4 * step:
             whole = tile if extra is None else np.concatenate([tile, extra], axis=-1)
-            proba = self._predict_rows(forest, as_table(whole)).reshape(h, w, -1)
-            return proba if on_grid is None else on_grid(proba, 1)
+            return self._predict_rows(forest, as_table(whole)).reshape(h, w, -1)
         coarse_tile = tile[::step, ::step]
         if extra is not None:
             coarse_tile = np.concatenate([coarse_tile, extra[::step, ::step]], axis=-1)
         hc, wc = coarse_tile.shape[:2]
         coarse = self._predict_rows(forest, as_table(np.ascontiguousarray(coarse_tile))).reshape(hc, wc, -1)
-        if on_grid is not None:
-            coarse, refine = np.ascontiguousarray(on_grid(coarse, step)), False
         # bilinear through the coarse points: fine pixel (y, x) sits at coarse (y / step, x / step)
         map_x = np.broadcast_to((np.arange(w, dtype=np.float32) / step)[None, :], (h, w))
         map_y = np.broadcast_to((np.arange(h, dtype=np.float32) / step)[:, None], (h, w))
@@ -485,6 +492,22 @@ def _image_shape(image: np.ndarray) -> tuple[int, int]:
     if image.ndim not in (2, 3):
         raise InvalidTrainingData(f"expected a 2-D grey or H×W×C colour image, got shape {image.shape}")
     return image.shape[:2]
+
+
+def _interpolate(values: np.ndarray, step: int, rows: np.ndarray, cols: np.ndarray, mesh: bool = False) -> np.ndarray:
+    """Bilinear through grid points (pixel (y, x) sits at grid point (y / step, x / step), edges replicated):
+    the len(rows)×len(cols)×C image when ``mesh``, else the C values at each pixel (rows[i], cols[i])."""
+    y, x = np.asarray(rows).astype(np.float32) / step, np.asarray(cols).astype(np.float32) / step
+    if mesh:
+        map_x = np.ascontiguousarray(np.broadcast_to(x[None, :], (len(y), len(x))))
+        map_y = np.ascontiguousarray(np.broadcast_to(y[:, None], (len(y), len(x))))
+    else:  # the points in rows of 1024: remap's output must stay under 32767 px a side
+        padded = -(-len(y) // 1024) * 1024
+        map_x, map_y = np.zeros(padded, np.float32), np.zeros(padded, np.float32)
+        map_x[: len(x)], map_y[: len(y)] = x, y
+        map_x, map_y = map_x.reshape(-1, 1024), map_y.reshape(-1, 1024)
+    out = cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(len(y), len(x), -1) if mesh else out.reshape(-1, values.shape[2])[: len(y)]
 
 
 def _checked_features(features: np.ndarray, image: np.ndarray | None) -> np.ndarray:
