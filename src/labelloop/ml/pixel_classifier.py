@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SMOOTHING = 3.0
 DEFAULT_INTENSITY = "auto"
 _CONTEXT_SCALES = (2.0, 6.0)
-# Autocontext by default since 2026-12-07: +0.04 IoU on both Lucchi volumes, -0.005 on nuclei (within the seeds'
+# Autocontext by default since 2026-12-07: +0.04 IoU on both Lucchi volumes, -0.004 on nuclei (within the seeds'
 # spread), better after corrective rounds on all three; 4.9x the reference's speed interleaved, live retrain 0.80 s
 # on the 2-core Xeon (docs/benchmarks.md, "Auto-context by default").
 DEFAULT_AUTOCONTEXT = True
