@@ -206,6 +206,18 @@ def test_autocontext_learns_its_second_stage_from_context_that_never_saw_the_pix
     assert abs(np.mean(honest == seen["y"]) - 0.5) < 0.1
 
 
+def test_autocontext_on_tiled_images_with_scribbles_in_some_tiles_only(monkeypatch):
+    import labelloop.ml.pixel_classifier as module
+
+    monkeypatch.setattr(module, "_UNTILED_MAX_PIXELS", 64 * 64)  # images over it go tile by tile, as over 2048²
+    monkeypatch.setattr(module, "_TILE", (64, 64))
+    image, truth = _blobs(seed=2, size=160)
+    labels = _scribbles(truth, 120, seed=0)
+    labels[:, 64:] = 0  # the tiles right of x = 64 hold no scribble
+    clf = PixelClassifier(n_estimators=12, random_state=0).fit([image], [labels])
+    assert clf.autocontext_ and _iou(clf.predict(image) == 2, truth) > 0.7
+
+
 def cv2_blur(image: np.ndarray) -> np.ndarray:
     import cv2
 

@@ -312,12 +312,16 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
             return whole if at is None else whole[at]
         if features is not None:  # the grid is gathered from the whole stack: no bands, no seams between them
             tiles = [((slice(0, features.shape[0]), slice(0, features.shape[1])), _checked_features(features, image))]
-        else:
-            tiles = self._feature_tiles(image, None)
+        else:  # a tile without any of the pixels asked for is not even computed
+            skip = None if at is None else (lambda r, c: not _within(at, r, c).any())
+            tiles = self._feature_tiles(image, None, skip=skip)
         shape = features.shape[:2] if features is not None else _image_shape(image)
         channels = len(self.classes_) * (1 + len(_CONTEXT_SCALES))
         out = np.empty((*shape, channels) if at is None else (len(at[0]), channels), np.float32)
         for (r, c), tile in tiles:
+            inside = None if at is None else _within(at, r, c)
+            if inside is not None and not inside.any():
+                continue
             h, w = tile.shape[:2]
             grid_step = step if min(h, w) >= 4 * step else 1  # a tiny image: every pixel
             grid = self._predict_rows(forest, as_table(np.ascontiguousarray(tile[::grid_step, ::grid_step])))
@@ -326,7 +330,6 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
             if at is None:
                 out[r, c] = _interpolate(context, grid_step, np.arange(h), np.arange(w), mesh=True)
             else:
-                inside = (at[0] >= r.start) & (at[0] < r.stop) & (at[1] >= c.start) & (at[1] < c.stop)
                 out[inside] = _interpolate(context, grid_step, at[0][inside] - r.start, at[1][inside] - c.start)
         return out
 
@@ -508,6 +511,11 @@ def _interpolate(values: np.ndarray, step: int, rows: np.ndarray, cols: np.ndarr
         map_x, map_y = map_x.reshape(-1, 1024), map_y.reshape(-1, 1024)
     out = cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(len(y), len(x), -1) if mesh else out.reshape(-1, values.shape[2])[: len(y)]
+
+
+def _within(at: tuple[np.ndarray, np.ndarray], rows: slice, cols: slice) -> np.ndarray:
+    """Which of the pixels ``at`` = (rows, cols) lie in the tile (rows, cols)."""
+    return (at[0] >= rows.start) & (at[0] < rows.stop) & (at[1] >= cols.start) & (at[1] < cols.stop)
 
 
 def _checked_features(features: np.ndarray, image: np.ndarray | None) -> np.ndarray:
