@@ -113,9 +113,8 @@ TRUNK_STAGES = 6  # stages 0-5 run once per image; stage 6 and the head convolut
 def _trunk(model_name: str, weights: str | Path | None):
     import torch
 
-    from labelloop.ml.pretrained import create_timm_model
-
     from labelloop.ml.inference import fold_batch_norms
+    from labelloop.ml.pretrained import create_timm_model
 
     network = create_timm_model(model_name, weights, num_classes=0).eval()
     trunk = torch.nn.Sequential(network.conv_stem, network.bn1, *network.blocks[:TRUNK_STAGES])

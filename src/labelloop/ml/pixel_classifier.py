@@ -257,14 +257,13 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         self._fit_stage1(X, y, channels, settings, forest=stage1)
         context = np.full((len(y), len(self.classes_) * (1 + len(_CONTEXT_SCALES))), 1.0 / len(self.classes_),
                           np.float32)
-        for k, forest in enumerate(fold_forests):
-            held = pixel_fold == k
-            if not (honest[k] and held.any()):
-                continue
-            for i in np.unique(positions[held, 0]):
-                sel = held & (positions[:, 0] == i)
-                context[sel] = self._context_map(forest, images[i], features[i], at=(positions[sel, 1],
-                                                                                      positions[sel, 2]))
+        for i in np.unique(positions[:, 0]):
+            stack = self._whole_features(images[i], features[i])  # once for the three folds
+            for k, forest in enumerate(fold_forests):
+                sel = (positions[:, 0] == i) & (pixel_fold == k)
+                if honest[k] and sel.any():
+                    at = (positions[sel, 1], positions[sel, 2])
+                    context[sel] = self._context_map(forest, images[i], stack, at=at)
         return context
 
     # ---------------------------------------------------------------- prediction
@@ -277,9 +276,7 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         if not getattr(self, "autocontext_", self.autocontext):  # models saved before autocontext_ existed
             proba = self._stage_proba(self.forest_, image, features)
             return _smoothed(proba, getattr(self, "smoothing", 0.0))  # models saved before it existed
-        if features is None and np.prod(_image_shape(image)) <= _UNTILED_MAX_PIXELS:
-            # both stages read the same features: an image computed whole is computed once (tiled ones per stage)
-            ((_, features),) = self._feature_tiles(image, None)
+        features = self._whole_features(image, features)  # both stages read them
         context = self._context_map(self.forest_, image, features)
         if features is not None:  # whole, like an image computed whole: stage 2 reads its grid, not row bands
             out = self._tile_proba(self.context_forest_, _checked_features(features, image), extra=context)
@@ -300,6 +297,13 @@ class PixelClassifier(ClassifierMixin, BaseEstimator):
         for (r, c), tile in self._feature_tiles(image, features):
             out[r, c] = self._tile_proba(forest, tile, refine)
         return out
+
+    def _whole_features(self, image, features) -> np.ndarray | None:
+        """The features to read more than once: those given, else the image's computed whole when it is not
+        tiled; None for a tiled image (its tiles are computed as they are read, to bound memory)."""
+        if features is None and np.prod(_image_shape(image)) <= _UNTILED_MAX_PIXELS:
+            ((_, features),) = self._feature_tiles(image, None)
+        return features
 
     def _context_map(self, forest, image, features, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """H×W×C context for stage 2 (`_context_features` of stage 1's probabilities), or N×C at the pixels
