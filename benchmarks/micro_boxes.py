@@ -13,10 +13,16 @@ labelled images, as the product trains them (services/assist/micro_boxes.py, mod
   merged per image (ml.micro_boxes.merge_detections: same class at IoU >= 0.5, the higher score stays);
 - the single detector: one `BoxDetector(K)`, a seeded 20 % of the labelled images held out, a threshold per class
   where a class has >= 30 held-out boxes, else the one for all classes.
+- the shared chain (`--base shared-detector`): one class-agnostic `BoxDetector(1)` on every labelled box, a seeded
+  20 % of the images held out, and per class a `SharedBoxHead` (a logistic regression on its box features) whose
+  threshold is chosen on the held-out images (with cross-fitted heads on the training images when those hold
+  < 30 boxes of the class); one detector pass per image, each box given to the passing class with the top score.
 Every detector trains the same --epochs at the same sizes (the chain trains K times as many steps in all).
 Calibration folds are off (`--calibration-folds 0`) unless asked: they would add 1.5x each model's training.
 Figures on val2017 per class: AP@0.5 of the scores; at the calibrated threshold, pre-labels, precision, recall;
-and the seconds to train and to predict the 128 images (chain: K detector passes per image).
+and the seconds to train and to predict the 128 images (chain: K detector passes per image). The prediction
+times are then taken again --repeats times, the three models interleaved in one process, and their medians and
+ratios to the single detector reported (`predict_ratio`).
 """
 
 from __future__ import annotations
@@ -102,8 +108,74 @@ def scores_on(found: list[dict], truths: list[dict], k: int, threshold: float | 
     return out
 
 
+def shared_chain(images, truths, classes: list[str], options: dict, seed: int):
+    """The shared detector (every box as one class "object") and a head per class, as the product trains them
+    (services/assist/micro_boxes.SharedTrunk and train_shared_class)."""
+    from labelloop.ml.detection.detector import BoxDetector
+    from labelloop.ml.micro_boxes import SharedBoxHead, held_out_images, object_samples
+
+    held = held_out_images(np.array([len(t["labels"]) > 0 for t in truths]), 0.2, seed)
+    fit, test = split_held_out(len(images), held)
+    agnostic = [{"boxes": t["boxes"], "labels": np.ones(len(t["labels"]), int)} for t in truths]
+    detector = BoxDetector(1, **{**options, "calibration_folds": 0}).validate_params()
+    started = time.perf_counter()
+    detector.fit([images[i] for i in fit], [agnostic[i] for i in fit], [images[i] for i in test],
+                 [agnostic[i] for i in test])
+    trunk_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    train_found = detector.predict_with_features([images[i] for i in fit], given=[truths[i]["boxes"] for i in fit])
+    held_found = detector.predict_with_features([images[i] for i in test])
+    samples = object_samples(train_found, [[classes[k - 1] for k in truths[i]["labels"]] for i in fit],
+                             [truths[i]["boxes"] for i in fit])
+    heads, per_class = [], []
+    for k, name in enumerate(classes, 1):
+        own = [truths[i]["boxes"][truths[i]["labels"] == k] for i in range(len(truths))]
+        head = SharedBoxHead(name, "benchmark", options["target_precision"], seed=seed).fit(
+            samples, held_found, [own[i] for i in test], train_found, [own[i] for i in fit])
+        heads.append(head)
+        figures = head.figures()
+        per_class.append({"class": name, "held_out_threshold": figures["threshold"],
+                          "held_out_ap50": figures["average_precision"], "held_out_reason": figures["reason"],
+                          "calibrated_on": figures["calibrated_on"]})
+        print("head", json.dumps(per_class[-1]), flush=True)
+    heads_seconds = time.perf_counter() - started
+    return detector, heads, {"train_seconds": round(trunk_seconds + heads_seconds, 1),
+                             "detector_seconds": round(trunk_seconds, 1), "heads_seconds": round(heads_seconds, 1),
+                             "detector_map50_held_out": detector.history_["map50"][-1], "models": per_class}
+
+
+def predict_shared(detector, heads, images) -> list[list[dict]]:
+    """Per head, per image: the shared detector's boxes scored by the head (one detector pass per image); each box
+    kept for the passing head with the top score (ml.micro_boxes.exclusive)."""
+    from labelloop.ml.micro_boxes import exclusive
+
+    found = detector.predict_with_features(images)
+    scored = [h.score(found) for h in heads]
+    thresholds = np.array([np.inf if h.threshold_ is None else h.threshold_ for h in heads])
+    for n in range(len(images)):
+        for s, scores in zip(scored, exclusive([s[n]["scores"] for s in scored], thresholds)):
+            s[n]["scores"] = scores
+    return scored
+
+
+def merge_all(outputs: list[list[dict]], thresholds: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """Per image the chain's merged pre-labels (labels 1..K) and every box it found (for AP)."""
+    from labelloop.ml.micro_boxes import merge_detections
+
+    merged, raw = [], []
+    for n in range(len(outputs[0])):
+        every = [outputs[k][n] for k in range(len(outputs))]
+        boxes, ks, scores = merge_detections(every, thresholds)
+        merged.append({"boxes": boxes, "labels": ks + 1, "scores": scores})
+        finite = [np.isfinite(e["scores"]) for e in every]
+        raw.append({"boxes": np.concatenate([e["boxes"].reshape(-1, 4)[f] for e, f in zip(every, finite)]),
+                    "labels": np.concatenate([np.full(int(f.sum()), k + 1) for k, f in enumerate(finite)]),
+                    "scores": np.concatenate([e["scores"][f] for e, f in zip(every, finite)])})
+    return merged, raw
+
+
 def main(argv: list[str] | None = None) -> dict:
-    from labelloop.ml.micro_boxes import held_out_images, merge_detections
+    from labelloop.ml.micro_boxes import held_out_images
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", nargs="+", default=["person", "car", "clock"])
@@ -114,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibration-folds", default="0")
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved prediction timings of the three")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     classes = args.classes
@@ -160,14 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs = [m.predict(test_images) for m in micros]
     predict_seconds = time.perf_counter() - started
     thresholds = np.array([np.inf if m.threshold_for(1) is None else m.threshold_for(1) for m in micros])
-    merged, raw = [], []
-    for n in range(len(test_images)):
-        boxes, ks, scores = merge_detections([outputs[k][n] for k in range(len(micros))], thresholds)
-        merged.append({"boxes": boxes, "labels": ks + 1, "scores": scores})
-        every = [outputs[k][n] for k in range(len(micros))]
-        raw.append({"boxes": np.concatenate([e["boxes"].reshape(-1, 4) for e in every]),
-                    "labels": np.concatenate([np.full(len(e["scores"]), k + 1) for k, e in enumerate(every)]),
-                    "scores": np.concatenate([e["scores"] for e in every])})
+    merged, raw = merge_all(outputs, thresholds)
     chain_classes = {}
     for k, name in enumerate(classes, 1):
         figures = scores_on(raw, test_truths, k, None)  # AP@0.5 of every box the class's micro-model found
@@ -176,8 +242,38 @@ def main(argv: list[str] | None = None) -> dict:
                                "threshold": None if np.isinf(thresholds[k - 1]) else round(float(thresholds[k - 1]), 4)}
     report["chain"] = {"train_seconds": round(sum(m["train_seconds"] for m in per_model), 1),
                        "predict_seconds": round(predict_seconds, 1), "models": per_model, "classes": chain_classes}
-    report["load_after"] = round(os.getloadavg()[0], 2)
     print("chain", json.dumps(report["chain"]), flush=True)
+
+    # the shared chain
+    shared, heads, report["shared"] = shared_chain(images, truths, classes, options, args.seed)
+    shared_predict = lambda: predict_shared(shared, heads, test_images)  # noqa: E731
+    started = time.perf_counter()
+    scored = shared_predict()
+    predict_seconds = time.perf_counter() - started
+    thresholds = np.array([np.inf if h.threshold_ is None else h.threshold_ for h in heads])
+    merged, raw = merge_all(scored, thresholds)
+    report["shared"].update(predict_seconds=round(predict_seconds, 1), classes={
+        name: {**scores_on(merged, test_truths, k, -np.inf if np.isfinite(thresholds[k - 1]) else None),
+               "ap50": scores_on(raw, test_truths, k, None)["ap50"],
+               "threshold": None if np.isinf(thresholds[k - 1]) else round(float(thresholds[k - 1]), 4)}
+        for k, name in enumerate(classes, 1)})
+    print("shared", json.dumps(report["shared"]), flush=True)
+
+    # prediction times side by side: the three interleaved, --repeats rounds
+    runs: dict[str, list[float]] = {"single": [], "chain": [], "shared": []}
+    jobs = {"single": lambda: single.predict(test_images), "chain": lambda: [m.predict(test_images) for m in micros],
+            "shared": shared_predict}
+    for _ in range(args.repeats):
+        for key, job in jobs.items():
+            started = time.perf_counter()
+            job()
+            runs[key].append(time.perf_counter() - started)
+    medians = {k: float(np.median(v)) for k, v in runs.items()}
+    report["predict_repeats"] = {k: [round(x, 2) for x in v] for k, v in runs.items()}
+    report["predict_ratio"] = {k: round(v / medians["single"], 3) for k, v in medians.items()}
+    print("predict seconds", json.dumps(report["predict_repeats"]), "ratio", json.dumps(report["predict_ratio"]),
+          flush=True)
+    report["load_after"] = round(os.getloadavg()[0], 2)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return report

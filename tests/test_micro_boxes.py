@@ -211,6 +211,99 @@ def test_a_class_below_min_examples_gets_a_reason_while_the_others_train_and_cha
     assert [s for shapes in _chain_boxes(workspace).values() for s in shapes] == boxes
 
 
+# --- micro-models on a shared detector ----------------------------------------------------------------------------
+
+def test_one_box_gets_one_class_of_the_heads_that_share_its_detector():
+    from labelloop.ml.micro_boxes import exclusive
+
+    square, disc = np.array([0.9, 0.2, 0.6, 0.3]), np.array([0.8, 0.7, 0.1, 0.5])
+    kept = exclusive([square, disc], np.array([0.5, 0.4]))
+    # box 0 passes both: the square's higher score keeps it; box 1 only the disc; box 2 only the square; box 3 both
+    # fail and keep their scores (the item's score reads them)
+    assert kept[0].tolist() == [0.9, 0.2, 0.6, 0.3]
+    assert kept[1].tolist() == [-np.inf, 0.7, 0.1, 0.5]
+    no_disc = exclusive([square, disc], np.array([0.5, np.inf]))  # a head with no threshold passes nothing
+    assert no_disc[0].tolist() == square.tolist() and no_disc[1].tolist() == disc.tolist()
+
+
+def test_the_heads_learn_from_true_boxes_and_the_detections_that_overlap_them():
+    from labelloop.ml.micro_boxes import object_samples
+
+    found = [{"boxes": np.array([[0, 0, 10, 10], [50, 50, 60, 60], [1, 0, 11, 10]], float),
+              "features": np.array([[1.0], [2.0], [3.0]], np.float32),
+              "given_features": np.array([[10.0], [20.0]], np.float32)},
+             {"boxes": np.zeros((0, 4)), "features": np.zeros((0, 1), np.float32),
+              "given_features": np.array([[30.0]], np.float32)}]
+    truths = [np.array([[0, 0, 10, 10], [100, 100, 120, 120]], float), np.array([[5, 5, 9, 9]], float)]
+    features, names, images = object_samples(found, [["cat", "dog"], ["dog"]], truths)
+    # the true boxes' own features, then the detections on the cat (the one far from any box is not an object)
+    assert features[:, 0].tolist() == [10.0, 20.0, 1.0, 3.0, 30.0]
+    assert names.tolist() == ["cat", "dog", "cat", "cat", "dog"] and images.tolist() == [0, 0, 0, 0, 1]
+
+
+@pytest.mark.slow
+def test_shared_detector_micro_models_train_it_once_and_the_chain_runs_it_once_per_image(workspace, shapes_project,
+                                                                                          monkeypatch):
+    from labelloop.ml.detection.detector import BoxDetector
+    from labelloop.services.assist import micro_boxes
+    from labelloop.services.assist.micro import set_chain
+
+    fits = []
+    real_fit = BoxDetector.fit
+    monkeypatch.setattr(BoxDetector, "fit", lambda self, *a, **k: fits.append(self.n_classes) or real_fit(
+        self, *a, **k))
+    options = {**FAST, "epochs": 10, "test_fraction": 0.4, "target_precision": 0.5, "base": "shared-detector"}
+    result = _done(workspace, "micro-train", project="shapes", all_classes=True, **options)
+    classes = result["classes"]
+    assert classes["square"]["trained"] and classes["disc"]["trained"] and not classes["star"]["trained"]
+    assert "fewer than --min-examples 5" in classes["star"]["reason"]
+    assert fits == [1]  # one class-agnostic detector for both classes
+    with workspace.session() as session:
+        rows = {r.kind: r for r in session.scalars(select(ModelRow))}
+        square, disc = rows["micro:square"], rows["micro:disc"]
+        assert square.params["base"] == disc.params["base"] == "shared-detector"
+        assert square.params["trunk_sha256"] == disc.params["trunk_sha256"]
+        metrics = dict(square.metrics)
+    # the squares are told from the discs on boxes the detector never trained on: held-out AP and a threshold
+    assert metrics["ready"], metrics["reason"]
+    assert metrics["held_out_average_precision"] > 0.5 and metrics["held_out"]["images"] >= 5
+    assert metrics["shared_detector"]["reused_from"] is None and metrics["shared_detector"]["steps"] > 0
+
+    # one class again, forced: the shared detector is reused (its boxes and settings are the same), not retrained
+    again = _done(workspace, "micro-train", project="shapes", **options, **{"class": "disc"})["classes"]["disc"]
+    assert again["model"] == "micro:disc:2" and fits == [1]
+    with workspace.session() as session:
+        second = session.scalar(select(ModelRow).where(ModelRow.kind == "micro:disc", ModelRow.version == 2))
+        assert second.metrics["shared_detector"]["reused_from"] in ("micro:square:1", "micro:disc:1")
+    unchanged = _done(workspace, "micro-train", project="shapes", all_classes=True, **options)["classes"]
+    assert not unchanged["square"]["trained"] and "no new labels" in unchanged["square"]["reason"]
+
+    # the chain: the shared detector runs once per batch of images, never a whole detector per class
+    passes = []
+    real_features = BoxDetector.predict_with_features
+
+    def counted(self, images, given=None):
+        passes.append(len(images))
+        return real_features(self, images, given)
+
+    monkeypatch.setattr(BoxDetector, "predict_with_features", counted)
+    monkeypatch.setattr(BoxDetector, "predict", lambda *a, **k: pytest.fail("a whole detector ran per class"))
+    micro_boxes._TRUNKS.clear()
+    set_chain(workspace, "shapes", ["micro:square", "micro:disc"])
+    predicted = _done(workspace, "chain-predict", project="shapes", target_precision=0.5)
+    assert predicted["predictions"] == 6 and passes == [6]
+    found = _chain_boxes(workspace)
+    boxes = [s for shapes in found.values() for s in shapes]
+    assert boxes, predicted
+    assert {s["label"] for s in boxes} <= {"square", "disc"}
+    assert all(s["attributes"]["micro_model"] in ("micro:square:1", "micro:disc:2", "micro:disc:1") for s in boxes)
+    assert all(s["score"] >= s["attributes"]["threshold"] for s in boxes)
+    # one class per box: no two pre-labels of an item on the same box
+    for shapes in found.values():
+        corners = [tuple(s[k] for k in ("x0", "y0", "x1", "y1")) for s in shapes]
+        assert len(corners) == len(set(corners))
+
+
 # --- real photos ------------------------------------------------------------------------------------------------
 
 def _raccoon_slice(shared_data: Path, folder: Path, count: int) -> None:

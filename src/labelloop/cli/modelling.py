@@ -53,7 +53,7 @@ def train(
     start_from: Optional[str] = typer.Option(None, "--from", help="detector: fine-tune this version on today's labels."),
     class_name: Optional[str] = typer.Option(None, "--class", help="micro: train the micro-model of this class."),
     all_classes: bool = typer.Option(False, "--all-classes", help="micro: every class with enough examples (one line each)."),
-    base: Optional[str] = typer.Option(None, "--base", help="micro: the base model: classifier (classification, multi-label); detector (detection: a one-class detector per class); unet or pixel-rf (semantic; default unet where there are masks, pixel-rf for scribbles only)."),
+    base: Optional[str] = typer.Option(None, "--base", help="micro: the base model: classifier (classification, multi-label); detector (detection: a one-class detector per class); shared-detector (detection: one detector for every class, a small head per class; the chain runs it once per image); unet or pixel-rf (semantic; default unet where there are masks, pixel-rf for scribbles only)."),
     min_examples: Optional[int] = typer.Option(None, "--min-examples", help="micro: labelled examples a class needs (5 items; 5 images with a box of it for detector; 2 images for unet and pixel-rf)."),
     pseudo: bool = typer.Option(False, "--pseudo-labels", help="micro: the chain's pending pre-labels join training where the held-out score says they help."),
     extra: list[str] = typer.Option([], "--set", help="Any other model parameter as key=value (repeatable)."),

@@ -46,6 +46,11 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
 
 
+def _numpy(out: dict[str, torch.Tensor]) -> Detections:
+    return {"boxes": out["boxes"].float().numpy().astype(float), "labels": out["labels"].numpy().astype(int),
+            "scores": out["scores"].float().numpy().astype(float)}
+
+
 class BoxDetector:
     """Boxes of `n_classes` classes (labels 1..n). Training runs for `epochs` or until `time_budget` seconds,
     whichever ends first; the learning rate warms up over `warmup_steps`, then is multiplied by `gamma` at each of
@@ -361,24 +366,56 @@ class BoxDetector:
         photos took 0.67× the CPU time and 0.89× the wall time of one image at a time on 2 threads, with the same
         boxes (a 416 px Faster R-CNN is too small a job to split well across threads;
         benchmarks/detector_inference.py)."""
+        def one(network: torch.nn.Module, image: np.ndarray, _) -> Detections:
+            return _numpy(network([_tensor(image)])[0])
+
+        return self._each_image(one, images, [None] * len(images))
+
+    def predict_with_features(self, images: Sequence[np.ndarray],
+                              given: Sequence[np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
+        """As `predict`, with what the box predictor reads for each kept box (`features`, N×F: the box head's
+        output at the final box) and, for `given` boxes (per image M×4, in the image's pixels), the same at those
+        boxes (`given_features`, M×F): what the class heads of a shared detector learn from and score
+        (ml.micro_boxes.SharedBoxHead). One pass of the network per image, as `predict`."""
+
+        def one(network: torch.nn.Module, image: np.ndarray, extra: np.ndarray | None) -> dict[str, np.ndarray]:
+            tensor = _tensor(image)
+            original = [tuple(tensor.shape[-2:])]
+            batch, _ = network.transform([tensor])
+            features = network.backbone(batch.tensors)
+            proposals, _ = network.rpn(batch, features)
+            found, _ = network.roi_heads(features, proposals, batch.image_sizes)
+            (h, w), (height, width) = batch.image_sizes[0], original[0]
+            boxes = found[0]["boxes"]
+            scale = torch.tensor([w / width, h / height, w / width, h / height], dtype=boxes.dtype)
+            extra = torch.as_tensor(np.asarray(extra if extra is not None else [], np.float32).reshape(-1, 4))
+            pooled = network.roi_heads.box_roi_pool(features, [torch.cat([boxes, extra.to(boxes.dtype) * scale])],
+                                                    batch.image_sizes)
+            represented = network.roi_heads.box_head(pooled).float().numpy().astype(np.float32)
+            out = _numpy(network.transform.postprocess(found, batch.image_sizes, original)[0])
+            return {**out, "features": represented[:len(boxes)], "given_features": represented[len(boxes):]}
+
+        return self._each_image(one, images, list(given) if given is not None else [None] * len(images))
+
+    def _each_image(self, one: Callable, images: Sequence[np.ndarray], extras: list) -> list:
+        """`one(network, image, extra)` on every image under the prediction settings. With T threads (`threads`,
+        or the free cores) and several images, T images run at once, one torch thread each (see `predict`)."""
         network = self._inference_network()
         threads = max(1, self.threads or default_threads(wait=False))  # never waits for a fresh count
         workers = min(threads, len(images))
 
-        def one(image: np.ndarray) -> Detections:
+        def run(image: np.ndarray, extra) -> Any:
             if workers > 1:
                 torch.set_num_threads(1)  # this worker thread's own setting (OpenMP keeps one per thread)
             with torch.inference_mode(), self._autocast():  # thread-local, as is grad mode: entered in the worker
-                out = network([_tensor(image)])[0]
-            return {"boxes": out["boxes"].float().numpy().astype(float), "labels": out["labels"].numpy().astype(int),
-                    "scores": out["scores"].float().numpy().astype(float)}
+                return one(network, image, extra)
 
         with cpu_threads(torch.device("cpu"), 1 if workers > 1 else threads), \
                 prediction_size(network, *self.prediction_sizes):
             if workers <= 1:
-                return [one(image) for image in images]
+                return [run(image, extra) for image, extra in zip(images, extras)]
             with ThreadPoolExecutor(workers, thread_name_prefix="detector") as pool:
-                return list(pool.map(one, images))
+                return list(pool.map(run, images, extras))
 
     def _inference_network(self) -> torch.nn.Module:
         """The network to predict with: a copy with the backbone's batch norms folded into its convolutions (0.8-0.9x

@@ -28,10 +28,11 @@ class MicroTrainIn(Strict):
     min_examples: int | None = Field(None, ge=2, le=1_000_000,
                                      description="Labelled examples a class needs (default 5 items; 5 images "
                                                  "with a box of it for detector; 2 images for pixel-rf and unet)")
-    base: Literal["classifier", "detector", "pixel-rf", "unet"] | None = Field(
+    base: Literal["classifier", "detector", "shared-detector", "pixel-rf", "unet"] | None = Field(
         None, description="classifier (classification, multi-label); detector (detection: a one-class detector per "
-                          "class); pixel-rf or unet (semantic: default unet where the project has masks, else "
-                          "pixel-rf)")
+                          "class); shared-detector (detection: one detector for every class and a small head per "
+                          "class: one detector pass per image in the chain); pixel-rf or unet (semantic: default "
+                          "unet where the project has masks, else pixel-rf)")
     pseudo_labels: bool = Field(False, description="Let the chain's pending pre-labels join training as pseudo-labels "
                                                    "where the held-out score says they help")
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters, as `labelloop train --set`.")

@@ -39,10 +39,10 @@ def train_micro(workspace, project: ProjectInfo, params: dict[str, Any], ctx: Jo
     micro-model retrains alone when its class gets new labels) unless `force`."""
     base = base_of(workspace, project, params)
     min_examples = min_examples_of(params, base)
-    if base == "detector":
+    if base in ("detector", "shared-detector"):
         from labelloop.services.assist.micro_boxes import train_box_micros
 
-        results = train_box_micros(workspace, project, params, ctx, min_examples)
+        results = train_box_micros(workspace, project, params, ctx, min_examples, base)
         lines = [_line(name, r) for name, r in results.items()]
         return {"summary": "; ".join(lines), "lines": lines, "classes": results}
     if base != "classifier":

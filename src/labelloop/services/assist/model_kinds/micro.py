@@ -27,7 +27,8 @@ DEFAULT_MIN_EXAMPLES = 5
 # Bases a micro-model can stand on, with the project kinds each serves (semantic ones: services/assist/micro_masks.py;
 # detection ones: services/assist/micro_boxes.py).
 BASES = {"classifier": (ProjectKind.classification, ProjectKind.multilabel), "detector": (ProjectKind.detection,),
-         "pixel-rf": (ProjectKind.semantic,), "unet": (ProjectKind.semantic,)}
+         "shared-detector": (ProjectKind.detection,), "pixel-rf": (ProjectKind.semantic,),
+         "unet": (ProjectKind.semantic,)}
 
 
 def micro_kind(class_name: str) -> str:
@@ -126,7 +127,8 @@ def default_min_examples(base: str) -> int:
     from labelloop.services.assist.micro_boxes import DEFAULT_BOX_MIN_EXAMPLES
     from labelloop.services.assist.micro_masks import DEFAULT_MASK_MIN_EXAMPLES
 
-    defaults = {"classifier": DEFAULT_MIN_EXAMPLES, "detector": DEFAULT_BOX_MIN_EXAMPLES}
+    defaults = {"classifier": DEFAULT_MIN_EXAMPLES, "detector": DEFAULT_BOX_MIN_EXAMPLES,
+                "shared-detector": DEFAULT_BOX_MIN_EXAMPLES}
     return defaults.get(base, DEFAULT_MASK_MIN_EXAMPLES)
 
 
@@ -144,8 +146,8 @@ def min_examples_of(params: dict[str, Any], base: str = "classifier") -> int:
 class Micro:
     name = "micro"
     description = ("one small model per class (that class against every other labelled item, image or pixel) on "
-                   "embeddings, a one-class detector, a pixel forest or a U-Net, each with its own versions and a "
-                   "threshold calibrated on the class's held-out labels")
+                   "embeddings, a one-class detector (or a head on a detector the classes share), a pixel forest or a "
+                   "U-Net, each with its own versions and a threshold calibrated on the class's held-out labels")
     project_kinds = (ProjectKind.classification, ProjectKind.multilabel, ProjectKind.detection, ProjectKind.semantic)
     figures = (("class", "class", "text"), ("base", "base model", "text"),
                ("examples", "labelled examples of the class", "count"),
@@ -173,6 +175,10 @@ class Micro:
             from labelloop.services.assist.micro_boxes import train_box_class
 
             return train_box_class(workspace, project, name, params, ctx, min_examples_of(params, base))
+        if base == "shared-detector":
+            from labelloop.services.assist.micro_boxes import train_shared_class
+
+            return train_shared_class(workspace, project, name, params, ctx, min_examples_of(params, base))
         if base != "classifier":
             from labelloop.services.assist.micro_masks import train_mask_class
 
