@@ -65,6 +65,15 @@ def test_a_detection_project_offers_micro_models_and_shows_each_class_by_its_ima
                                    "in chain", ""]
     assert rows[1].startswith("car\t1\t–\tno: 1 labelled image(s) hold a 'car' box, fewer than --min-examples 5")
     screenshot(page, "dashboard-micro-models-detection")
+    # the base: a detector per class, or one shared by the classes; the choice reaches the training job
+    base = card.locator("[data-testid=micro-base]")
+    assert base.locator("option").all_inner_texts() == ["auto", "a detector per class", "one shared detector"]
+    base.select_option("shared-detector")
+    card.locator("[data-testid=micro-train-all]").click()
+    page.locator("td.job-message", has_text="car: not trained").first.wait_for(timeout=60_000)
+    with ui_server.api() as http:
+        job = http.get(f"/api/projects/{pid}/jobs").json()["items"][0]
+    assert job["kind"] == "micro-train" and job["params"]["base"] == "shared-detector", job
 
 
 def test_a_class_is_trained_alone_from_its_row_with_the_options_the_card_offers(page, ui_server):

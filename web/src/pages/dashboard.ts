@@ -253,11 +253,16 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
         toast(formatError(error), "error");
       }
     };
-    // the API's options: base (semantic projects choose), the examples a class needs, pseudo-labels
+    // the API's options: base (semantic and detection projects choose), the examples a class needs, pseudo-labels
+    const bases = pixels ? { title: "unet where the project has masks, else pixel-rf",
+                             choices: [["", "auto"], ["pixel-rf", "pixel-rf"], ["unet", "unet"]] }
+      : boxes ? { title: "one detector per class (the chain runs each), or one detector shared by the classes with a small head per class (the chain runs it once per image)",
+                  choices: [["", "auto"], ["detector", "a detector per class"], ["shared-detector", "one shared detector"]] }
+      : null;
     const options = manage ? h("div", { class: "row", "data-testid": "micro-options" },
-      pixels ? h("label", { title: "unet where the project has masks, else pixel-rf" }, "Base ",
+      bases ? h("label", { title: bases.title }, "Base ",
         h("select", { "data-testid": "micro-base", onchange: (e: Event) => { microOptions.base = (e.target as HTMLSelectElement).value; } },
-          [["", "auto"], ["pixel-rf", "pixel-rf"], ["unet", "unet"]].map(([value, label]) =>
+          bases.choices.map(([value, label]) =>
             h("option", { value, selected: value === microOptions.base }, label)))) : null,
       h("label", { title: `labelled ${pixels || boxes ? "images" : "examples"} a class needs before its micro-model trains` },
         "Min examples ", h("input", { type: "number", min: "2", size: 4, placeholder: pixels ? "2" : "5",
