@@ -6,9 +6,11 @@ A seeded 100 of the 200 photos, with errors injected into their boxes (seeded): 
 10 % shifted by half their width or height (kept inside the image). The detector is trained as the product trains
 it on those labels (20 % held out; the held-out images hold too few boxes, so 3 calibration folds run, each on the
 others' labels), so every image gets an out-of-sample prediction: the held-out ones from the network, the rest
-from the fold that did not train on them. `find_box_label_issues` then flags images. Reported: for removed and for
-shifted boxes, the recall of the images that carry one (flagged at all, and flagged with the right kind); the
-precision of the flags (flagged images that carry an injected error); the precision-recall of the image scores.
+from the fold that did not train on them. `find_box_label_issues` then flags images, twice on the same predictions:
+with cleanlab's checks only (`cleanlab`), and with the box classifier's reading of each labelled box as drawn too
+(`with_drawn`, the product's default since 2026-12-07). Reported for each: for removed and for shifted boxes, the
+recall of the images that carry one (flagged at all, and flagged with the right kind); the precision of the flags
+(flagged images that carry an injected error); the precision-recall of the image scores.
 The main network trains a fixed number of steps (`--steps`), so the figures do not depend on the machine's load.
 """
 
@@ -63,6 +65,27 @@ def inject(targets: list[dict], images: list[np.ndarray], share: float, seed: in
     return out, errors
 
 
+def figures(suspects, quality: np.ndarray, errors: list[set]) -> dict:
+    """Recall per injected kind (flagged, and flagged as that kind), precision of the flags, AP of the scores."""
+    from sklearn.metrics import average_precision_score
+
+    flagged = {s.index: s for s in suspects}
+    out = {"flagged": len(suspects)}
+    for name in ("removed", "shifted"):
+        carrying = [i for i, e in enumerate(errors) if name in e]
+        kind = "overlooked" if name == "removed" else "badloc"
+        out[name] = {"images": len(carrying), "recall": round(np.mean([i in flagged for i in carrying]), 4),
+                     "recall_right_kind": round(np.mean([i in flagged and flagged[i].kind == kind
+                                                         for i in carrying]), 4)}
+    out["precision"] = round(np.mean([bool(errors[i]) for i in flagged]), 4) if flagged else None
+    truth = np.array([bool(e) for e in errors])
+    out["average_precision"] = round(float(average_precision_score(truth, 1 - quality)), 4)
+    out["kinds"] = {k: sum(s.kind == k for s in suspects) for k in ("overlooked", "badloc", "swap")}
+    out["top"] = [{"index": s.index, "score": s.score, "kind": s.kind, "reason": s.reason,
+                   "injected": sorted(errors[s.index])} for s in suspects[:15]]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
@@ -91,34 +114,23 @@ def main() -> None:
                  [noisy[i] for i in hold],
                  on_progress=lambda d, t, m: print(f"\r  {m} {d}/{t}", end="", file=sys.stderr, flush=True))
     wall = time.perf_counter() - started
-    preds = [None] * len(images)
-    for i, p in zip(hold, detector.held_out_[0]):
-        preds[i] = p
-    for k, p in zip(detector.cv_[2]["order"], detector.cv_[0]):
-        preds[fit_i[k]] = p
-    suspects, quality = find_box_label_issues(noisy, preds, ["raccoon"])
-    flagged = {s.index: s for s in suspects}
+    preds, drawn = [None] * len(images), [None] * len(images)
+    for i, p, c in zip(hold, detector.held_out_[0], detector.held_out_drawn_):
+        preds[i], drawn[i] = p, c
+    for k, p, c in zip(detector.cv_[2]["order"], detector.cv_[0], detector.cv_[2]["drawn"]):
+        preds[fit_i[k]], drawn[fit_i[k]] = p, c
     report = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "seed": args.seed,
               "images": len(images), "boxes": int(sum(len(t["boxes"]) for t in clean)), "steps": args.steps,
-              "wall_s": round(wall, 1), "detector": detector.summary_, "flagged": len(suspects)}
-    for name in ("removed", "shifted"):
-        carrying = [i for i, e in enumerate(errors) if name in e]
-        kind = "overlooked" if name == "removed" else "badloc"
-        report[name] = {"images": len(carrying), "recall": round(np.mean([i in flagged for i in carrying]), 4),
-                        "recall_right_kind": round(np.mean([i in flagged and flagged[i].kind == kind
-                                                            for i in carrying]), 4)}
-    report["precision"] = round(np.mean([bool(errors[i]) for i in flagged]), 4) if flagged else None
-    from sklearn.metrics import average_precision_score
-
-    truth = np.array([bool(e) for e in errors])
-    report["average_precision"] = round(float(average_precision_score(truth, 1 - quality)), 4)
-    report["kinds"] = {k: sum(s.kind == k for s in suspects) for k in ("overlooked", "badloc", "swap")}
-    report["top"] = [{"index": s.index, "score": s.score, "kind": s.kind, "reason": s.reason,
-                      "injected": sorted(errors[s.index])} for s in suspects[:15]]
+              "wall_s": round(wall, 1), "detector": detector.summary_}
+    kept = {}
+    for variant, read in (("cleanlab", None), ("with_drawn", drawn)):
+        suspects, quality = find_box_label_issues(noisy, preds, ["raccoon"], read)
+        report[variant] = figures(suspects, quality, errors)
+        kept[variant] = quality
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))
     args.out.with_suffix(".pkl").write_bytes(pickle.dumps({"noisy": noisy, "clean": clean, "errors": errors,
-                                                           "preds": preds, "quality": quality}))
+                                                           "preds": preds, "drawn": drawn, "quality": kept}))
     print(file=sys.stderr)
     print(json.dumps(report, indent=1, default=float))
 

@@ -426,6 +426,34 @@ def test_a_removed_box_is_found_as_missing_and_a_wrong_class_as_a_swap():
     assert quality[4] < 0.5 and quality[9] < 0.5 and np.delete(quality, [4, 9]).min() > 0.8
 
 
+def test_a_box_the_classifier_calls_background_as_drawn_is_a_bad_location_even_where_cleanlab_passes_it():
+    from labelloop.ml.detection.label_issues import find_box_label_issues
+
+    _, targets = drawn_shapes(30, 11)
+    preds = [_perfect(t) for t in targets]
+    labels = [dict(t) for t in targets]
+    shifted = targets[6]["boxes"].copy()
+    shifted[0] += [8, 0, 8, 0]  # moved by half a box: the model's own box still fits it at IoU 0.33-0.5
+    labels[6] = {"boxes": shifted, "labels": targets[6]["labels"]}
+    # the box classifier's chances for each labelled box as drawn (background, square, disc): sure of every box,
+    # except the shifted one (background) and image 12's first box (called the other class)
+    drawn = [np.eye(3)[np.asarray(t["labels"])] * 0.9 + 0.1 / 3 for t in labels]
+    drawn[6][0] = [0.8, 0.1, 0.1]
+    drawn[12][0] = np.roll([0.1, 0.8, 0.1], 0 if labels[12]["labels"][0] == 2 else 1)
+    drawn[20] = None  # not read as drawn: cleanlab's checks only
+    without, plain = find_box_label_issues(labels, preds, ["square", "disc"])
+    assert 12 not in {s.index for s in without}  # a box the right size in the right place: cleanlab passes it
+    suspects, quality = find_box_label_issues(labels, preds, ["square", "disc"], drawn)
+    by_image = {s.index: s for s in suspects}
+    assert set(by_image) == {6, 12}
+    assert by_image[6].kind == "badloc" and "the model sees background there (it gives" in by_image[6].reason
+    assert by_image[6].box == [round(float(v), 1) for v in shifted[0]]
+    assert by_image[12].kind == "swap" and "as drawn, the model says" in by_image[12].reason
+    assert quality[6] == pytest.approx(0.1) and quality[6] <= plain[6]
+    others = np.delete(np.arange(30), [6, 12])
+    assert quality[others].tolist() == plain[others].tolist()  # the boxes it calls their class change nothing
+
+
 def test_box_label_errors_without_a_detector_say_what_to_train(workspace, boxes_project):
     from labelloop.services.quality.runs import run_checks
 
@@ -444,8 +472,11 @@ def test_box_label_errors_read_every_labelled_image_out_of_sample_and_flag_a_rem
     _train(workspace, {"epochs": 2, **FAST, "calibration_folds": 2, "test_items": str(boxes_project["s09"])})
     with workspace.session() as session:
         project = get_project(session, "shapes")
-    model, predicted = detector_predictions(workspace, project)
+    model, predicted, drawn = detector_predictions(workspace, project)
     assert sorted(predicted) == sorted(boxes_project[f"s{n:02d}"] for n in range(10))  # held-out + out-of-fold
+    # every labelled box was also read as drawn, out of sample: its boxes and a chance per class (+ background)
+    assert sorted(drawn) == sorted(predicted)
+    assert all(c.shape == (len(b), 3) and np.allclose(c.sum(1), 1) for b, c in drawn.values())
     checkpoint = model.metrics["calibrated_on"]
     assert checkpoint == "1 held-out images + 9 out-of-fold (2 folds)"
     first = run_checks(workspace, project, "label")["label"]

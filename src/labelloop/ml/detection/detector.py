@@ -194,7 +194,7 @@ class BoxDetector:
         per_epoch = [-(-(len(images) - len(part) + len(test_images)) // self.batch_size) for part in parts]
         epochs = [-(-steps // n) for n in per_epoch]  # whole epochs: at least `steps` steps
         total = sum(e * n for e, n in zip(epochs, per_epoch))
-        preds, truths, order, done = [], [], [], 0
+        preds, truths, order, drawn, done = [], [], [], [], 0
         for k, part in enumerate(parts):
             inside = set(part.tolist())
             keep = [i for i in range(len(images)) if i not in inside]
@@ -214,12 +214,14 @@ class BoxDetector:
                 log.info("stopped during the calibration folds: the threshold stays the held-out images' one")
                 return
             done += model._state["step"]
-            preds.extend(model.predict([images[i] for i in part]))
+            found, read = model._predict_and_read_drawn([images[i] for i in part], [targets[i] for i in part])
+            preds.extend(found)
+            drawn.extend(read)
             order.extend(int(i) for i in part)
             truths.extend({"boxes": np.asarray(targets[i]["boxes"], float).reshape(-1, 4),
                            "labels": np.asarray(targets[i]["labels"], int)} for i in part)
         self.cv_ = (preds, truths, {"folds": folds, "steps": steps, "images": len(images), "order": order,
-                                    "from_base": start is not None})
+                                    "from_base": start is not None, "drawn": drawn})
         self.calibrate(self.target_precision)
         if on_checkpoint:
             on_checkpoint(self)
@@ -314,7 +316,7 @@ class BoxDetector:
     def _evaluate(self, test_images, test_targets) -> None:
         if not len(test_images):
             return
-        preds = self.predict(test_images)
+        preds, self.held_out_drawn_ = self._predict_and_read_drawn(test_images, test_targets)
         self.held_out_ = (preds, [{"boxes": np.asarray(t["boxes"], float).reshape(-1, 4),
                                    "labels": np.asarray(t["labels"], int)} for t in test_targets])
         figures = coco_map(preds, self.held_out_[1], self.n_classes)
@@ -325,6 +327,14 @@ class BoxDetector:
             self.history_[key].append(figures[key])
         self.history_["precision"].append(overall.precision if overall else None)
         self.history_["recall"].append(overall.recall if overall else None)
+
+    def _predict_and_read_drawn(self, images, targets) -> tuple[list[Detections], list[np.ndarray]]:
+        """(the detections of `images`, and per image what the box classifier makes of each labelled box as drawn:
+        M×(n+1) chances, background first), in one pass of the network per image."""
+        found = self.predict_with_features(images, given=[np.asarray(t["boxes"], float).reshape(-1, 4)
+                                                          for t in targets])
+        return ([{k: f[k] for k in ("boxes", "labels", "scores")} for f in found],
+                [f["given_proba"] for f in found])
 
     def calibrate(self, target_precision: float) -> dict[int, BoxThreshold]:
         """Thresholds from the held-out predictions of the last evaluation (with the out-of-fold ones of the
@@ -376,7 +386,9 @@ class BoxDetector:
         """As `predict`, with what the box predictor reads for each kept box (`features`, N×F: the box head's
         output at the final box) and, for `given` boxes (per image M×4, in the image's pixels), the same at those
         boxes (`given_features`, M×F): what the class heads of a shared detector learn from and score
-        (ml.micro_boxes.SharedBoxHead). One pass of the network per image, as `predict`."""
+        (ml.micro_boxes.SharedBoxHead), and what the box classifier makes of each given box as drawn
+        (`given_proba`, M×(n+1): background, then the classes; the box label-error check reads it). One pass of the
+        network per image, as `predict`."""
 
         def one(network: torch.nn.Module, image: np.ndarray, extra: np.ndarray | None) -> dict[str, np.ndarray]:
             tensor = _tensor(image)
@@ -391,9 +403,12 @@ class BoxDetector:
             extra = torch.as_tensor(np.asarray(extra if extra is not None else [], np.float32).reshape(-1, 4))
             pooled = network.roi_heads.box_roi_pool(features, [torch.cat([boxes, extra.to(boxes.dtype) * scale])],
                                                     batch.image_sizes)
-            represented = network.roi_heads.box_head(pooled).float().numpy().astype(np.float32)
+            represented = network.roi_heads.box_head(pooled).float()
+            given_logits, _ = network.roi_heads.box_predictor(represented[len(boxes):])
             out = _numpy(network.transform.postprocess(found, batch.image_sizes, original)[0])
-            return {**out, "features": represented[:len(boxes)], "given_features": represented[len(boxes):]}
+            represented = represented.numpy().astype(np.float32)
+            return {**out, "features": represented[:len(boxes)], "given_features": represented[len(boxes):],
+                    "given_proba": torch.softmax(given_logits.float(), 1).numpy().astype(float)}
 
         return self._each_image(one, images, list(given) if given is not None else [None] * len(images))
 
@@ -466,7 +481,7 @@ class BoxDetector:
                     "optimizer": self.optimizer_.state_dict(), "history": self.history_,
                     "state": {k: v for k, v in self._state.items() if k != "rng"},
                     "rng": self._state["rng"].bit_generator.state, "held_out": getattr(self, "held_out_", None),
-                    "cv": getattr(self, "cv_", None)},
+                    "held_out_drawn": getattr(self, "held_out_drawn_", None), "cv": getattr(self, "cv_", None)},
                    buffer)
         return buffer.getvalue()
 
@@ -486,6 +501,7 @@ class BoxDetector:
         rng.bit_generator.state = saved["rng"]
         detector._state = {**saved["state"], "rng": rng}
         detector.cv_ = saved.get("cv")
+        detector.held_out_drawn_ = saved.get("held_out_drawn")  # None in versions saved before it existed
         if saved["held_out"] is not None or detector.cv_ is not None:
             if saved["held_out"] is not None:
                 detector.held_out_ = saved["held_out"]

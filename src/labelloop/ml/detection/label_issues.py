@@ -4,7 +4,13 @@ its calibration folds), with the kind of error and a reason in words per flagged
 Three kinds, each scored per box by cleanlab (lower is worse): a box that is missing (the model finds an object with
 high confidence where no box of its class is), a box in a bad location (a labelled box whose best same-class match is
 poor), a wrong class (a labelled box the model sees as another class). An image is flagged by cleanlab's own rule
-(`find_label_issues`); its worst box names the kind and the reason."""
+(`find_label_issues`); its worst box names the kind and the reason.
+
+And one check of our own, where the detector read the labelled boxes as drawn (`drawn`: its box classifier's
+chances for each labelled box used as a proposal, out of sample like the predictions): a box the classifier does not
+call its class is flagged too — a box in a bad location when it calls it background (Faster R-CNN's classifier
+learns that a box overlapping an object at IoU < 0.5 is background), a wrong class when it calls it another class.
+The rule is the classifier's own decision (its most likely class), not a cut chosen on data."""
 
 from __future__ import annotations
 
@@ -41,10 +47,26 @@ def _cleanlab_inputs(truths: list[Detections], preds: list[Detections], n_classe
     return labels, predictions
 
 
-def find_box_label_issues(truths: list[Detections], preds: list[Detections],
-                          class_names: list[str]) -> tuple[list[BoxSuspect], np.ndarray]:
+def drawn_box_issues(truth: Detections, drawn: np.ndarray | None) -> list[tuple[int, str, float, int]]:
+    """The labelled boxes of one image whose class the box classifier, shown the box as drawn, does not pick:
+    (box index, "badloc" or "swap", the chance it gives the labelled class, the class it picks: 0 = background)."""
+    if drawn is None:
+        return []
+    labels = np.asarray(truth["labels"], int).reshape(-1)
+    drawn = np.asarray(drawn, float).reshape(len(labels), -1)
+    found = []
+    for j, label in enumerate(labels):
+        picked = int(drawn[j].argmax())
+        if picked != label:
+            found.append((j, "badloc" if picked == 0 else "swap", float(drawn[j, label]), picked))
+    return found
+
+
+def find_box_label_issues(truths: list[Detections], preds: list[Detections], class_names: list[str],
+                          drawn: list[np.ndarray | None] | None = None) -> tuple[list[BoxSuspect], np.ndarray]:
     """Flagged images (most suspect first) and every image's quality score (0..1, lower is worse). `preds` must be
-    out-of-sample: predicted by a network that never trained on that image."""
+    out-of-sample: predicted by a network that never trained on that image; so must `drawn` (per image, the box
+    classifier's chances for its labelled boxes, None where unknown)."""
     import warnings
 
     from cleanlab.object_detection.filter import find_label_issues
@@ -61,17 +83,43 @@ def find_box_label_issues(truths: list[Detections], preds: list[Detections],
         per_kind = {"overlooked": compute_overlooked_box_scores(labels=labels, predictions=predictions),
                     "badloc": compute_badloc_box_scores(labels=labels, predictions=predictions),
                     "swap": compute_swap_box_scores(labels=labels, predictions=predictions)}
+    quality = np.asarray(quality, float).copy()
     suspects = []
-    for i in np.flatnonzero(flagged):
-        kind, box_index, worst = min(((k, int(np.nanargmin(s[i])), float(np.nanmin(s[i])))
-                                      for k, s in per_kind.items() if len(s[i]) and not np.isnan(s[i]).all()),
-                                     key=lambda x: x[2], default=(None, -1, 1.0))
-        if kind is None:
-            continue
-        reason, box = _reason(kind, box_index, truths[i], preds[i], class_names)
-        suspects.append(BoxSuspect(int(i), round(1.0 - float(quality[i]), 4), kind, reason, box))
+    for i in range(len(truths)):
+        own = drawn_box_issues(truths[i], drawn[i] if drawn is not None else None)
+        if own:  # the image's quality is at most the chance its worst box as drawn gets
+            quality[i] = min(quality[i], min(chance for _, _, chance, _ in own))
+        if flagged[i]:
+            kind, box_index, worst = min(((k, int(np.nanargmin(s[i])), float(np.nanmin(s[i])))
+                                          for k, s in per_kind.items() if len(s[i]) and not np.isnan(s[i]).all()),
+                                         key=lambda x: x[2], default=(None, -1, 1.0))
+            if kind is not None:
+                reason, box = _reason(kind, box_index, truths[i], preds[i], class_names)
+                suspects.append(BoxSuspect(int(i), round(1.0 - float(quality[i]), 4), kind, reason, box))
+                continue
+        if own:
+            box_index, kind, chance, picked = min(own, key=lambda x: x[2])
+            reason, box = _drawn_reason(kind, box_index, chance, picked, truths[i], preds[i], class_names)
+            suspects.append(BoxSuspect(int(i), round(1.0 - float(quality[i]), 4), kind, reason, box))
     suspects.sort(key=lambda s: -s.score)
-    return suspects, np.asarray(quality, float)
+    return suspects, quality
+
+
+def _drawn_reason(kind: str, box_index: int, chance: float, picked: int, truth: Detections, pred: Detections,
+                  names: list[str]):
+    """Words for a box the classifier, shown it as drawn, does not call its class."""
+    box = np.asarray(truth["boxes"], float).reshape(-1, 4)[box_index]
+    label = names[int(np.asarray(truth["labels"], int)[box_index]) - 1]
+    where = f"({box[0]:.0f}, {box[1]:.0f})–({box[2]:.0f}, {box[3]:.0f})"
+    if kind == "swap":
+        return (f"labelled {label} at {where}; shown the box as drawn, the model says {names[picked - 1]} (it gives "
+                f"{label} {chance:.2f})", [round(float(v), 1) for v in box])
+    p_boxes, p_labels = np.asarray(pred["boxes"], float).reshape(-1, 4), np.asarray(pred["labels"], int)
+    same = p_boxes[p_labels == int(np.asarray(truth["labels"], int)[box_index])]
+    fit = box_iou(box[None], same)[0] if len(same) else np.zeros(0)
+    near = f"; its nearest {label} box fits the drawn one at IoU {float(fit.max()):.2f}" if len(fit) else ""
+    return (f"shown the {label} box at {where} as drawn, the model sees background there (it gives {label} "
+            f"{chance:.2f}){near}", [round(float(v), 1) for v in box])
 
 
 def _reason(kind: str, box_index: int, truth: Detections, pred: Detections, names: list[str]):

@@ -18,7 +18,8 @@ KIND = "label"
 
 
 def detector_predictions(workspace, project: ProjectInfo):
-    """(the model, {item id: out-of-sample detections}) of the newest ready detector."""
+    """(the model, {item id: out-of-sample detections}, {item id: (the boxes it read as drawn, the box classifier's
+    chances for them)}) of the newest ready detector; the second is empty for versions saved before it existed."""
     from labelloop.ml.detection.detector import BoxDetector
     from labelloop.services.assist.models import get_model, read_checkpoint
 
@@ -31,11 +32,22 @@ def detector_predictions(workspace, project: ProjectInfo):
     test_ids = set(model.params.get("test_item_ids", []))
     held_ids = [i for i in model.item_ids if i in test_ids]
     train_ids = [i for i in model.item_ids if i not in test_ids]
-    found = dict(zip(held_ids, getattr(detector, "held_out_", ([], []))[0]))
+    held = getattr(detector, "held_out_", ([], []))
+    found = dict(zip(held_ids, held[0]))
+    drawn = {}
+    if getattr(detector, "held_out_drawn_", None) is not None:
+        drawn = {i: (t["boxes"], c) for i, t, c in zip(held_ids, held[1], detector.held_out_drawn_)}
     cv = getattr(detector, "cv_", None)
     if cv is not None and "order" in cv[2]:
         found.update({train_ids[k]: p for k, p in zip(cv[2]["order"], cv[0])})
-    return model, found
+        if "drawn" in cv[2]:
+            drawn.update({train_ids[k]: (t["boxes"], c) for k, t, c in zip(cv[2]["order"], cv[1], cv[2]["drawn"])})
+    return model, found, drawn
+
+
+def _same_boxes(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=0.01))
 
 
 def find_box_label_errors(workspace, project: ProjectInfo, *, force: bool = False,
@@ -45,7 +57,7 @@ def find_box_label_errors(workspace, project: ProjectInfo, *, force: bool = Fals
     from labelloop.services.data.project_data import labelled_items
     from labelloop.services.labelling.annotations import latest_for_items
 
-    model, predicted = detector_predictions(workspace, project)
+    model, predicted, read = detector_predictions(workspace, project)
     every = labelled_items(workspace, project, ("box",))
     rows = [(item, shapes) for item, shapes in every if item.id in predicted]
     labelled = len(every)
@@ -65,7 +77,9 @@ def find_box_label_errors(workspace, project: ProjectInfo, *, force: bool = Fals
     index = {c.name: c.index for c in project.classes}
     truths = [{"boxes": np.array([[s.x0, s.y0, s.x1, s.y1] for s in shapes], float).reshape(-1, 4),
                "labels": np.array([index[s.label] for s in shapes], int)} for _, shapes in rows]
-    suspects, quality = find_box_label_issues(truths, [predicted[i] for i in ids], project.class_names())
+    # the boxes as drawn were read at training time: their chances hold while the image's boxes are those boxes
+    drawn = [read[i][1] if i in read and _same_boxes(read[i][0], t["boxes"]) else None for i, t in zip(ids, truths)]
+    suspects, quality = find_box_label_issues(truths, [predicted[i] for i in ids], project.class_names(), drawn)
     found = [Found(ids[s.index], "label", s.score, s.reason, str(versions[ids[s.index]]),
                    {"issue": s.kind, "issue_words": KINDS[s.kind], "box": s.box}) for s in suspects]
     summary = {"labelled": labelled, "scored": len(ids), "flagged": len(found), "model": model.ref,
