@@ -163,7 +163,7 @@ def train_box_micros(workspace, project, params: dict[str, Any], ctx, min_exampl
     if base == SHARED:
         # one shared detector for every class trained in this job: made (or found) on the first class's turn
         detector, fraction, seed = trunk_settings(project, params)
-        signature = trunk_signature(rows, detector.get_params(), fraction, seed)
+        signature = trunk_signature(rows, detector, fraction, seed)
         shared: list[SharedTrunk] = []
 
         def train_one(name: str) -> ModelInfo:
@@ -276,9 +276,11 @@ def trunk_settings(project, params: dict[str, Any]):
     return detector, fraction, seed
 
 
-def trunk_signature(rows, options: dict[str, Any], fraction: float, seed: int) -> str:
+def trunk_signature(rows, detector, fraction: float, seed: int) -> str:
     """A digest of what the shared detector learns from: every labelled image and its boxes (whatever their class:
-    a box changing class leaves the detector as it is), its settings and its held-out split."""
+    a box changing class leaves the detector as it is), its settings (less those that do not change what it
+    learns: the target precision, which only the heads use, and the threads) and its held-out split."""
+    options = {k: v for k, v in detector.get_params().items() if k not in ("target_precision", "threads")}
     digest = hashlib.sha256(json.dumps([options, fraction, seed], sort_keys=True, default=str).encode())
     for item, shapes in sorted(rows, key=lambda r: r[0].id):
         boxes, _ = _boxes_of(shapes)
@@ -311,7 +313,7 @@ class SharedTrunk:
         from labelloop.services.assist.models import list_models, store_file
 
         detector, fraction, seed = trunk_settings(project, params)
-        self.signature = trunk_signature(rows, detector.get_params(), fraction, seed)
+        self.signature = trunk_signature(rows, detector, fraction, seed)
         has_box = np.array([len(_boxes_of(shapes)[0]) > 0 for _, shapes in rows])
         held = set(held_out_images(has_box, fraction, seed).tolist())
         self.train_rows = [r for n, r in enumerate(rows) if n not in held]
