@@ -171,9 +171,11 @@ def train_box_micros(workspace, project, params: dict[str, Any], ctx, min_exampl
                 shared.append(SharedTrunk(workspace, project, rows, params, ctx))
             return train_shared_class(workspace, project, name, params, ctx, min_examples, rows, shared[0])
 
-        def unchanged(current, name: str) -> bool:
+        boxes = objects_signature(rows)
+
+        def unchanged(current, name: str) -> bool:  # a head learns its class against every other object's
             return current.params.get("base") == SHARED and current.params.get("trunk_signature") == signature \
-                and current.params.get("labels_signature") == class_signature(rows, name)
+                and current.params.get("objects_signature") == boxes
     else:
         def train_one(name: str) -> ModelInfo:
             return train_box_class(workspace, project, name, params, ctx, min_examples, rows)
@@ -258,6 +260,16 @@ _TRUNKS: dict[str, Any] = {}  # checkpoint sha256 -> BoxDetector, the last few l
 def _boxes_of(shapes) -> tuple[np.ndarray, list[str]]:
     boxes = [s for s in shapes if isinstance(s, Box)]
     return np.array([[s.x0, s.y0, s.x1, s.y1] for s in boxes], float).reshape(-1, 4), [s.label for s in boxes]
+
+
+def objects_signature(rows) -> str:
+    """A digest of every labelled image's boxes with their classes: what a head on the shared detector learns from
+    (its class against the other objects)."""
+    digest = hashlib.sha256()
+    for item, shapes in sorted(rows, key=lambda r: r[0].id):
+        digest.update(json.dumps([item.id, sorted([round(s.x0, 2), round(s.y0, 2), round(s.x1, 2), round(s.y1, 2),
+                                                   s.label] for s in shapes if isinstance(s, Box))]).encode())
+    return digest.hexdigest()[:16]
 
 
 def trunk_settings(project, params: dict[str, Any]):
@@ -416,8 +428,8 @@ def train_shared_class(workspace, project, name: str, params: dict[str, Any], ct
         "shared_detector": shared,
     }
     stored = {"class": name, "base": SHARED, "min_examples": min_examples, "positives": positives,
-              "labels_signature": class_signature(rows, name), "target_precision": target,
-              "trunk_sha256": trunk.sha256, "trunk_signature": trunk.signature,
+              "labels_signature": class_signature(rows, name), "objects_signature": objects_signature(rows),
+              "target_precision": target, "trunk_sha256": trunk.sha256, "trunk_signature": trunk.signature,
               "test_item_ids": sorted(item.id for item, _ in trunk.held_rows), **trunk.detector.get_params()}
     saved = save_model(workspace, project, micro_kind(name), head, params=stored, metrics=metrics,
                        item_ids=[item.id for item, _ in rows])
