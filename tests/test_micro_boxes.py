@@ -245,7 +245,7 @@ def test_the_heads_learn_from_true_boxes_and_the_detections_that_overlap_them():
 def test_shared_detector_micro_models_train_it_once_and_the_chain_runs_it_once_per_image(workspace, shapes_project,
                                                                                           monkeypatch):
     from labelloop.ml.detection.detector import BoxDetector
-    from labelloop.services.assist import micro_boxes
+    from labelloop.services.assist import micro_shared_boxes
     from labelloop.services.assist.micro import set_chain
 
     fits = []
@@ -290,7 +290,7 @@ def test_shared_detector_micro_models_train_it_once_and_the_chain_runs_it_once_p
 
     monkeypatch.setattr(BoxDetector, "predict_with_features", counted)
     monkeypatch.setattr(BoxDetector, "predict", lambda *a, **k: pytest.fail("a whole detector ran per class"))
-    micro_boxes._TRUNKS.clear()
+    micro_shared_boxes._TRUNKS.clear()
     set_chain(workspace, "shapes", ["micro:square", "micro:disc"])
     predicted = _done(workspace, "chain-predict", project="shapes", target_precision=0.5)
     assert predicted["predictions"] == 6 and passes == [6]

@@ -176,7 +176,7 @@ class Micro:
 
             return train_box_class(workspace, project, name, params, ctx, min_examples_of(params, base))
         if base == "shared-detector":
-            from labelloop.services.assist.micro_boxes import train_shared_class
+            from labelloop.services.assist.micro_shared_boxes import train_shared_class
 
             return train_shared_class(workspace, project, name, params, ctx, min_examples_of(params, base))
         if base != "classifier":
