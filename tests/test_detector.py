@@ -110,6 +110,15 @@ def test_the_detector_learns_drawn_shapes():
     detector.fit(*train, *test)
     assert detector.history_["map50"][-1] >= 0.9, detector.history_
     assert detector.history_["loss"][-1] < detector.history_["loss"][0] / 2
+    # the pass that also returns box features finds the same boxes, and reads the true boxes as drawn: their class
+    found, featured = detector.predict(test[0]), detector.predict_with_features(test[0], given=[
+        t["boxes"] for t in test[1]])
+    assert sum(len(f["boxes"]) for f in found) >= len(test[0])
+    for plain, rich, truth in zip(found, featured, test[1]):
+        assert all(np.array_equal(plain[k], rich[k]) for k in ("boxes", "labels", "scores"))
+        assert rich["features"].shape == (len(plain["boxes"]), 1024)
+        assert rich["given_features"].shape == (len(truth["boxes"]), 1024)
+        assert (rich["given_proba"].argmax(1) == truth["labels"]).mean() >= 0.9
 
 
 def test_calibration_folds_are_added_only_when_the_held_out_boxes_are_too_few():

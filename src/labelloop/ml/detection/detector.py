@@ -46,6 +46,28 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
 
 
+def _detections_with_features(heads, features, proposals: torch.Tensor, image_size) -> tuple[dict, torch.Tensor]:
+    """torchvision's RoIHeads at prediction for one image (box head, predictor, then its postprocess_detections step
+    for step), keeping for each detection the box head's output of the proposal it came from: the features its
+    class score was read from, at no second pass of the box head."""
+    from torchvision.ops import boxes as box_ops
+
+    represented = heads.box_head(heads.box_roi_pool(features, [proposals], [image_size]))
+    class_logits, box_regression = heads.box_predictor(represented)
+    boxes = box_ops.clip_boxes_to_image(heads.box_coder.decode(box_regression, [proposals]), image_size)
+    scores = torch.softmax(class_logits, -1)
+    classes = scores.shape[-1]
+    labels = torch.arange(classes).view(1, -1).expand_as(scores)
+    source = torch.arange(len(scores)).view(-1, 1).expand_as(scores)  # the proposal each (box, class) came from
+    boxes, scores = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1)
+    labels, source = labels[:, 1:].reshape(-1), source[:, 1:].reshape(-1)
+    keep = torch.where(scores > heads.score_thresh)[0]
+    keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
+    keep = keep[box_ops.batched_nms(boxes[keep], scores[keep], labels[keep], heads.nms_thresh)]
+    keep = keep[:heads.detections_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}, represented[source[keep]]
+
+
 def _numpy(out: dict[str, torch.Tensor]) -> Detections:
     return {"boxes": out["boxes"].float().numpy().astype(float), "labels": out["labels"].numpy().astype(int),
             "scores": out["scores"].float().numpy().astype(float)}
@@ -383,9 +405,9 @@ class BoxDetector:
 
     def predict_with_features(self, images: Sequence[np.ndarray],
                               given: Sequence[np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
-        """As `predict`, with what the box predictor reads for each kept box (`features`, N×F: the box head's
-        output at the final box) and, for `given` boxes (per image M×4, in the image's pixels), the same at those
-        boxes (`given_features`, M×F): what the class heads of a shared detector learn from and score
+        """As `predict`, with what the box predictor read for each kept box (`features`, N×F: the box head's output
+        at the proposal the box came from) and, for `given` boxes (per image M×4, in the image's pixels), the same at
+        those boxes (`given_features`, M×F): what the class heads of a shared detector learn from and score
         (ml.micro_boxes.SharedBoxHead), and what the box classifier makes of each given box as drawn
         (`given_proba`, M×(n+1): background, then the classes; the box label-error check reads it). One pass of the
         network per image, as `predict`."""
@@ -396,18 +418,17 @@ class BoxDetector:
             batch, _ = network.transform([tensor])
             features = network.backbone(batch.tensors)
             proposals, _ = network.rpn(batch, features)
-            found, _ = network.roi_heads(features, proposals, batch.image_sizes)
+            found, represented = _detections_with_features(network.roi_heads, features, proposals[0],
+                                                           batch.image_sizes[0])
             (h, w), (height, width) = batch.image_sizes[0], original[0]
-            boxes = found[0]["boxes"]
-            scale = torch.tensor([w / width, h / height, w / width, h / height], dtype=boxes.dtype)
             extra = torch.as_tensor(np.asarray(extra if extra is not None else [], np.float32).reshape(-1, 4))
-            pooled = network.roi_heads.box_roi_pool(features, [torch.cat([boxes, extra.to(boxes.dtype) * scale])],
-                                                    batch.image_sizes)
-            represented = network.roi_heads.box_head(pooled).float()
-            given_logits, _ = network.roi_heads.box_predictor(represented[len(boxes):])
-            out = _numpy(network.transform.postprocess(found, batch.image_sizes, original)[0])
-            represented = represented.numpy().astype(np.float32)
-            return {**out, "features": represented[:len(boxes)], "given_features": represented[len(boxes):],
+            extra = extra.to(proposals[0].dtype) * torch.tensor([w / width, h / height, w / width, h / height],
+                                                                dtype=proposals[0].dtype)
+            given = network.roi_heads.box_head(network.roi_heads.box_roi_pool(features, [extra], batch.image_sizes))
+            given_logits, _ = network.roi_heads.box_predictor(given)
+            out = _numpy(network.transform.postprocess([found], batch.image_sizes, original)[0])
+            return {**out, "features": represented.float().numpy().astype(np.float32),
+                    "given_features": given.float().numpy().astype(np.float32),
                     "given_proba": torch.softmax(given_logits.float(), 1).numpy().astype(float)}
 
         return self._each_image(one, images, list(given) if given is not None else [None] * len(images))
