@@ -119,6 +119,9 @@ def main() -> None:
         preds[i], drawn[i] = p, c
     for k, p, c in zip(detector.cv_[2]["order"], detector.cv_[0], detector.cv_[2]["drawn"]):
         preds[fit_i[k]], drawn[fit_i[k]] = p, c
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # what the training gave, kept before anything reads it
+    args.out.with_suffix(".pkl").write_bytes(pickle.dumps({"noisy": noisy, "clean": clean, "errors": errors,
+                                                           "preds": preds, "drawn": drawn}))
     report = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "seed": args.seed,
               "images": len(images), "boxes": int(sum(len(t["boxes"]) for t in clean)), "steps": args.steps,
               "wall_s": round(wall, 1), "detector": detector.summary_}
@@ -127,7 +130,6 @@ def main() -> None:
         suspects, quality = find_box_label_issues(noisy, preds, ["raccoon"], read)
         report[variant] = figures(suspects, quality, errors)
         kept[variant] = quality
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))
     args.out.with_suffix(".pkl").write_bytes(pickle.dumps({"noisy": noisy, "clean": clean, "errors": errors,
                                                            "preds": preds, "drawn": drawn, "quality": kept}))

@@ -450,16 +450,18 @@ def test_a_box_the_classifier_calls_background_as_drawn_is_a_bad_location_even_w
     drawn[6][0] = [0.8, 0.1, 0.1]
     drawn[12][0] = np.roll([0.1, 0.8, 0.1], 0 if labels[12]["labels"][0] == 2 else 1)
     drawn[20] = None  # not read as drawn: cleanlab's checks only
+    labels[25] = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int)}  # every box removed: nothing read as drawn
+    drawn[25] = np.zeros((0, 3))
     without, plain = find_box_label_issues(labels, preds, ["square", "disc"])
     assert 12 not in {s.index for s in without}  # a box the right size in the right place: cleanlab passes it
     suspects, quality = find_box_label_issues(labels, preds, ["square", "disc"], drawn)
     by_image = {s.index: s for s in suspects}
-    assert set(by_image) == {6, 12}
+    assert set(by_image) == {6, 12, 25} and by_image[25].kind == "overlooked"
     assert by_image[6].kind == "badloc" and "the model sees background there (it gives" in by_image[6].reason
     assert by_image[6].box == [round(float(v), 1) for v in shifted[0]]
     assert by_image[12].kind == "swap" and "as drawn, the model says" in by_image[12].reason
     assert quality[6] == pytest.approx(0.1) and quality[6] <= plain[6]
-    others = np.delete(np.arange(30), [6, 12])
+    others = np.delete(np.arange(30), [6, 12, 25])
     assert quality[others].tolist() == plain[others].tolist()  # the boxes it calls their class change nothing
 
 

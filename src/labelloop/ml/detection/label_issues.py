@@ -50,9 +50,9 @@ def _cleanlab_inputs(truths: list[Detections], preds: list[Detections], n_classe
 def drawn_box_issues(truth: Detections, drawn: np.ndarray | None) -> list[tuple[int, str, float, int]]:
     """The labelled boxes of one image whose class the box classifier, shown the box as drawn, does not pick:
     (box index, "badloc" or "swap", the chance it gives the labelled class, the class it picks: 0 = background)."""
-    if drawn is None:
-        return []
     labels = np.asarray(truth["labels"], int).reshape(-1)
+    if drawn is None or not len(labels):
+        return []
     drawn = np.asarray(drawn, float).reshape(len(labels), -1)
     found = []
     for j, label in enumerate(labels):
