@@ -52,6 +52,26 @@ def class_signature(rows, name: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def checked_box_class(workspace, project, name: str, params: dict[str, Any], min_examples: int,
+                      rows=None) -> tuple[list, int]:
+    """(the labelled box images, the count holding `name`), or InvalidInput when the project has no such class,
+    pseudo-labels are asked for, or too few images hold the class: before any work, on either detection base."""
+    from labelloop.services.assist.model_kinds.micro import examples_per_class
+
+    if name not in project.class_names():
+        raise InvalidInput(f"project {project.name!r} has no class {name!r}; its classes: "
+                           f"{', '.join(project.class_names())}")
+    if params.get("pseudo_labels"):
+        raise InvalidInput("--pseudo-labels: pseudo-labels train classification micro-models only; box ones learn "
+                           "from human boxes")
+    rows = box_rows(workspace, project) if rows is None else rows
+    examples = examples_per_class(project, rows)[name]
+    reason = why_not_trainable_box(name, examples, min_examples)
+    if reason:
+        raise InvalidInput(f"no micro-model for {name!r}: {reason}")
+    return rows, examples
+
+
 def _read(workspace, item) -> np.ndarray:
     return media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
 
@@ -79,21 +99,10 @@ def train_box_class(workspace, project, name: str, params: dict[str, Any], ctx, 
     `worse`."""
     from labelloop.ml.detection.detector import BoxDetector
     from labelloop.ml.detection.network import build_detector
-    from labelloop.ml.micro import is_worse
     from labelloop.ml.micro_boxes import BoxMicroModel, held_out_figures, held_out_images
-    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use, micro_kind
+    from labelloop.services.assist.model_kinds.micro import micro_kind, self_validation
 
-    if name not in project.class_names():
-        raise InvalidInput(f"project {project.name!r} has no class {name!r}; its classes: "
-                           f"{', '.join(project.class_names())}")
-    if params.get("pseudo_labels"):
-        raise InvalidInput("--pseudo-labels: pseudo-labels train classification micro-models only; box ones learn "
-                           "from human boxes")
-    rows = box_rows(workspace, project) if rows is None else rows
-    examples = examples_per_class(project, rows)[name]
-    reason = why_not_trainable_box(name, examples, min_examples)
-    if reason:
-        raise InvalidInput(f"no micro-model for {name!r}: {reason}")
+    rows, examples = checked_box_class(workspace, project, name, params, min_examples, rows)
     target = float(params.get("target_precision") or project.settings.get("target_precision") or 0.95)
     options = detector_settings(params, target)
     try:
@@ -117,10 +126,7 @@ def train_box_class(workspace, project, name: str, params: dict[str, Any], ctx, 
     score = held_out_figures(detector)
     if not score["ready"]:
         score["reason"] += ": draw the class on more images, or lower the project's target precision"
-    current = in_use(workspace, project, name)
-    worse = is_worse(score, current.metrics.get("held_out") if current else None)
-    verdict = (f"worse than {current.ref} (kept, not used): {worse}" if worse else
-               f"replaces {current.ref} in use" if current else "first version, in use")
+    worse, verdict = self_validation(workspace, project, name, score)
     positives = sorted(item.id for (item, _), has in zip(rows, has_class) if has)
     metrics = {
         "class": name, "base": "detector", "examples": examples, "negatives": len(rows) - examples,

@@ -230,9 +230,8 @@ def train_mask_class(workspace, project, name: str, params: dict[str, Any], ctx,
                      rows=None) -> ModelInfo:
     """Train, score on held-out pixels, calibrate and store the next version of `micro:NAME` on `base`; a version
     whose held-out average precision falls below the one in use is kept with status `worse`."""
-    from labelloop.ml.micro import is_worse
     from labelloop.ml.micro_masks import MaskMicroModel, pixel_calibration
-    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use, micro_kind
+    from labelloop.services.assist.model_kinds.micro import examples_per_class, micro_kind, self_validation
 
     if name not in foreground_classes(project):
         if name in project.class_names():
@@ -270,10 +269,7 @@ def train_mask_class(workspace, project, name: str, params: dict[str, Any], ctx,
                                  "more images")
     score = {k: calibration[k] for k in ("average_precision", "ready", "threshold", "precision", "recall", "iou",
                                          "iou_at_half", "reason", "pixels", "positive_pixels")}
-    current = in_use(workspace, project, name)
-    worse = is_worse(score, current.metrics.get("held_out") if current else None)
-    verdict = (f"worse than {current.ref} (kept, not used): {worse}" if worse else
-               f"replaces {current.ref} in use" if current else "first version, in use")
+    worse, verdict = self_validation(workspace, project, name, score)
     positives = sorted(item.id for item, shapes in rows if any(s.label == name for s in shapes))
     metrics = {
         "class": name, "base": base, "examples": examples, "negatives": len(rows) - examples,

@@ -15,8 +15,8 @@ import numpy as np
 
 from labelloop.domain import Box
 from labelloop.errors import InvalidInput
-from labelloop.services.assist.micro_boxes import (SHARED, _read, box_rows, class_signature, detector_settings,
-                                                   why_not_trainable_box)
+from labelloop.services.assist.micro_boxes import (SHARED, _read, checked_box_class, class_signature,
+                                                   detector_settings)
 from labelloop.services.assist.models import ModelInfo, save_model, update_model
 
 log = logging.getLogger(__name__)
@@ -145,21 +145,10 @@ def train_shared_class(workspace, project, name: str, params: dict[str, Any], ct
                        rows=None, trunk: SharedTrunk | None = None) -> ModelInfo:
     """Train, score on held-out images, calibrate and store the next version of `micro:NAME` as a head on the
     shared detector (trained first, or reused when the labelled boxes and settings are those it learnt from)."""
-    from labelloop.ml.micro import is_worse
     from labelloop.ml.micro_boxes import SharedBoxHead
-    from labelloop.services.assist.model_kinds.micro import examples_per_class, in_use, micro_kind
+    from labelloop.services.assist.model_kinds.micro import micro_kind, self_validation
 
-    if name not in project.class_names():
-        raise InvalidInput(f"project {project.name!r} has no class {name!r}; its classes: "
-                           f"{', '.join(project.class_names())}")
-    if params.get("pseudo_labels"):
-        raise InvalidInput("--pseudo-labels: pseudo-labels train classification micro-models only; box ones learn "
-                           "from human boxes")
-    rows = box_rows(workspace, project) if rows is None else rows
-    examples = examples_per_class(project, rows)[name]
-    reason = why_not_trainable_box(name, examples, min_examples)
-    if reason:
-        raise InvalidInput(f"no micro-model for {name!r}: {reason}")
+    rows, examples = checked_box_class(workspace, project, name, params, min_examples, rows)
     trunk = trunk or SharedTrunk(workspace, project, rows, params, ctx)
     if not any(name in names for _, names in trunk.truths):
         raise InvalidInput(f"no micro-model for {name!r}: every image holding it was held out to score the shared "
@@ -174,10 +163,7 @@ def train_shared_class(workspace, project, name: str, params: dict[str, Any], ct
     score = head.figures()
     if not score["ready"]:
         score["reason"] += ": draw the class on more images, or lower the project's target precision"
-    current = in_use(workspace, project, name)
-    worse = is_worse(score, current.metrics.get("held_out") if current else None)
-    verdict = (f"worse than {current.ref} (kept, not used): {worse}" if worse else
-               f"replaces {current.ref} in use" if current else "first version, in use")
+    worse, verdict = self_validation(workspace, project, name, score)
     has_class = [any(s.label == name for s in shapes) for _, shapes in rows]
     positives = sorted(item.id for (item, _), has in zip(rows, has_class) if has)
     shared = {"sha256": trunk.sha256, "signature": trunk.signature, "reused_from": trunk.reused_from,

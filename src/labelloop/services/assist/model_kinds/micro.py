@@ -54,6 +54,17 @@ def in_use(workspace, project, class_name: str) -> ModelInfo | None:
     return usable[-1] if usable else None
 
 
+def self_validation(workspace, project, class_name: str, score: dict[str, Any]) -> tuple[str, str]:
+    """(why the new version is worse than the one in use, '' when it is not; the verdict in words)."""
+    from labelloop.ml.micro import is_worse
+
+    current = in_use(workspace, project, class_name)
+    worse = is_worse(score, current.metrics.get("held_out") if current else None)
+    verdict = (f"worse than {current.ref} (kept, not used): {worse}" if worse else
+               f"replaces {current.ref} in use" if current else "first version, in use")
+    return worse, verdict
+
+
 def examples_per_class(project, rows) -> dict[str, int]:
     """Labelled items holding each class."""
     counts = dict.fromkeys(project.class_names(), 0)
@@ -190,7 +201,7 @@ class Micro:
                     pool: list[int] | None = None) -> ModelInfo:
         import time
 
-        from labelloop.ml.micro import MicroModel, is_worse, pseudo_labels_hurt
+        from labelloop.ml.micro import MicroModel, pseudo_labels_hurt
         from labelloop.services.assist.model_kinds.classifier import Classifier
 
         if name not in project.class_names():
@@ -242,16 +253,9 @@ class Micro:
                 pseudo["reason"] = "no chain pre-label to learn from yet: run `predict --chain` first"
         seconds = time.perf_counter() - started
         score = model.held_out_score()
-        current = in_use(workspace, project, name)
-        worse = is_worse(score, current.metrics.get("held_out") if current else None)
+        worse, verdict = self_validation(workspace, project, name, score)
         prelabelled = int(model.passes(model.prelabeller_.pool_proba_[:, 0]).sum()) if pool else 0
         kind = micro_kind(name)
-        if worse:
-            verdict = f"worse than {current.ref} (kept, not used): {worse}"
-        elif current:
-            verdict = f"replaces {current.ref} in use"
-        else:
-            verdict = "first version, in use"
         metrics = {
             "class": name, "base": "classifier", "examples": int(y.sum()), "negatives": int(len(y) - y.sum()),
             "labelled_items": len(ids), "min_examples": min_examples, "held_out": score,
