@@ -72,6 +72,22 @@ def checked_box_class(workspace, project, name: str, params: dict[str, Any], min
     return rows, examples
 
 
+def box_metrics(name: str, base: str, examples: int, labelled: int, min_examples: int, score: dict[str, Any],
+                target: float, worse: str, verdict: str, seconds: float, held_images: int) -> dict[str, Any]:
+    """What a box micro-model's version records of its held-out score and self-validation, on either base."""
+    return {
+        "class": name, "base": base, "examples": examples, "negatives": labelled - examples,
+        "labelled_items": labelled, "min_examples": min_examples, "held_out": score,
+        "held_out_precision": score["precision"], "held_out_recall": score["recall"],
+        "held_out_average_precision": score["average_precision"], "held_out_map": score["map"],
+        "threshold": score["threshold"], "ready": score["ready"], "reason": score["reason"],
+        "target_precision": target, "coverage": None, "in_use": not worse, "self_validation": verdict,
+        "training_seconds": round(seconds, 3), "pseudo_labels": {"requested": False},
+        "measured_on": f"{held_images} held-out images ({score['boxes']} boxes); threshold on "
+                       f"{score['calibrated_on']}",
+    }
+
+
 def _read(workspace, item) -> np.ndarray:
     return media.read(workspace.blobs.local_path(item.blob_sha256), item.page, name=item.source)
 
@@ -129,15 +145,8 @@ def train_box_class(workspace, project, name: str, params: dict[str, Any], ctx, 
     worse, verdict = self_validation(workspace, project, name, score)
     positives = sorted(item.id for (item, _), has in zip(rows, has_class) if has)
     metrics = {
-        "class": name, "base": "detector", "examples": examples, "negatives": len(rows) - examples,
-        "labelled_items": len(rows), "min_examples": min_examples, "held_out": score,
-        "held_out_precision": score["precision"], "held_out_recall": score["recall"],
-        "held_out_average_precision": score["average_precision"], "held_out_map": score["map"],
-        "threshold": score["threshold"], "ready": score["ready"], "reason": score["reason"],
-        "target_precision": target, "coverage": None, "in_use": not worse, "self_validation": verdict,
-        "training_seconds": round(seconds, 3), "pseudo_labels": {"requested": False},
-        "measured_on": f"{len(test_images)} held-out images ({score['boxes']} boxes); threshold on "
-                       f"{score['calibrated_on']}",
+        **box_metrics(name, "detector", examples, len(rows), min_examples, score, target, worse, verdict, seconds,
+                      len(test_images)),
         "epochs": detector.summary_["epochs"], "steps": detector.summary_["steps"],
         "stopped": detector.summary_["stopped"],
     }

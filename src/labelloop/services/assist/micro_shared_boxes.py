@@ -15,8 +15,8 @@ import numpy as np
 
 from labelloop.domain import Box
 from labelloop.errors import InvalidInput
-from labelloop.services.assist.micro_boxes import (SHARED, _read, checked_box_class, class_signature,
-                                                   detector_settings)
+from labelloop.services.assist.micro_boxes import (SHARED, _read, box_metrics, checked_box_class,
+                                                   class_signature, detector_settings)
 from labelloop.services.assist.models import ModelInfo, save_model, update_model
 
 log = logging.getLogger(__name__)
@@ -168,18 +168,8 @@ def train_shared_class(workspace, project, name: str, params: dict[str, Any], ct
     positives = sorted(item.id for (item, _), has in zip(rows, has_class) if has)
     shared = {"sha256": trunk.sha256, "signature": trunk.signature, "reused_from": trunk.reused_from,
               "training_seconds": round(trunk.seconds, 3), **trunk.summary}
-    metrics = {
-        "class": name, "base": SHARED, "examples": examples, "negatives": len(rows) - examples,
-        "labelled_items": len(rows), "min_examples": min_examples, "held_out": score,
-        "held_out_precision": score["precision"], "held_out_recall": score["recall"],
-        "held_out_average_precision": score["average_precision"], "held_out_map": score["map"],
-        "threshold": score["threshold"], "ready": score["ready"], "reason": score["reason"],
-        "target_precision": target, "coverage": None, "in_use": not worse, "self_validation": verdict,
-        "training_seconds": round(seconds, 3), "pseudo_labels": {"requested": False},
-        "measured_on": f"{len(trunk.held_rows)} held-out images ({score['boxes']} boxes); threshold on "
-                       f"{score['calibrated_on']}",
-        "shared_detector": shared,
-    }
+    metrics = {**box_metrics(name, SHARED, examples, len(rows), min_examples, score, target, worse, verdict,
+                             seconds, len(trunk.held_rows)), "shared_detector": shared}
     stored = {"class": name, "base": SHARED, "min_examples": min_examples, "positives": positives,
               "labels_signature": class_signature(rows, name), "objects_signature": objects_signature(rows),
               "target_precision": target, "trunk_sha256": trunk.sha256, "trunk_signature": trunk.signature,
